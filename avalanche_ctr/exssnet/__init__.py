@@ -1,0 +1,36 @@
+"""ExSSNeT (Yadav & Bansal, ACL Findings 2023) and its special cases SupSup and SSNeT.
+
+Modules follow the paper's parts: :mod:`.supermask` (supermask layers),
+:mod:`.model` (model conversion, bit-packed task masks), :mod:`.exclusive`
+(exclusive weight training), :mod:`.kkt` (KNN-based knowledge transfer),
+:mod:`.plugin` (lifecycle) and :mod:`.strategy` (Avalanche strategies).
+"""
+
+from avalanche_ctr.exssnet.exclusive import ExclusiveWeightUpdate, free_weights
+from avalanche_ctr.exssnet.kkt import KKTChoice, knn_accuracy, select_source_task
+from avalanche_ctr.exssnet.model import SupermaskNet, convert_to_supermask
+from avalanche_ctr.exssnet.plugin import ExSSNeTPlugin
+from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
+from avalanche_ctr.exssnet.supermask import (
+    SupermaskConv2d,
+    SupermaskLinear,
+    TaskBatchNorm,
+    signed_constant_,
+)
+
+__all__ = [
+    "ExSSNeT",
+    "SupSup",
+    "ExSSNeTPlugin",
+    "SupermaskNet",
+    "convert_to_supermask",
+    "SupermaskLinear",
+    "SupermaskConv2d",
+    "TaskBatchNorm",
+    "signed_constant_",
+    "ExclusiveWeightUpdate",
+    "free_weights",
+    "KKTChoice",
+    "knn_accuracy",
+    "select_source_task",
+]

@@ -1,0 +1,296 @@
+"""Conversion of a user's model into a supermask network, and the network itself.
+
+:class:`SupermaskNet` wraps the converted model. It is a
+:class:`~avalanche.models.MultiTaskModule`, so Avalanche passes it the task
+labels; before running the wrapped model for a task it selects that task's
+mask in every supermask layer and that task's BatchNorm.
+
+Finished tasks keep their masks as one bit-packed buffer per task over all
+maskable weights (``task_mask_<t>``): ``ceil(N / 8)`` bytes for ``N`` maskable
+weights (ExSSNeT, Sec. 3: "the masks are binary and can be stored with 1 bit
+per parameter").
+"""
+
+from __future__ import annotations
+
+import torch
+from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from avalanche_ctr.exssnet.supermask import (
+    SupermaskConv2d,
+    SupermaskLayer,
+    SupermaskLinear,
+    TaskBatchNorm,
+)
+from avalanche_ctr.masking import pack_mask, topk_mask, unpack_mask
+
+__all__ = ["SupermaskNet", "convert_to_supermask", "check_density"]
+
+_MASK_PREFIX = "task_mask_"
+
+
+def check_density(density: float) -> float:
+    """Validate a supermask density (fraction of weights each task keeps)."""
+    if not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0:
+        raise ValueError(
+            f"density must be in (0, 1] (the fraction of weights each task's mask keeps), "
+            f"got {density!r}; e.g. density=0.1 keeps 10% of the weights"
+        )
+    return float(density)
+
+
+class SupermaskNet(MultiTaskModule):
+    """A model whose Linear / Conv2d layers are supermask layers.
+
+    Build it with :func:`convert_to_supermask`.
+
+    :param net: the converted model.
+    :param density: fraction of each layer's weights a task's mask keeps.
+    """
+
+    def __init__(self, net: nn.Module, density: float) -> None:
+        super().__init__()
+        self.net = net
+        self.density = density
+        self.training_task: int | None = None
+        self._layer_names = [n for n, m in net.named_modules() if isinstance(m, SupermaskLayer)]
+        self._bn_names = [n for n, m in net.named_modules() if isinstance(m, TaskBatchNorm)]
+        self._head_names = [n for n, m in net.named_modules() if isinstance(m, MultiHeadClassifier)]
+        if not self._layer_names:
+            raise ValueError(
+                "the model has no Linear or Conv2d layer outside its MultiHeadClassifier heads: "
+                "there is nothing to mask; give ExSSNeT/SupSup a model with at least one such layer"
+            )
+        feature_name = self._head_names[-1] if self._head_names else self._layer_names[-1]
+        self._capture = False
+        self._features: Tensor | None = None
+        net.get_submodule(feature_name).register_forward_pre_hook(self._keep_features)
+
+    # ----------------------------------------------------------------- layers
+    @property
+    def supermask_layers(self) -> list[SupermaskLayer]:
+        return [self.net.get_submodule(n) for n in self._layer_names]
+
+    @property
+    def batchnorms(self) -> list[TaskBatchNorm]:
+        return [self.net.get_submodule(n) for n in self._bn_names]
+
+    @property
+    def heads(self) -> list[MultiHeadClassifier]:
+        return [self.net.get_submodule(n) for n in self._head_names]
+
+    @property
+    def n_maskable(self) -> int:
+        """Number of maskable weights (``N``); a finished task stores ``ceil(N/8)`` bytes."""
+        return sum(layer.weight.numel() for layer in self.supermask_layers)
+
+    @property
+    def trained_tasks(self) -> list[int]:
+        """Task labels whose masks are stored, in training order."""
+        return [
+            int(name[len(_MASK_PREFIX) :])
+            for name, _ in self.named_buffers(recurse=False)
+            if name.startswith(_MASK_PREFIX)
+        ]
+
+    # ------------------------------------------------------------ task masks
+    def task_masks(self, task: int) -> list[Tensor]:
+        """Unpacked boolean masks of a finished task, one per supermask layer."""
+        return self._split(getattr(self, f"{_MASK_PREFIX}{task}"))
+
+    def used_masks(self) -> list[Tensor]:
+        """Union of all finished tasks' masks, one boolean tensor per layer."""
+        union = None
+        for task in self.trained_tasks:
+            packed = getattr(self, f"{_MASK_PREFIX}{task}")
+            union = packed.clone() if union is None else union.bitwise_or_(packed)
+        if union is None:
+            return [torch.zeros_like(w.weight, dtype=torch.bool) for w in self.supermask_layers]
+        return self._split(union)
+
+    def _split(self, packed: Tensor) -> list[Tensor]:
+        flat = unpack_mask(packed, (self.n_maskable,))
+        sizes = [layer.weight.numel() for layer in self.supermask_layers]
+        return [
+            part.view_as(layer.weight)
+            for part, layer in zip(flat.split(sizes), self.supermask_layers, strict=True)
+        ]
+
+    # -------------------------------------------------------- task lifecycle
+    def start_task(self, task: int) -> None:
+        """Install float scores and a BatchNorm for ``task`` (random mask)."""
+        if task in self.trained_tasks:
+            raise ValueError(
+                f"task {task} was already trained; supermask methods learn one mask per task "
+                "label and need a task-incremental stream (e.g. return_task_id=True)"
+            )
+        self.training_task = task
+        for layer in self.supermask_layers:
+            layer.init_scores(task)
+        for bn in self.batchnorms:
+            bn.add_task(task, self._device)
+
+    def init_scores_from_task(self, source: int) -> None:
+        """Start the training task's scores from a finished task's mask (KKT).
+
+        Float scores of finished tasks are not kept, so the new scores are the
+        fresh random scores with the source mask's entries lifted above every
+        other entry: the initial top-k mask equals the source task's mask, and
+        training can move away from it (the official code copies the float
+        scores instead).
+        """
+        for layer, mask in zip(self.supermask_layers, self.task_masks(source), strict=True):
+            with torch.no_grad():
+                magnitude = layer.scores.abs()
+                layer.scores.copy_(magnitude + mask * magnitude.max())
+
+    def fix_mask(self) -> None:
+        """Freeze the training task's mask (end of ExSSNeT's mask phase)."""
+        for layer in self.supermask_layers:
+            layer.fixed_mask = topk_mask(layer.scores, layer.k)
+
+    def finish_task(self) -> None:
+        """Store the training task's mask bit-packed and drop its float scores."""
+        task = self._require_training_task()
+        masks = [layer.current_mask().reshape(-1) for layer in self.supermask_layers]
+        self.register_buffer(f"{_MASK_PREFIX}{task}", pack_mask(torch.cat(masks)))
+        for layer in self.supermask_layers:
+            layer.release_scores()
+        self.training_task = None
+
+    def set_trainable(self, *, scores: bool, weights: bool) -> None:
+        """Make only the training task's parameters trainable.
+
+        Always trainable: the task's BatchNorm and its head in every
+        :class:`MultiHeadClassifier`. ``scores`` / ``weights`` select the
+        supermask scores (mask phase) or the shared weights (weight phase).
+        """
+        task = self._require_training_task()
+        for param in self.parameters():
+            param.requires_grad_(False)
+        for layer in self.supermask_layers:
+            layer.scores.requires_grad_(scores)
+            layer.weight.requires_grad_(weights)
+        for bn in self.batchnorms:
+            bn.per_task[str(task)].requires_grad_(True)
+        for head in self.heads:
+            if str(task) in head.classifiers:
+                head.classifiers[str(task)].requires_grad_(True)
+
+    def _require_training_task(self) -> int:
+        if self.training_task is None:
+            raise RuntimeError("no task is being trained; call start_task first")
+        return self.training_task
+
+    @property
+    def _device(self) -> torch.device:
+        return self.supermask_layers[0].weight.device
+
+    # --------------------------------------------------------------- forward
+    def activate(self, task: int) -> None:
+        """Select ``task``'s masks and BatchNorm in every layer."""
+        if task != self.training_task and task not in self.trained_tasks:
+            raise ValueError(
+                f"task {task} was never trained by this model (trained tasks: "
+                f"{self.trained_tasks}); evaluate only experiences seen so far, e.g. "
+                "strategy.eval(test_stream[: i + 1]) after training experience i"
+            )
+        masks = None
+        for index, layer in enumerate(self.supermask_layers):
+            layer.active_task = task
+            if task != self.training_task and not layer.has_cached(task):
+                masks = self.task_masks(task) if masks is None else masks
+                layer.cache_task(task, masks[index])
+        for bn in self.batchnorms:
+            bn.active_task = task
+
+    def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
+        self.activate(int(task_label))
+        if isinstance(self.net, MultiTaskModule):
+            return self.net(x, task_label)
+        return self.net(x)
+
+    def features(self, x: Tensor, task: int) -> Tensor:
+        """Penultimate representation of ``x`` under ``task``'s mask: the input of the
+        last :class:`MultiHeadClassifier` or, without one, of the last supermask layer."""
+        self._capture = True
+        try:
+            self.forward_single_task(x, task)
+        finally:
+            self._capture = False
+        features, self._features = self._features, None
+        return features.flatten(1)
+
+    def _keep_features(self, _module: nn.Module, args: tuple) -> None:
+        if self._capture:
+            self._features = args[0]
+
+
+def _convertible_leaf(module: nn.Module, density: float, max_cached_tasks: int) -> nn.Module | None:
+    if isinstance(module, nn.Linear):
+        return SupermaskLinear(
+            module.in_features, module.out_features, density, max_cached_tasks=max_cached_tasks
+        ).to(module.weight.device)
+    if isinstance(module, nn.Conv2d):
+        return SupermaskConv2d(module, density, max_cached_tasks=max_cached_tasks).to(
+            module.weight.device
+        )
+    if isinstance(module, _BatchNorm):
+        return TaskBatchNorm(module)
+    return None
+
+
+def _convert_children(module: nn.Module, prefix: str, density: float, cache: int) -> None:
+    for name, child in list(module.named_children()):
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, (MultiHeadClassifier, SupermaskLayer, TaskBatchNorm)):
+            continue
+        new = _convertible_leaf(child, density, cache)
+        if new is not None:
+            setattr(module, name, new)
+            continue
+        if isinstance(child, DynamicModule) and not isinstance(child, MultiTaskModule):
+            raise ValueError(
+                f"layer '{path}' ({type(child).__name__}) changes shape during training and "
+                "cannot be masked; use avalanche.models.MultiHeadClassifier for per-task heads"
+            )
+        if any(True for _ in child.parameters(recurse=False)):
+            raise ValueError(
+                f"layer '{path}' ({type(child).__name__}) has parameters and cannot be masked; "
+                "supermask models may contain Linear, Conv2d, BatchNorm, MultiHeadClassifier "
+                "heads and parameter-free layers only"
+            )
+        _convert_children(child, path, density, cache)
+
+
+def convert_to_supermask(
+    model: nn.Module, *, density: float = 0.1, max_cached_tasks: int = 4
+) -> SupermaskNet:
+    """Turn ``model`` into a :class:`SupermaskNet`, in place.
+
+    Every ``Linear`` and ``Conv2d`` becomes a supermask layer with fresh
+    signed-constant weights and no bias; every BatchNorm becomes a per-task
+    BatchNorm; :class:`~avalanche.models.MultiHeadClassifier` heads stay dense
+    per-task heads. Any other layer with parameters raises ``ValueError``
+    naming it.
+
+    :param model: the user's model (a ``MultiTaskModule`` such as
+        ``MTSimpleMLP``, or a plain module whose last layer is then masked per task).
+    :param density: fraction of each layer's weights a task's mask keeps, in (0, 1].
+    :param max_cached_tasks: finished tasks whose masked weights stay cached
+        for evaluation in each layer.
+    """
+    density = check_density(density)
+    if isinstance(model, SupermaskNet):
+        return model
+    if _convertible_leaf(model, density, max_cached_tasks) is not None:
+        model = nn.Sequential(model)
+    elif any(True for _ in model.parameters(recurse=False)):
+        raise ValueError(
+            f"the model ({type(model).__name__}) holds parameters directly and cannot be "
+            "masked; put them in Linear / Conv2d / BatchNorm submodules"
+        )
+    _convert_children(model, "", density, max_cached_tasks)
+    return SupermaskNet(model, density)

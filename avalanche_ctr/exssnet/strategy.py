@@ -1,0 +1,143 @@
+"""ExSSNeT, SSNeT and SupSup as Avalanche strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from avalanche.core import BasePlugin
+from avalanche.training.plugins.evaluation import EvaluationPlugin, default_evaluator
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from torch.nn import CrossEntropyLoss
+from torch.optim import Optimizer
+
+from avalanche_ctr.exssnet.model import check_density, convert_to_supermask
+from avalanche_ctr.exssnet.plugin import ExSSNeTPlugin
+
+__all__ = ["ExSSNeT", "SupSup"]
+
+
+class ExSSNeT(SupervisedTemplate):
+    """Exclusive Supermask SubNEtwork Training (Yadav & Bansal, ACL Findings 2023).
+
+    Learns one supermask per task over shared weights fixed at a
+    signed-constant initialisation (SupSup), then trains only the weights of
+    the new mask that no earlier task's mask uses, so nothing learned is
+    forgotten. KNN-based knowledge transfer (KKT) initialises each new mask
+    from the most similar earlier task. ``exclusive=False`` gives SSNeT, the
+    paper's non-exclusive ablation.
+
+    The model is converted in place by
+    :func:`~avalanche_ctr.exssnet.model.convert_to_supermask`: Linear and
+    Conv2d layers become supermask layers (fresh signed-constant weights, no
+    bias), BatchNorm becomes per-task BatchNorm, and
+    :class:`~avalanche.models.MultiHeadClassifier` heads stay dense per-task
+    heads. The optimizer keeps the hyper-parameters of its first parameter
+    group and is pointed at the parameters of the current phase.
+
+    Needs a task-incremental stream (one task label per experience), e.g.
+    ``SplitMNIST(5, return_task_id=True)``; evaluate a task only after it was
+    trained.
+
+    :param model: the model to convert (e.g. ``avalanche.models.MTSimpleMLP``).
+    :param optimizer: optimizer whose hyper-parameters are used.
+    :param criterion: loss function.
+    :param density: fraction of each layer's weights a task's mask keeps, in (0, 1].
+    :param mask_epochs: epochs per experience that learn the mask.
+    :param weight_epochs: epochs per experience that then train free weights.
+    :param kkt: KNN-based knowledge transfer for the mask initialisation.
+    :param exclusive: ``False`` gives SSNeT (weights shared with earlier tasks
+        are trained too, so earlier tasks may be forgotten).
+    :param train_mb_size: training mini-batch size.
+    :param eval_mb_size: evaluation mini-batch size.
+    :param device: where the model runs.
+    :param plugins: further plugins; all are kept.
+    :param evaluator: Avalanche evaluation plugin.
+    :param eval_every: as in Avalanche's templates.
+    :param base_kwargs: forwarded to :class:`SupervisedTemplate`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: Optimizer,
+        criterion: nn.Module = CrossEntropyLoss(),
+        density: float = 0.1,
+        mask_epochs: int = 1,
+        weight_epochs: int = 1,
+        kkt: bool = True,
+        exclusive: bool = True,
+        train_mb_size: int = 1,
+        eval_mb_size: int | None = None,
+        device: str = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: EvaluationPlugin | Callable[[], EvaluationPlugin] = default_evaluator,
+        eval_every: int = -1,
+        **base_kwargs,
+    ) -> None:
+        density = check_density(density)
+        self.exssnet_plugin = ExSSNeTPlugin(
+            mask_epochs=mask_epochs, weight_epochs=weight_epochs, exclusive=exclusive, kkt=kkt
+        )
+        super().__init__(
+            model=convert_to_supermask(model, density=density),
+            optimizer=optimizer,
+            criterion=criterion,
+            train_mb_size=train_mb_size,
+            train_epochs=mask_epochs + weight_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=[*(plugins or []), self.exssnet_plugin],
+            evaluator=evaluator,
+            eval_every=eval_every,
+            **base_kwargs,
+        )
+
+    def make_optimizer(self, **kwargs) -> None:
+        """The plugin points the optimizer at the current phase's parameters in
+        ``before_training_exp``; Avalanche's own ``update_optimizer`` is skipped."""
+
+
+class SupSup(ExSSNeT):
+    """Supermasks in Superposition (Wortsman et al., NeurIPS 2020), task-incremental
+    ("GG") setting: weights stay at their signed-constant initialisation and each
+    task learns only its supermask, for ``train_epochs`` epochs.
+
+    KKT is off by default, as in the paper's SupSup; the other parameters are
+    those of :class:`ExSSNeT`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: Optimizer,
+        criterion: nn.Module = CrossEntropyLoss(),
+        density: float = 0.1,
+        train_epochs: int = 1,
+        kkt: bool = False,
+        train_mb_size: int = 1,
+        eval_mb_size: int | None = None,
+        device: str = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: EvaluationPlugin | Callable[[], EvaluationPlugin] = default_evaluator,
+        eval_every: int = -1,
+        **base_kwargs,
+    ) -> None:
+        super().__init__(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion,
+            density=density,
+            mask_epochs=train_epochs,
+            weight_epochs=0,
+            kkt=kkt,
+            train_mb_size=train_mb_size,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=plugins,
+            evaluator=evaluator,
+            eval_every=eval_every,
+            **base_kwargs,
+        )

@@ -1,0 +1,200 @@
+"""Supermask layers (SupSup, Wortsman et al., NeurIPS 2020, Sec. 3.1; ExSSNeT,
+Yadav & Bansal, ACL Findings 2023, Sec. 3).
+
+A supermask layer holds one weight tensor shared by all tasks, fixed at a
+signed-constant initialisation, and applies a per-task binary mask to it. The
+mask of the task being trained comes from a real-valued score tensor through a
+top-k selection with a straight-through estimator; the masks of finished tasks
+are kept bit-packed by :class:`~avalanche_ctr.exssnet.model.SupermaskNet` and
+pushed to the layers as masked-weight caches.
+
+Departures from the reference code, chosen deliberately:
+
+* Layers carry no bias. SupSup and ExSSNeT build their networks with
+  ``bias=False``; a shared trainable bias would be moved by every task and
+  break forgetting prevention.
+* Only the scores of the task in training exist as floats; finished tasks keep
+  1 bit per weight (the official code keeps every task's float scores).
+* BatchNorm statistics and affine parameters are per task
+  (:class:`TaskBatchNorm`), the fix SupSup published after release.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avalanche_ctr.masking import TopKStraightThrough, n_kept, topk_mask
+
+__all__ = [
+    "SupermaskLayer",
+    "SupermaskLinear",
+    "SupermaskConv2d",
+    "TaskBatchNorm",
+    "signed_constant_",
+]
+
+
+def signed_constant_(weight: Tensor) -> Tensor:
+    """Signed-constant initialisation (edge-popup, Ramanujan et al. 2020, Sec. 4.1;
+    SupSup Sec. 4): each weight is ``±gain / sqrt(fan_in)`` with a random sign,
+    ``gain`` being the ReLU gain ``sqrt(2)``."""
+    fan_in = nn.init._calculate_correct_fan(weight, "fan_in")
+    std = nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+    with torch.no_grad():
+        sign = torch.randint(0, 2, weight.shape, device=weight.device, dtype=weight.dtype)
+        weight.copy_((sign * 2 - 1) * std)
+    return weight
+
+
+class SupermaskLayer(nn.Module):
+    """Common part of the supermask layers: shared weight, per-task masks.
+
+    :param weight_shape: shape of the shared weight tensor.
+    :param density: fraction of the layer's weights each task's mask keeps.
+    :param max_cached_tasks: number of finished tasks whose masked weights stay
+        cached for evaluation (the cache is rebuilt whenever the weight changes).
+    """
+
+    def __init__(self, weight_shape: tuple[int, ...], density: float, max_cached_tasks: int = 4):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(weight_shape), requires_grad=False)
+        signed_constant_(self.weight)
+        self.density = density
+        self.k = n_kept(self.weight.numel(), density)
+        self.scores: nn.Parameter | None = None
+        self.training_task: int | None = None
+        self.active_task: int | None = None
+        self.fixed_mask: Tensor | None = None
+        self.max_cached_tasks = max_cached_tasks
+        self._cache: OrderedDict[int, tuple[int, Tensor]] = OrderedDict()
+
+    def init_scores(self, task: int) -> nn.Parameter:
+        """Create the float scores of the task about to be trained (edge-popup's
+        Kaiming-uniform score initialisation)."""
+        scores = torch.empty_like(self.weight)
+        nn.init.kaiming_uniform_(scores, a=math.sqrt(5))
+        self.scores = nn.Parameter(scores)
+        self.training_task = task
+        self.fixed_mask = None
+        return self.scores
+
+    def current_mask(self) -> Tensor:
+        """Boolean mask of the task in training, from its scores or fixed mask."""
+        if self.fixed_mask is not None:
+            return self.fixed_mask
+        if self.scores is None:
+            raise RuntimeError("no task is being trained by this layer")
+        return topk_mask(self.scores, self.k)
+
+    def release_scores(self) -> None:
+        """Drop the float scores once the task's mask has been stored."""
+        self.scores = None
+        self.training_task = None
+        self.fixed_mask = None
+
+    def has_cached(self, task: int) -> bool:
+        entry = self._cache.get(task)
+        return entry is not None and entry[0] == self.weight._version
+
+    def cache_task(self, task: int, mask: Tensor) -> None:
+        """Cache ``weight * mask`` of a finished task for fast evaluation."""
+        self._cache[task] = (self.weight._version, (self.weight * mask).detach())
+        self._cache.move_to_end(task)
+        while len(self._cache) > self.max_cached_tasks:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def masked_weight(self) -> Tensor:
+        """The weight of the active task: ``W ⊙ M_task``."""
+        task = self.active_task
+        if task is not None and task == self.training_task:
+            if self.fixed_mask is not None:
+                return self.weight * self.fixed_mask
+            return self.weight * TopKStraightThrough.apply(self.scores, self.k)
+        if task is None or not self.has_cached(task):
+            raise RuntimeError(
+                "supermask layer used outside SupermaskNet: call the converted model, "
+                "which selects the task's mask"
+            )
+        self._cache.move_to_end(task)
+        return self._cache[task][1]
+
+
+class SupermaskLinear(SupermaskLayer):
+    """Supermask version of :class:`torch.nn.Linear` (no bias, see module notes)."""
+
+    def __init__(self, in_features: int, out_features: int, density: float, **kwargs) -> None:
+        super().__init__((out_features, in_features), density, **kwargs)
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.masked_weight())
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"density={self.density}"
+        )
+
+
+class SupermaskConv2d(SupermaskLayer):
+    """Supermask version of :class:`torch.nn.Conv2d` (no bias, see module notes)."""
+
+    def __init__(self, conv: nn.Conv2d, density: float, **kwargs) -> None:
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"padding_mode={conv.padding_mode!r} is not supported; use 'zeros'")
+        super().__init__(tuple(conv.weight.shape), density, **kwargs)
+        self.stride = conv.stride
+        self.padding = conv.padding
+        self.dilation = conv.dilation
+        self.groups = conv.groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(
+            x, self.masked_weight(), None, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, stride={self.stride}, density={self.density}"
+
+
+class TaskBatchNorm(nn.Module):
+    """One BatchNorm (statistics and affine parameters) per task.
+
+    A single BatchNorm shared by tasks would have its running statistics moved
+    by every later task; SupSup's post-release fix keeps them per task.
+
+    :param template: the user's BatchNorm layer, whose configuration is copied.
+    """
+
+    def __init__(self, template: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.template_cls = type(template)
+        self.config = {
+            "num_features": template.num_features,
+            "eps": template.eps,
+            "momentum": template.momentum,
+            "affine": template.affine,
+            "track_running_stats": template.track_running_stats,
+        }
+        self.per_task = nn.ModuleDict()
+        self.active_task: int | None = None
+
+    def add_task(self, task: int, device: torch.device) -> nn.Module:
+        bn = self.template_cls(**self.config).to(device)
+        self.per_task[str(task)] = bn
+        return bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        key = str(self.active_task)
+        if key not in self.per_task:
+            raise RuntimeError(f"no BatchNorm for task {self.active_task}")
+        return self.per_task[key](x)

@@ -1,0 +1,74 @@
+"""Mask mechanics shared by the methods of this package.
+
+* bit-packing of boolean masks (1 bit per weight), used to keep finished
+  tasks' supermasks (ExSSNeT, Sec. 3) and cumulative task masks compactly;
+* the top-k supermask with a straight-through estimator (edge-popup,
+  Ramanujan et al., CVPR 2020, Sec. 3; SupSup, Wortsman et al., NeurIPS 2020,
+  Sec. 3.1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["pack_mask", "unpack_mask", "topk_mask", "TopKStraightThrough", "n_kept"]
+
+_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)
+
+
+def pack_mask(mask: Tensor) -> Tensor:
+    """Pack a boolean mask of any shape into ``ceil(numel / 8)`` bytes.
+
+    :param mask: a boolean (or 0/1) tensor.
+    :return: a flat ``uint8`` tensor, most significant bit first.
+    """
+    flat = mask.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    shifts = _SHIFTS.to(flat.device)
+    return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """Inverse of :func:`pack_mask`: a boolean tensor of ``shape``."""
+    numel = 1
+    for dim in shape:
+        numel *= dim
+    shifts = _SHIFTS.to(packed.device)
+    bits = (packed.view(-1, 1) >> shifts) & 1
+    return bits.reshape(-1)[:numel].view(shape).bool()
+
+
+def n_kept(numel: int, density: float) -> int:
+    """Number of weights a layer keeps at ``density`` (at least one)."""
+    return max(1, int(round(density * numel)))
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask of the ``k`` entries of largest ``|scores|`` (ties broken by index)."""
+    flat = scores.detach().abs().reshape(-1)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[torch.topk(flat, k, sorted=False).indices] = True
+    return mask.view_as(scores)
+
+
+class TopKStraightThrough(torch.autograd.Function):
+    """The supermask of a layer: ``1`` on the top-k ``|scores|``, ``0`` elsewhere.
+
+    Forward selects the ``k`` largest scores by magnitude; backward passes the
+    gradient straight through to the scores (edge-popup, Sec. 3; SupSup,
+    Sec. 3.1). As in edge-popup the magnitude is taken inside, so the gradient
+    that reaches a score is multiplied by its sign.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(scores)
+        return topk_mask(scores, k).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (scores,) = ctx.saved_tensors
+        return grad_output * torch.sign(scores), None

@@ -1,0 +1,6 @@
+"""Avalanche strategies and plugins of avalanche-ctr."""
+
+from avalanche_ctr.exssnet.plugin import ExSSNeTPlugin
+from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
+
+__all__ = ["ExSSNeT", "SupSup", "ExSSNeTPlugin"]

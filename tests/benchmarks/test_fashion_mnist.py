@@ -1,0 +1,64 @@
+"""Tests for the offline Split-FashionMNIST helpers."""
+
+import pytest
+from avalanche.benchmarks.classic import SplitFMNIST
+
+from avalanche_ctr.benchmarks import SplitFashionMNIST, prepare_fashion_mnist_root
+from avalanche_ctr.benchmarks.fashion_mnist import DEFAULT_FASHION_MNIST_SOURCE
+
+needs_debian_data = pytest.mark.skipif(
+    not DEFAULT_FASHION_MNIST_SOURCE.is_dir(),
+    reason=f"{DEFAULT_FASHION_MNIST_SOURCE} absent (apt-get install dataset-fashion-mnist)",
+)
+
+
+@pytest.fixture(scope="module")
+def fmnist_root(tmp_path_factory):
+    return prepare_fashion_mnist_root(tmp_path_factory.mktemp("data"))
+
+
+@needs_debian_data
+def test_prepare_root_layout_and_idempotence(fmnist_root):
+    raw = fmnist_root / "FashionMNIST" / "raw"
+    names = sorted(p.name for p in raw.iterdir())
+    assert names == [
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+    ]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in raw.iterdir()}
+    # Already prepared: no source needed, nothing rewritten.
+    assert prepare_fashion_mnist_root(fmnist_root, source=fmnist_root / "nowhere") == fmnist_root
+    assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir()} == mtimes
+
+
+@needs_debian_data
+def test_avalanche_split_fmnist_offline(fmnist_root):
+    bm = SplitFMNIST(
+        n_experiences=5,
+        return_task_id=True,
+        class_ids_from_zero_in_each_exp=True,
+        seed=0,
+        dataset_root=fmnist_root,
+    )
+
+    assert len(bm.train_stream) == len(bm.test_stream) == 5
+    assert [exp.task_label for exp in bm.train_stream] == list(range(5))
+    assert len(bm.train_stream[0].dataset) == 12000
+    assert all(sorted(exp.classes_in_this_experience) == [0, 1] for exp in bm.train_stream)
+    assert {int(t) for t in bm.test_stream[4].dataset.targets} == {0, 1}
+
+
+@needs_debian_data
+def test_convenience_wrapper(fmnist_root):
+    bm = SplitFashionMNIST(dataset_root=fmnist_root)
+
+    assert [exp.task_label for exp in bm.test_stream] == list(range(5))
+    assert len(bm.train_stream[0].dataset) == 12000
+
+
+def test_missing_source_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist") as err:
+        prepare_fashion_mnist_root(tmp_path / "root", source=tmp_path)
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(err.value)
