@@ -119,13 +119,18 @@ class SupermaskNet(MultiTaskModule):
         ]
 
     # -------------------------------------------------------- task lifecycle
-    def start_task(self, task: int) -> None:
-        """Install float scores and a BatchNorm for ``task`` (random mask)."""
+    def check_new_task(self, task: int) -> None:
+        """Raise ``ValueError`` if ``task`` was already trained."""
         if task in self.trained_tasks:
             raise ValueError(
                 f"task {task} was already trained; supermask methods learn one mask per task "
-                "label and need a task-incremental stream (e.g. return_task_id=True)"
+                "label and need a task-incremental stream, e.g. SplitMNIST(..., "
+                "return_task_id=True)"
             )
+
+    def start_task(self, task: int) -> None:
+        """Install float scores and a BatchNorm for ``task`` (random mask)."""
+        self.check_new_task(task)
         self.training_task = task
         for layer in self.supermask_layers:
             layer.init_scores(task)

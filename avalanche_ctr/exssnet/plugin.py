@@ -19,6 +19,8 @@ class ExSSNeTPlugin(SupervisedPlugin):
 
     Per experience (task ``t``):
 
+    * ``before_train_dataset_adaptation``: refuses an experience whose task
+      label is not a single, new one, before Avalanche adapts the model;
     * ``before_training_exp``: installs task ``t``'s scores and BatchNorm,
       initialises the scores by KKT when enabled, and points the optimizer at
       the scores, the task's head and BatchNorm;
@@ -66,6 +68,12 @@ class ExSSNeTPlugin(SupervisedPlugin):
         self.kkt_k = kkt_k
         self.last_kkt: KKTChoice | None = None
         self._update: ExclusiveWeightUpdate | None = None
+
+    def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        """Refuse a stream without one new task label per experience before
+        Avalanche adapts the model (e.g. grows a head) for it."""
+        model = _supermask_model(strategy)
+        model.check_new_task(_task_label(strategy.experience))
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         model = _supermask_model(strategy)

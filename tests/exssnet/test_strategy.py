@@ -1,0 +1,170 @@
+import pytest
+import torch
+from _helpers import experience_tensors, quiet_evaluator, task_logits
+from avalanche.core import SupervisedPlugin
+from avalanche.models import MTSimpleMLP
+from avalanche.training import Naive
+
+from avalanche_ctr.benchmarks import SplitDigits
+from avalanche_ctr.exssnet import SupermaskNet, convert_to_supermask
+from avalanche_ctr.training import ExSSNeT, ExSSNeTPlugin, SupSup
+
+
+def stream_accuracies(results: dict) -> list[float]:
+    return [v for k, v in sorted(results.items()) if k.startswith("Top1_Acc_Exp/eval_phase")]
+
+
+def test_exssnet_learns_splitdigits_and_forgets_nothing(exssnet_run):
+    accuracies = stream_accuracies(exssnet_run.results)
+    assert len(accuracies) == 5
+    assert sum(accuracies) / 5 >= 0.95, accuracies
+    net = exssnet_run.strategy.model
+    for task, logits in enumerate(exssnet_run.logits_after_own_task):
+        x, _ = experience_tensors(exssnet_run.benchmark.test_stream[task])
+        assert (task_logits(net, x, task) - logits).abs().max() <= 1e-6
+
+
+def test_weights_updated_for_different_tasks_are_disjoint(exssnet_run):
+    changed = exssnet_run.changed
+    for task, updated in enumerate(changed):
+        assert updated.sum() > 0, f"task {task} trained no weight"
+        # only weights of the task's own mask that no earlier task used
+        assert not (updated & ~exssnet_run.free_before[task]).any()
+        for other in range(task):
+            assert not (updated & changed[other]).any()
+
+
+def test_stored_state_grows_by_one_bit_per_weight_plus_head(exssnet_run):
+    net = exssnet_run.strategy.model
+    mask_bytes = -(-net.n_maskable // 8)
+    assert net.n_maskable == 64 * 256
+    for growth, head in zip(exssnet_run.state_growth, exssnet_run.head_growth, strict=True):
+        assert head > 0
+        assert growth - head <= mask_bytes
+    assert all(layer.scores is None for layer in net.supermask_layers)
+    assert net.trained_tasks == [0, 1, 2, 3, 4]
+
+
+def test_masks_have_the_requested_density(exssnet_run):
+    net = exssnet_run.strategy.model
+    for mask in exssnet_run.masks:
+        assert mask.float().mean().item() == pytest.approx(0.1, abs=1e-3)
+    assert net.density == 0.1
+
+
+def test_supsup_never_changes_weights_and_learns():
+    benchmark = SplitDigits(5, seed=1)
+    model = MTSimpleMLP(input_size=64, hidden_size=128)
+    strategy = SupSup(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        density=0.1,
+        train_epochs=3,
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    weights = [layer.weight.detach().clone() for layer in strategy.model.supermask_layers]
+    for experience in benchmark.train_stream[:3]:
+        strategy.train(experience)
+    for before, layer in zip(weights, strategy.model.supermask_layers, strict=True):
+        assert torch.equal(before, layer.weight)
+    accuracies = stream_accuracies(strategy.eval(benchmark.test_stream[:3]))
+    assert min(accuracies) >= 0.9, accuracies
+
+
+def test_ssnet_also_trains_weights_of_earlier_masks():
+    benchmark = SplitDigits(5, seed=2)
+    model = MTSimpleMLP(input_size=64, hidden_size=64)
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        density=0.3,
+        exclusive=False,
+        kkt=False,
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    net = strategy.model
+    strategy.train(benchmark.train_stream[0])
+    first_mask = torch.cat([m.reshape(-1) for m in net.task_masks(0)])
+    before = torch.cat([layer.weight.detach().reshape(-1) for layer in net.supermask_layers])
+    strategy.train(benchmark.train_stream[1])
+    after = torch.cat([layer.weight.detach().reshape(-1) for layer in net.supermask_layers])
+    assert ((before != after) & first_mask).any()
+
+
+class CountingPlugin(SupervisedPlugin):
+    def __init__(self):
+        super().__init__()
+        self.experiences = 0
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.experiences += 1
+
+
+def test_strategy_keeps_user_plugins():
+    counter = CountingPlugin()
+    model = MTSimpleMLP(input_size=64, hidden_size=32)
+    strategy = SupSup(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        plugins=[counter],
+        evaluator=quiet_evaluator(),
+    )
+    assert counter in strategy.plugins
+    strategy.train(SplitDigits(5).train_stream[0])
+    assert counter.experiences == 1
+
+
+def test_plugin_works_inside_a_user_configured_naive_strategy():
+    benchmark = SplitDigits(5, seed=0)
+    net = convert_to_supermask(MTSimpleMLP(input_size=64, hidden_size=128), density=0.1)
+    counter = CountingPlugin()
+    strategy = Naive(
+        model=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        train_mb_size=32,
+        train_epochs=4,
+        plugins=[counter, ExSSNeTPlugin(mask_epochs=2, weight_epochs=2)],
+        evaluator=quiet_evaluator(),
+    )
+    x, _ = experience_tensors(benchmark.test_stream[0])
+    strategy.train(benchmark.train_stream[0])
+    first = task_logits(net, x, 0)
+    strategy.train(benchmark.train_stream[1])
+    assert counter.experiences == 2
+    assert (task_logits(net, x, 0) - first).abs().max() <= 1e-6
+    accuracies = stream_accuracies(strategy.eval(benchmark.test_stream[:2]))
+    assert min(accuracies) >= 0.9, accuracies
+
+
+def test_plugin_with_mismatched_epochs_says_how_to_fix_it():
+    net = convert_to_supermask(MTSimpleMLP(input_size=64, hidden_size=16))
+    strategy = Naive(
+        model=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        train_epochs=1,
+        plugins=[ExSSNeTPlugin(mask_epochs=1, weight_epochs=1)],
+        evaluator=quiet_evaluator(),
+    )
+    with pytest.raises(ValueError, match="train_epochs=2"):
+        strategy.train(SplitDigits(5).train_stream[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda():
+    benchmark = SplitDigits(5, seed=0)
+    model = MTSimpleMLP(input_size=64, hidden_size=64)
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        device="cuda",
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    for experience in benchmark.train_stream[:2]:
+        strategy.train(experience)
+    assert isinstance(strategy.model, SupermaskNet)
+    assert all(layer.weight.is_cuda for layer in strategy.model.supermask_layers)
+    accuracies = stream_accuracies(strategy.eval(benchmark.test_stream[:2]))
+    assert min(accuracies) >= 0.9, accuracies

@@ -1,0 +1,36 @@
+import math
+
+import pytest
+import torch
+
+from avalanche_ctr.masking import TopKStraightThrough, n_kept, pack_mask, topk_mask, unpack_mask
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (13, 5), (4, 3, 3, 3)])
+def test_pack_roundtrip_and_size(shape):
+    mask = torch.rand(shape) > 0.5
+    packed = pack_mask(mask)
+    numel = math.prod(shape)
+    assert packed.dtype == torch.uint8
+    assert packed.numel() == math.ceil(numel / 8)
+    assert torch.equal(unpack_mask(packed, shape), mask)
+
+
+def test_topk_keeps_exactly_k_largest_magnitudes():
+    scores = torch.tensor([[0.1, -3.0, 0.5], [2.0, -0.2, 0.0]])
+    mask = topk_mask(scores, 2)
+    assert mask.sum() == 2
+    assert mask[0, 1] and mask[1, 0]
+
+
+def test_n_kept_rounds_and_keeps_at_least_one():
+    assert n_kept(1000, 0.05) == 50
+    assert n_kept(10, 0.01) == 1
+
+
+def test_straight_through_gradient_passes_to_scores_with_sign():
+    scores = torch.tensor([1.0, -2.0, 0.1, 0.3], requires_grad=True)
+    mask = TopKStraightThrough.apply(scores, 2)
+    assert mask.tolist() == [1.0, 1.0, 0.0, 0.0]
+    (mask * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert scores.grad.tolist() == [1.0, -2.0, 3.0, 4.0]
