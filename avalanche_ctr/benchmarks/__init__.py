@@ -3,9 +3,22 @@
 * :func:`SplitDigits` -- task-incremental split of scikit-learn's 8x8 digits.
 * :func:`SplitFashionMNIST` -- Avalanche's Split-FashionMNIST, fed from the
   Debian ``dataset-fashion-mnist`` files via :func:`prepare_fashion_mnist_root`.
+* :func:`text_benchmark`, :func:`DSC`, :func:`ASC` -- task-incremental text
+  streams of the CTR paper, read from local files and tokenized with a
+  HuggingFace tokenizer.
 """
 
 from avalanche_ctr.benchmarks.digits import SplitDigits
 from avalanche_ctr.benchmarks.fashion_mnist import SplitFashionMNIST, prepare_fashion_mnist_root
+from avalanche_ctr.benchmarks.text import ASC, ASC_TASKS, DSC, DSC_DOMAINS, text_benchmark
 
-__all__ = ["SplitDigits", "SplitFashionMNIST", "prepare_fashion_mnist_root"]
+__all__ = [
+    "ASC",
+    "ASC_TASKS",
+    "DSC",
+    "DSC_DOMAINS",
+    "SplitDigits",
+    "SplitFashionMNIST",
+    "prepare_fashion_mnist_root",
+    "text_benchmark",
+]

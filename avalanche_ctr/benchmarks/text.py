@@ -1,0 +1,475 @@
+"""Task-incremental text benchmarks of the CTR paper (Ke et al., NeurIPS 2021).
+
+* :func:`text_benchmark` -- the generic builder: one task per list of texts
+  (single sentences or sentence pairs) and integer labels, tokenized with a
+  HuggingFace tokenizer into one ``(3, max_length)`` LongTensor per sample.
+* :func:`DSC` -- document sentiment classification, one task per Amazon
+  product domain (10 domains, 2 classes each).
+* :func:`ASC` -- aspect sentiment classification, 19 tasks (SemEval-14
+  laptop/restaurant with 3 classes, 17 Bing products with 2 classes), with the
+  (aspect term, sentence) pair as input.
+
+Every sample's input ``x`` stacks ``input_ids``, ``attention_mask`` and
+``token_type_ids`` (in this order) into a single int64 tensor of shape
+``(3, max_length)``, so Avalanche's default collate and ``strategy.mb_x`` work
+unchanged: a mini-batch is ``(B, 3, max_length)`` and ``x[:, 0]``,
+``x[:, 1]``, ``x[:, 2]`` are the three BERT inputs.
+
+The benchmarks are built with Avalanche's
+:func:`~avalanche.benchmarks.tensors_benchmark`; experience ``i`` of every
+stream has task label ``i`` and targets ``0..C_i-1``, so
+:class:`~avalanche.models.MultiHeadClassifier` grows one head per task with the
+right number of classes. The task names are kept on the returned benchmark as
+``benchmark.task_names`` (``benchmark.task_names[i]`` names experience ``i``).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from avalanche.benchmarks import GenericCLScenario, tensors_benchmark
+from sklearn.model_selection import train_test_split
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["ASC", "ASC_LABELS", "ASC_TASKS", "DSC", "DSC_DOMAINS", "text_benchmark"]
+
+TextInput = str | tuple[str, str]
+"""One input text: a single sentence, or a ``(first, second)`` sentence pair."""
+
+TaskData = tuple[Sequence[TextInput], Sequence[int]]
+"""The texts of one task and their integer labels ``0..C-1``."""
+
+DSC_DOMAINS: tuple[str, ...] = (
+    "Tools_and_Home_Improvement",
+    "Pet_Supplies",
+    "Office_Products",
+    "Kindle_Store",
+    "Movies_and_TV",
+    "Video_Games",
+    "Musical_Instruments",
+    "Sports_and_Outdoors",
+    "Patio_Lawn_and_Garden",
+    "Toys_and_Games",
+)
+"""The 10 DSC product domains, in the order of the CTR code's first task sequence."""
+
+ASC_TASKS: tuple[str, ...] = (
+    "XuSemEval14_laptop",
+    "XuSemEval14_rest",
+    "Bing9domains_HitachiRouter",
+    "Bing9domains_CanonS100",
+    "Bing9domains_ipod",
+    "Bing5domains_ApexAD2600Progressive",
+    "Bing9domains_Nokia6600",
+    "Bing9domains_DiaperChamp",
+    "Bing9domains_CanonPowerShotSD500",
+    "Bing5domains_CreativeLabsNomadJukeboxZenXtra40GB",
+    "Bing9domains_Norton",
+    "Bing9domains_MicroMP3",
+    "Bing3domains_Speaker",
+    "Bing9domains_LinksysRouter",
+    "Bing5domains_Nokia6610",
+    "Bing5domains_NikonCoolpix4300",
+    "Bing5domains_CanonG3",
+    "Bing3domains_Computer",
+    "Bing3domains_Router",
+)
+"""The 19 ASC tasks, in the order of the CTR code's first task sequence."""
+
+ASC_LABELS: dict[str, int] = {"negative": 0, "-": 0, "positive": 1, "+": 1, "neutral": 2}
+"""Polarity -> class id for ASC: SemEval tasks use 0..2, Bing tasks (``+``/``-``) use 0..1."""
+
+_DSC_LABELS = {"-1": 0, "1": 1}
+_DSC_LAYOUT = (
+    "expected a folder holding <Domain>_{train,dev,test}.tsv files, one review per line as "
+    "'sentence<TAB>label' with label -1 or 1 (e.g. <root>/Pet_Supplies_train.tsv)"
+)
+_ASC_LAYOUT = (
+    "expected <root>/XuSemEval/asc/14/{laptop,rest}/{train,dev,test}.json and "
+    "<root>/Bing{3,5,9}Domains/asc/<Product>/{train,dev,test}.json, each a JSON object "
+    '{id: {"term", "sentence", "polarity", "id"}}'
+)
+
+
+# --------------------------------------------------------------------------- generic builder
+
+
+def _tokenize(
+    texts: Sequence[TextInput], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> torch.Tensor:
+    """Batch-tokenize texts into an int64 tensor of shape ``(N, 3, max_length)``."""
+    out = torch.zeros((len(texts), 3, max_length), dtype=torch.long)
+    singles = [i for i, text in enumerate(texts) if isinstance(text, str)]
+    pairs = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+    kwargs = {
+        "padding": "max_length",
+        "truncation": True,
+        "max_length": max_length,
+        "return_tensors": "pt",
+    }
+    for indices, is_pair in ((singles, False), (pairs, True)):
+        if not indices:
+            continue
+        if is_pair:
+            for i in indices:
+                if len(texts[i]) != 2:
+                    raise ValueError(
+                        f"a text must be a str or a (first, second) pair; got {texts[i]!r}"
+                    )
+            enc = tokenizer(
+                [str(texts[i][0]) for i in indices],
+                [str(texts[i][1]) for i in indices],
+                **kwargs,
+            )
+        else:
+            enc = tokenizer([texts[i] for i in indices], **kwargs)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        out[index, 0] = enc["input_ids"].long()
+        out[index, 1] = enc["attention_mask"].long()
+        token_type_ids = enc.get("token_type_ids")
+        if token_type_ids is not None:
+            out[index, 2] = token_type_ids.long()
+    return out
+
+
+def _task_tensors(
+    task: TaskData,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    where: str,
+) -> list[torch.Tensor]:
+    texts, labels = task
+    texts, labels = list(texts), list(labels)
+    if len(texts) != len(labels):
+        raise ValueError(f"{where}: {len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise ValueError(f"{where}: the task has no examples")
+    y = torch.as_tensor(labels, dtype=torch.long)
+    if y.ndim != 1 or int(y.min()) < 0:
+        raise ValueError(f"{where}: labels must be non-negative ints 0..C-1")
+    return [_tokenize(texts, tokenizer, max_length), y]
+
+
+def text_benchmark(
+    train: Sequence[TaskData],
+    test: Sequence[TaskData],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 128,
+    task_names: Sequence[str] | None = None,
+    dev: Sequence[TaskData] | None = None,
+) -> GenericCLScenario:
+    """Build a task-incremental text benchmark, one experience per task.
+
+    Each text (a ``str``, or a ``(first, second)`` pair tokenized as
+    ``tokenizer(first, second)``) is tokenized with
+    ``padding="max_length", truncation=True, max_length=max_length``, one batch
+    per task and split. A sample's input is one int64 tensor of shape
+    ``(3, max_length)``: ``input_ids``, ``attention_mask`` and
+    ``token_type_ids`` (all zeros when the tokenizer gives none).
+
+    :param train: Per task, ``(texts, labels)`` with labels in ``0..C-1``.
+    :param test: Per task, ``(texts, labels)``; same number of tasks as
+        ``train``.
+    :param tokenizer: A HuggingFace tokenizer (a fast one tokenizes much
+        faster).
+    :param max_length: Sequence length every input is padded or truncated to.
+    :param task_names: One name per task (default ``task0``, ``task1``, ...),
+        stored as ``benchmark.task_names``.
+    :param dev: Optional per-task validation data; when given, the benchmark
+        has a ``dev_stream`` with the same task labels.
+    :return: An Avalanche benchmark (built by
+        :func:`~avalanche.benchmarks.tensors_benchmark`) whose experience ``i``
+        has task label ``i`` in every stream, with ``task_names`` attached.
+    :raises ValueError: On mismatched numbers of tasks, texts and labels, an
+        empty task, negative labels, or a bad ``max_length``.
+    """
+    n_tasks = len(train)
+    if n_tasks == 0:
+        raise ValueError("text_benchmark needs at least one task")
+    if len(test) != n_tasks:
+        raise ValueError(f"train has {n_tasks} tasks but test has {len(test)}")
+    if dev is not None and len(dev) != n_tasks:
+        raise ValueError(f"train has {n_tasks} tasks but dev has {len(dev)}")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2; got {max_length!r}")
+    names = [f"task{i}" for i in range(n_tasks)] if task_names is None else list(task_names)
+    if len(names) != n_tasks:
+        raise ValueError(f"{len(names)} task names for {n_tasks} tasks")
+
+    def tensors(split: Sequence[TaskData], split_name: str) -> list[list[torch.Tensor]]:
+        return [
+            _task_tensors(task, tokenizer, max_length, f"{split_name} task {i} ({names[i]})")
+            for i, task in enumerate(split)
+        ]
+
+    benchmark = tensors_benchmark(
+        train_tensors=tensors(train, "train"),
+        test_tensors=tensors(test, "test"),
+        other_streams_tensors=None if dev is None else {"dev": tensors(dev, "dev")},
+        task_labels=list(range(n_tasks)),
+    )
+    benchmark.task_names = names
+    return benchmark
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_names(given: Sequence[str] | None, valid: tuple[str, ...], what: str) -> list[str]:
+    if given is None:
+        return list(valid)
+    if isinstance(given, str):
+        given = [given]
+    names = list(given)
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; valid names are: {', '.join(valid)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate {what} in {names}")
+    if not names:
+        raise ValueError(f"at least one {what} is needed; valid names are: {', '.join(valid)}")
+    return names
+
+
+def _check_root(root: str | os.PathLike[str], what: str, layout: str) -> Path:
+    path = Path(root)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} root {str(path)!r} is not a directory; {layout}")
+    return path
+
+
+def _check_file(path: Path, what: str, layout: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} not found; {layout}")
+    return path
+
+
+def _subsample(
+    texts: list[TextInput], labels: list[int], n: int | None, seed: int
+) -> tuple[list[TextInput], list[int]]:
+    """Keep ``n`` examples, stratified by label when possible, else uniformly at random."""
+    if n is None or n >= len(labels):
+        return texts, labels
+    indices = np.arange(len(labels))
+    try:
+        keep, _ = train_test_split(indices, train_size=n, stratify=labels, random_state=seed)
+    except ValueError:  # a class too small to stratify, or n smaller than the class count
+        keep = np.random.default_rng(seed).choice(len(labels), size=n, replace=False)
+    keep = np.sort(keep)
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def _check_n_train(n_train: int | None) -> None:
+    if n_train is None:
+        return
+    if isinstance(n_train, bool) or not isinstance(n_train, numbers.Integral) or n_train < 1:
+        raise ValueError(f"n_train must be a positive int or None; got {n_train!r}")
+
+
+def _build(
+    loader: Callable[[str, str], tuple[list[TextInput], list[int]]],
+    names: list[str],
+    *,
+    n_train: int | None,
+    seed: int,
+    dev: bool,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+) -> GenericCLScenario:
+    train, test, dev_data = [], [], []
+    for name in names:
+        texts, labels = loader(name, "train")
+        train.append(_subsample(texts, labels, n_train, seed))
+        test.append(loader(name, "test"))
+        if dev:
+            dev_data.append(loader(name, "dev"))
+    return text_benchmark(
+        train,
+        test,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        task_names=names,
+        dev=dev_data if dev else None,
+    )
+
+
+# --------------------------------------------------------------------------- DSC
+
+
+def _read_dsc(path: Path) -> tuple[list[TextInput], list[int]]:
+    texts: list[TextInput] = []
+    labels: list[int] = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            sentence, sep, label = line.rpartition("\t")
+            if not sep or label.strip() not in _DSC_LABELS:
+                raise ValueError(
+                    f"{path}:{line_no}: expected 'sentence<TAB>label' with label -1 or 1"
+                )
+            texts.append(sentence)
+            labels.append(_DSC_LABELS[label.strip()])
+    return texts, labels
+
+
+def DSC(
+    root: str | os.PathLike[str],
+    *,
+    domains: Sequence[str] | None = None,
+    n_train: int | None = None,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 128,
+    seed: int = 0,
+    dev: bool = False,
+) -> GenericCLScenario:
+    """Document sentiment classification (DSC), one task per Amazon product domain.
+
+    Reads ``<root>/<Domain>_{train,test}.tsv`` (and ``_dev.tsv`` with
+    ``dev=True``), one review per line as ``sentence<TAB>label``; labels
+    ``-1``/``1`` become classes ``0``/``1``. The sentences are used exactly as
+    stored: they are pre-tokenized text whose HTML entities are written as
+    separate tokens (``& quot ;``, ``& # 34 ;``); they are not unescaped, as in
+    the CTR code.
+
+    :param root: The ``dsc`` folder holding the ``.tsv`` files.
+    :param domains: Domains to use, in task order; default
+        :data:`DSC_DOMAINS` (the CTR paper's order, 10 domains).
+    :param n_train: If given, keep at most this many training examples per
+        task: a seeded subsample, stratified by label (uniformly random when
+        stratifying is impossible). Test (and dev) sets are kept whole.
+    :param tokenizer: HuggingFace tokenizer (see :func:`text_benchmark`).
+    :param max_length: Sequence length of the tokenized inputs.
+    :param seed: Seed of the ``n_train`` subsample.
+    :param dev: Also read the dev files and expose them as ``dev_stream``.
+    :return: The benchmark of :func:`text_benchmark`, task names = domains.
+    :raises FileNotFoundError: If ``root`` or a needed ``.tsv`` file is missing.
+    :raises ValueError: On an unknown domain name, a bad ``n_train`` or a
+        malformed line.
+    """
+    names = _check_names(domains, DSC_DOMAINS, "DSC domain")
+    _check_n_train(n_train)
+    base = _check_root(root, "DSC", _DSC_LAYOUT)
+    splits = ("train", "test", "dev") if dev else ("train", "test")
+    for name in names:  # fail before any tokenization
+        for split in splits:
+            _check_file(base / f"{name}_{split}.tsv", "DSC", _DSC_LAYOUT)
+
+    def load(name: str, split: str) -> tuple[list[TextInput], list[int]]:
+        return _read_dsc(base / f"{name}_{split}.tsv")
+
+    return _build(
+        load,
+        names,
+        n_train=n_train,
+        seed=seed,
+        dev=dev,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )
+
+
+# --------------------------------------------------------------------------- ASC
+
+
+def _asc_dir(base: Path, name: str) -> Path:
+    """Map a task name to its folder.
+
+    ``XuSemEval14_laptop`` -> ``XuSemEval/asc/14/laptop``;
+    ``Bing9domains_X`` -> ``Bing9Domains/asc/X``.
+    """
+    prefix, _, product = name.partition("_")
+    if prefix.startswith("XuSemEval"):
+        return base / "XuSemEval" / "asc" / prefix.removeprefix("XuSemEval") / product
+    return base / prefix.replace("domains", "Domains") / "asc" / product
+
+
+def _read_asc(path: Path) -> tuple[list[TextInput], list[int]]:
+    with path.open(encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{id: {{term, sentence, polarity}}}}")
+    texts: list[TextInput] = []
+    labels: list[int] = []
+    for key, item in data.items():
+        try:
+            term, sentence, polarity = item["term"], item["sentence"], item["polarity"]
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path}: entry {key!r} lacks term/sentence/polarity") from err
+        if polarity not in ASC_LABELS:
+            raise ValueError(
+                f"{path}: entry {key!r} has polarity {polarity!r}; known: {sorted(ASC_LABELS)}"
+            )
+        texts.append((term, sentence))
+        labels.append(ASC_LABELS[polarity])
+    return texts, labels
+
+
+def ASC(
+    root: str | os.PathLike[str],
+    *,
+    tasks: Sequence[str] | None = None,
+    n_train: int | None = None,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 128,
+    seed: int = 0,
+    dev: bool = False,
+) -> GenericCLScenario:
+    """Aspect sentiment classification (ASC), 19 tasks of reviews.
+
+    Task ``XuSemEval14_<d>`` reads ``<root>/XuSemEval/asc/14/<d>/{train,test}.json``
+    and task ``Bing<k>domains_<P>`` reads
+    ``<root>/Bing<k>Domains/asc/<P>/{train,test}.json`` (``dev.json`` too with
+    ``dev=True``). Each file is a JSON object ``{id: {"term", "sentence",
+    "polarity", "id"}}``, read in file order; the input is the pair
+    ``(term, sentence)``, so the term is the first segment (token type 0) and
+    the sentence the second (token type 1). Labels follow :data:`ASC_LABELS`:
+    ``negative``/``-`` -> 0, ``positive``/``+`` -> 1, ``neutral`` -> 2, so the
+    SemEval tasks have 3 classes and the Bing tasks 2.
+
+    :param root: The ``asc`` folder holding ``XuSemEval`` and ``Bing*Domains``.
+    :param tasks: Task names, in task order; default :data:`ASC_TASKS` (the
+        CTR paper's order, 19 tasks).
+    :param n_train: If given, keep at most this many training examples per
+        task: a seeded subsample, stratified by label (uniformly random when
+        stratifying is impossible). Test (and dev) sets are kept whole.
+    :param tokenizer: HuggingFace tokenizer (see :func:`text_benchmark`).
+    :param max_length: Sequence length of the tokenized inputs.
+    :param seed: Seed of the ``n_train`` subsample.
+    :param dev: Also read the dev files and expose them as ``dev_stream``.
+    :return: The benchmark of :func:`text_benchmark`, task names = tasks.
+    :raises FileNotFoundError: If ``root`` or a needed ``.json`` file is missing.
+    :raises ValueError: On an unknown task name, a bad ``n_train`` or a
+        malformed file.
+    """
+    names = _check_names(tasks, ASC_TASKS, "ASC task")
+    _check_n_train(n_train)
+    base = _check_root(root, "ASC", _ASC_LAYOUT)
+    splits = ("train", "test", "dev") if dev else ("train", "test")
+    for name in names:  # fail before any tokenization
+        for split in splits:
+            _check_file(_asc_dir(base, name) / f"{split}.json", "ASC", _ASC_LAYOUT)
+
+    def load(name: str, split: str) -> tuple[list[TextInput], list[int]]:
+        return _read_asc(_asc_dir(base, name) / f"{split}.json")
+
+    return _build(
+        load,
+        names,
+        n_train=n_train,
+        seed=seed,
+        dev=dev,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )

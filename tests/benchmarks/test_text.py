@@ -1,0 +1,292 @@
+"""Tests for :mod:`avalanche_ctr.benchmarks.text` on tiny local files (no download)."""
+
+import json
+
+import pytest
+import torch
+from avalanche.models import MultiHeadClassifier
+from torch.utils.data import DataLoader
+from transformers import BertTokenizerFast
+
+from avalanche_ctr.benchmarks import ASC, ASC_TASKS, DSC, DSC_DOMAINS, text_benchmark
+
+WORDS = (
+    "the a is was and it this i not very good bad great awful love hate "
+    "battery screen food service price game toy product works broke"
+).split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+# The task orders of the CTR code's first sequence, as listed in /work/shared/data/README.md.
+README_DSC_ORDER = [
+    "Tools_and_Home_Improvement",
+    "Pet_Supplies",
+    "Office_Products",
+    "Kindle_Store",
+    "Movies_and_TV",
+    "Video_Games",
+    "Musical_Instruments",
+    "Sports_and_Outdoors",
+    "Patio_Lawn_and_Garden",
+    "Toys_and_Games",
+]
+README_ASC_ORDER = [
+    "XuSemEval14_laptop",
+    "XuSemEval14_rest",
+    "Bing9domains_HitachiRouter",
+    "Bing9domains_CanonS100",
+    "Bing9domains_ipod",
+    "Bing5domains_ApexAD2600Progressive",
+    "Bing9domains_Nokia6600",
+    "Bing9domains_DiaperChamp",
+    "Bing9domains_CanonPowerShotSD500",
+    "Bing5domains_CreativeLabsNomadJukeboxZenXtra40GB",
+    "Bing9domains_Norton",
+    "Bing9domains_MicroMP3",
+    "Bing3domains_Speaker",
+    "Bing9domains_LinksysRouter",
+    "Bing5domains_Nokia6610",
+    "Bing5domains_NikonCoolpix4300",
+    "Bing5domains_CanonG3",
+    "Bing3domains_Computer",
+    "Bing3domains_Router",
+]
+L = 16
+SPLIT_SIZES = {"train": 20, "dev": 4, "test": 6}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    (folder / "vocab.txt").write_text("\n".join(SPECIALS + WORDS) + "\n")
+    return BertTokenizerFast.from_pretrained(str(folder))
+
+
+def _sentence(i: int) -> str:
+    return " ".join(WORDS[(i + k) % len(WORDS)] for k in range(3 + i % 5))
+
+
+@pytest.fixture(scope="module")
+def dsc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dsc")
+    for d, domain in enumerate(DSC_DOMAINS):
+        for split, n in SPLIT_SIZES.items():
+            lines = [f"{_sentence(d + i)} & quot ;\t{1 if i % 2 else -1}" for i in range(n)]
+            (root / f"{domain}_{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _asc_path(root, task):
+    prefix, product = task.split("_", 1)
+    if prefix.startswith("XuSemEval"):
+        return root / "XuSemEval" / "asc" / "14" / product
+    return root / prefix.replace("domains", "Domains") / "asc" / product
+
+
+@pytest.fixture(scope="module")
+def asc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asc")
+    for t, task in enumerate(ASC_TASKS):
+        polarities = ["positive", "negative", "neutral"] if "XuSemEval" in task else ["+", "-"]
+        folder = _asc_path(root, task)
+        folder.mkdir(parents=True)
+        for split, n in SPLIT_SIZES.items():
+            data = {
+                f"{i}_0": {
+                    "term": WORDS[(t + i) % len(WORDS)],
+                    "sentence": _sentence(t + i),
+                    "polarity": polarities[i % len(polarities)],
+                    "id": f"{i}_0",
+                }
+                for i in range(n)
+            }
+            (folder / f"{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def _stack(experience):
+    items = [experience.dataset[i] for i in range(len(experience.dataset))]
+    return torch.stack([item[0] for item in items]), [int(item[1]) for item in items]
+
+
+def test_default_orders_match_readme():
+    assert list(DSC_DOMAINS) == README_DSC_ORDER
+    assert list(ASC_TASKS) == README_ASC_ORDER
+
+
+def test_dsc_structure(dsc_root, tokenizer):
+    domains = ["Pet_Supplies", "Kindle_Store", "Video_Games"]
+    bm = DSC(dsc_root, domains=domains, tokenizer=tokenizer, max_length=L)
+
+    assert bm.task_names == domains
+    assert len(bm.train_stream) == len(bm.test_stream) == 3
+    assert not hasattr(bm, "dev_stream")
+    for i, (train, test) in enumerate(zip(bm.train_stream, bm.test_stream, strict=True)):
+        assert train.task_label == test.task_label == i
+        assert len(train.dataset) == SPLIT_SIZES["train"]
+        assert len(test.dataset) == SPLIT_SIZES["test"]
+        x, y = _stack(train)
+        assert x.shape == (SPLIT_SIZES["train"], 3, L) and x.dtype == torch.long
+        assert sorted(set(y)) == [0, 1]
+        assert y[0] == 0 and y[1] == 1  # -1 -> 0, 1 -> 1
+        assert torch.all(x[:, 0, 0] == tokenizer.cls_token_id)
+        assert torch.all(x[:, 2] == 0)  # single sentences: one segment
+        assert torch.equal(x[:, 1], (x[:, 0] != tokenizer.pad_token_id).long())
+        _, _, t = train.dataset[0]
+        assert t == i
+
+
+def test_dsc_default_domains_and_dev(dsc_root, tokenizer):
+    bm = DSC(dsc_root, tokenizer=tokenizer, max_length=L, dev=True)
+
+    assert bm.task_names == README_DSC_ORDER
+    assert [exp.task_label for exp in bm.dev_stream] == list(range(10))
+    assert [len(exp.dataset) for exp in bm.dev_stream] == [SPLIT_SIZES["dev"]] * 10
+
+
+def test_asc_structure_and_pairs(asc_root, tokenizer):
+    tasks = ["XuSemEval14_rest", "Bing9domains_HitachiRouter"]
+    bm = ASC(asc_root, tasks=tasks, tokenizer=tokenizer, max_length=L)
+
+    assert bm.task_names == tasks
+    assert [exp.task_label for exp in bm.train_stream] == [0, 1]
+    assert [exp.task_label for exp in bm.test_stream] == [0, 1]
+    targets = [sorted({int(y) for y in exp.dataset.targets}) for exp in bm.train_stream]
+    assert targets == [[0, 1, 2], [0, 1]]
+
+    x, y = _stack(bm.train_stream[0])
+    assert x.shape == (SPLIT_SIZES["train"], 3, L) and x.dtype == torch.long
+    assert y[:3] == [1, 0, 2]  # positive, negative, neutral
+    # (term, sentence): [CLS] term [SEP] sentence [SEP]; the term is a single word here.
+    first = x[0]
+    assert first[0, 0] == tokenizer.cls_token_id and first[0, 2] == tokenizer.sep_token_id
+    assert first[2, :3].tolist() == [0, 0, 0]
+    n_tokens = int(first[1].sum())
+    assert first[2, 3:n_tokens].tolist() == [1] * (n_tokens - 3)
+    assert first[2, n_tokens:].sum() == 0
+    assert torch.all(x[:, 2].sum(dim=1) > 0)
+
+    _, y_bing = _stack(bm.train_stream[1])
+    assert y_bing[:2] == [1, 0]  # "+" -> 1, "-" -> 0
+
+
+def test_asc_default_tasks(asc_root, tokenizer):
+    bm = ASC(asc_root, tokenizer=tokenizer, max_length=L)
+
+    assert bm.task_names == README_ASC_ORDER
+    assert [exp.task_label for exp in bm.train_stream] == list(range(19))
+
+
+def test_multihead_classifier_adapts(asc_root, tokenizer):
+    tasks = ["XuSemEval14_laptop", "Bing3domains_Router"]
+    bm = ASC(asc_root, tasks=tasks, tokenizer=tokenizer, max_length=L)
+    model = MultiHeadClassifier(in_features=4)
+    for exp in bm.train_stream:
+        model.adaptation(exp)
+
+    assert {k: head.classifier.out_features for k, head in model.classifiers.items()} == {
+        "0": 3,
+        "1": 2,
+    }
+    x, y, t = next(iter(DataLoader(bm.train_stream[1].dataset, batch_size=5)))
+    assert x.shape == (5, 3, L) and x.dtype == torch.long
+    assert y.shape == t.shape == (5,) and torch.all(t == 1)
+
+
+@pytest.mark.parametrize("which", ["dsc", "asc"])
+def test_n_train_subsample(which, dsc_root, asc_root, tokenizer):
+    if which == "dsc":
+        build = DSC
+        kwargs = {"root": dsc_root, "domains": ["Office_Products", "Toys_and_Games"]}
+    else:
+        build = ASC
+        kwargs = {"root": asc_root, "tasks": ["XuSemEval14_laptop", "Bing5domains_CanonG3"]}
+
+    a = build(**kwargs, n_train=6, seed=1, tokenizer=tokenizer, max_length=L)
+    b = build(**kwargs, n_train=6, seed=1, tokenizer=tokenizer, max_length=L)
+    c = build(**kwargs, n_train=6, seed=2, tokenizer=tokenizer, max_length=L)
+    full = build(**kwargs, n_train=1000, tokenizer=tokenizer, max_length=L)
+
+    assert [len(exp.dataset) for exp in a.train_stream] == [6, 6]
+    assert [len(exp.dataset) for exp in a.test_stream] == [SPLIT_SIZES["test"]] * 2
+    assert [len(exp.dataset) for exp in full.train_stream] == [SPLIT_SIZES["train"]] * 2
+    differs = False
+    for exp_a, exp_b, exp_c in zip(a.train_stream, b.train_stream, c.train_stream, strict=True):
+        (xa, ya), (xb, yb), (xc, _) = _stack(exp_a), _stack(exp_b), _stack(exp_c)
+        assert torch.equal(xa, xb) and ya == yb
+        differs |= not torch.equal(xa, xc)
+        n_classes = len(set(ya))
+        assert all(ya.count(k) == 6 // n_classes for k in range(n_classes))  # stratified
+    assert differs
+
+
+def test_text_benchmark_generic(tokenizer):
+    train = [
+        (["good battery", ("screen", "the screen is bad"), "awful"], [1, 0, 0]),
+        (["great game", "broke"], [0, 1]),
+    ]
+    test = [(["good"], [1]), (["bad toy"], [1])]
+    bm = text_benchmark(train, test, tokenizer=tokenizer, max_length=8)
+
+    assert bm.task_names == ["task0", "task1"]
+    assert [len(exp.dataset) for exp in bm.train_stream] == [3, 2]
+    x, y = _stack(bm.train_stream[0])
+    assert x.shape == (3, 3, 8) and y == [1, 0, 0]
+    assert x[0, 2].sum() == 0 and x[1, 2].sum() > 0 and x[2, 2].sum() == 0
+
+    long_text = " ".join(WORDS)
+    bm = text_benchmark(
+        [([long_text], [0])], [([long_text], [0])], tokenizer=tokenizer, max_length=8
+    )
+    x, _ = _stack(bm.train_stream[0])
+    assert x[0, 1].tolist() == [1] * 8 and x[0, 0, -1] == tokenizer.sep_token_id
+
+
+def test_tokenizer_without_token_type_ids(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(SPECIALS + WORDS) + "\n")
+    tok = BertTokenizerFast.from_pretrained(
+        str(tmp_path), model_input_names=["input_ids", "attention_mask"]
+    )
+    assert "token_type_ids" not in tok("good", "bad")
+    bm = text_benchmark([([("good", "bad")], [0])], [(["good"], [0])], tokenizer=tok, max_length=8)
+    x, _ = _stack(bm.train_stream[0])
+    assert x.shape == (1, 3, 8) and x[0, 2].sum() == 0 and x[0, 1].sum() > 0
+
+
+def test_text_benchmark_errors(tokenizer):
+    with pytest.raises(ValueError, match="texts but"):
+        text_benchmark([(["a", "b"], [0])], [(["a"], [0])], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="test has"):
+        text_benchmark([(["a"], [0])], [], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="task names"):
+        text_benchmark([(["a"], [0])], [(["a"], [0])], tokenizer=tokenizer, task_names=["x", "y"])
+    with pytest.raises(ValueError, match="non-negative"):
+        text_benchmark([(["a"], [-1])], [(["a"], [0])], tokenizer=tokenizer)
+
+
+def test_missing_root(tmp_path, tokenizer):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="nowhere.*expected a folder holding <Domain>"):
+        DSC(missing, tokenizer=tokenizer)
+    with pytest.raises(FileNotFoundError, match="nowhere.*XuSemEval/asc/14"):
+        ASC(missing, tokenizer=tokenizer)
+
+
+def test_missing_task_file(tmp_path, tokenizer):
+    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\n")
+    with pytest.raises(FileNotFoundError, match="Pet_Supplies_test.tsv.*expected"):
+        DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer)
+    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\n")
+    assert len(DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer).train_stream) == 1
+    with pytest.raises(FileNotFoundError, match="Pet_Supplies_dev.tsv"):
+        DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer, dev=True)
+    with pytest.raises(FileNotFoundError, match=r"Bing3Domains/asc/Router/train\.json.*expected"):
+        ASC(tmp_path, tasks=["Bing3domains_Router"], tokenizer=tokenizer)
+
+
+def test_unknown_names(dsc_root, asc_root, tokenizer):
+    with pytest.raises(ValueError, match="unknown DSC domain.*Tools_and_Home_Improvement"):
+        DSC(dsc_root, domains=["Books"], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="unknown ASC task.*Bing3domains_Router"):
+        ASC(asc_root, tasks=["Bing3Domains_Router"], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="n_train"):
+        DSC(dsc_root, n_train=0, tokenizer=tokenizer)
