@@ -1,7 +1,9 @@
 """Mask mechanics shared by the methods of this package.
 
 * bit-packing of boolean masks (1 bit per weight), used to keep finished
-  tasks' supermasks (ExSSNeT, Sec. 3) and cumulative task masks compactly;
+  tasks' supermasks compactly (ExSSNeT, Sec. 3);
+* partial freezing of parameters (gradient masking plus restoration), used by
+  ExSSNeT's exclusive weight training and CTR's task masks;
 * the top-k supermask with a straight-through estimator (edge-popup,
   Ramanujan et al., CVPR 2020, Sec. 3; SupSup, Wortsman et al., NeurIPS 2020,
   Sec. 3.1).
@@ -12,7 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pack_mask", "unpack_mask", "topk_mask", "TopKStraightThrough", "n_kept"]
+__all__ = [
+    "pack_mask",
+    "unpack_mask",
+    "topk_mask",
+    "TopKStraightThrough",
+    "n_kept",
+    "PartialFreeze",
+]
 
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)
 
@@ -72,3 +81,33 @@ class TopKStraightThrough(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (scores,) = ctx.saved_tensors
         return grad_output * torch.sign(scores), None
+
+
+class PartialFreeze:
+    """Keep the entries of some parameters outside their ``free`` masks fixed.
+
+    ``mask_gradients`` (after backward) zeroes their gradients;
+    ``restore`` (after the optimizer step) puts back their values, since
+    momentum, SGD's weight decay and AdamW's decoupled decay move entries
+    whose gradient is zero. Together they hold for any optimizer.
+
+    :param pairs: ``(parameter, free)`` with ``free`` a boolean tensor
+        broadcastable to the parameter: ``True`` where it may change.
+    """
+
+    def __init__(self, pairs: list[tuple[Tensor, Tensor]]) -> None:
+        self.params = [param for param, _ in pairs]
+        self.free = [free.expand_as(param) for param, free in pairs]
+        self._frozen = [
+            param.detach() * ~free for param, free in zip(self.params, self.free, strict=True)
+        ]
+
+    def mask_gradients(self) -> None:
+        for param, free in zip(self.params, self.free, strict=True):
+            if param.grad is not None:
+                param.grad.mul_(free)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for param, free, frozen in zip(self.params, self.free, self._frozen, strict=True):
+            param.mul_(free).add_(frozen)

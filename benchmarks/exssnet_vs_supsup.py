@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -200,6 +201,7 @@ def run_one(
     sparse_sps, dense_sps = throughput(
         net, dense, images, batch=args.throughput_batch, repeats=args.throughput_repeats
     )
+    load_1m = os.getloadavg()[0]
     n = len(matrix)
     return {
         "method": method,
@@ -217,6 +219,7 @@ def run_one(
         "sparse_samples_per_s": sparse_sps,
         "dense_samples_per_s": dense_sps,
         "throughput_ratio": sparse_sps / dense_sps,
+        "loadavg_1m_after_throughput": load_1m,
         "train_eval_s": train_eval_s,
         "total_s": time.perf_counter() - start,
     }
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run['dense_samples_per_s']:,.0f}/s (x{run['throughput_ratio']:.2f}) "
                     f"kkt {run['kkt_sources']} "
                     f"final row {[round(100 * a, 2) for a in run['acc_matrix'][-1]]} "
-                    f"[{run['total_s']:.1f}s]",
+                    f"[{run['total_s']:.1f}s, load {run['loadavg_1m_after_throughput']:.2f}]",
                     flush=True,
                 )
     wall = time.perf_counter() - start

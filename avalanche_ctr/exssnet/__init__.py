@@ -6,7 +6,7 @@ Modules follow the paper's parts: :mod:`.supermask` (supermask layers),
 :mod:`.plugin` (lifecycle) and :mod:`.strategy` (Avalanche strategies).
 """
 
-from avalanche_ctr.exssnet.exclusive import ExclusiveWeightUpdate, free_weights
+from avalanche_ctr.exssnet.exclusive import exclusive_update, free_weights
 from avalanche_ctr.exssnet.kkt import KKTChoice, knn_accuracy, select_source_task
 from avalanche_ctr.exssnet.model import SupermaskNet, convert_to_supermask
 from avalanche_ctr.exssnet.plugin import ExSSNeTPlugin
@@ -28,7 +28,7 @@ __all__ = [
     "SupermaskConv2d",
     "TaskBatchNorm",
     "signed_constant_",
-    "ExclusiveWeightUpdate",
+    "exclusive_update",
     "free_weights",
     "KKTChoice",
     "knn_accuracy",

@@ -6,10 +6,12 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 
-from avalanche_ctr.exssnet.exclusive import ExclusiveWeightUpdate
+from avalanche_ctr.exssnet.exclusive import exclusive_update
 from avalanche_ctr.exssnet.kkt import KKTChoice, select_source_task
 from avalanche_ctr.exssnet.model import SupermaskNet
+from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.optim import reset_optimizer_to_trainable
+from avalanche_ctr.tasks import single_task_label
 
 __all__ = ["ExSSNeTPlugin"]
 
@@ -67,13 +69,13 @@ class ExSSNeTPlugin(SupervisedPlugin):
         self.kkt_samples = kkt_samples
         self.kkt_k = kkt_k
         self.last_kkt: KKTChoice | None = None
-        self._update: ExclusiveWeightUpdate | None = None
+        self._update: PartialFreeze | None = None
 
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """Refuse a stream without one new task label per experience before
         Avalanche adapts the model (e.g. grows a head) for it."""
         model = _supermask_model(strategy)
-        model.check_new_task(_task_label(strategy.experience))
+        model.check_new_task(single_task_label(strategy.experience, "ExSSNeT"))
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         model = _supermask_model(strategy)
@@ -83,7 +85,7 @@ class ExSSNeTPlugin(SupervisedPlugin):
                 f"strategy.train_epochs is {strategy.train_epochs} but ExSSNeTPlugin needs "
                 f"mask_epochs + weight_epochs = {expected}; set train_epochs={expected}"
             )
-        task = _task_label(strategy.experience)
+        task = single_task_label(strategy.experience, "ExSSNeT")
         model.start_task(task)
         self.last_kkt = None
         if self.kkt and model.trained_tasks:
@@ -101,7 +103,7 @@ class ExSSNeTPlugin(SupervisedPlugin):
         model = _supermask_model(strategy)
         model.fix_mask()
         model.set_trainable(scores=False, weights=True)
-        self._update = ExclusiveWeightUpdate(model, exclusive=self.exclusive)
+        self._update = exclusive_update(model, exclusive=self.exclusive)
         reset_optimizer_to_trainable(strategy.optimizer, model)
 
     def after_backward(self, strategy, **kwargs) -> None:
@@ -110,7 +112,7 @@ class ExSSNeTPlugin(SupervisedPlugin):
 
     def after_update(self, strategy, **kwargs) -> None:
         if self._update is not None:
-            self._update.restore_frozen()
+            self._update.restore()
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         model = _supermask_model(strategy)
@@ -138,13 +140,3 @@ def _supermask_model(strategy) -> SupermaskNet:
             "or use the ExSSNeT / SupSup strategies, which convert it for you"
         )
     return strategy.model
-
-
-def _task_label(experience) -> int:
-    labels = list(experience.task_labels)
-    if len(labels) != 1:
-        raise ValueError(
-            f"experience {experience.current_experience} has task labels {labels}; supermask "
-            "methods need exactly one task label per experience (a task-incremental stream)"
-        )
-    return int(labels[0])

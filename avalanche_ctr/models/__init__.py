@@ -1,5 +1,6 @@
 """Models of avalanche-ctr."""
 
+from avalanche_ctr.ctr.model import CTRModel
 from avalanche_ctr.exssnet.model import SupermaskNet, convert_to_supermask
 
-__all__ = ["SupermaskNet", "convert_to_supermask"]
+__all__ = ["CTRModel", "SupermaskNet", "convert_to_supermask"]

@@ -1,0 +1,34 @@
+"""CTR (Ke et al., NeurIPS 2021): CL-plugins with a Knowledge Sharing Module and a
+Task Specific Module inside every layer of a frozen BERT-family encoder.
+
+Modules follow the paper's parts: :mod:`.capsules` (task capsule layer),
+:mod:`.routing` (transfer capsule layer and transfer routing),
+:mod:`.task_masks` (Task Specific Module with HAT masks), :mod:`.cl_plugin`
+(the CL-plugin and its insertion), :mod:`.model`, :mod:`.plugin` and
+:mod:`.strategy`.
+"""
+
+from avalanche_ctr.ctr.capsules import TaskCapsuleLayer, squash
+from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
+from avalanche_ctr.ctr.model import CTRModel, default_encoder_path, load_encoder
+from avalanche_ctr.ctr.plugin import CTRPlugin
+from avalanche_ctr.ctr.routing import TransferRouting, binary_gate
+from avalanche_ctr.ctr.strategy import CTR
+from avalanche_ctr.ctr.task_masks import HATMask, TaskSpecificModule, anneal_s
+
+__all__ = [
+    "CTR",
+    "CTRPlugin",
+    "CTRModel",
+    "CLPlugin",
+    "CLPluginConfig",
+    "TaskCapsuleLayer",
+    "TransferRouting",
+    "TaskSpecificModule",
+    "HATMask",
+    "squash",
+    "binary_gate",
+    "anneal_s",
+    "load_encoder",
+    "default_encoder_path",
+]

@@ -1,0 +1,124 @@
+"""CTR's CL-plugin and its insertion into a BERT-family encoder (CTR, Ke et al.,
+NeurIPS 2021, Sec. 3.1, Fig. 1).
+
+A CL-plugin sits in every transformer layer twice: after the output
+projection (and dropout) of the attention sublayer and of the feed-forward
+sublayer, before the residual add and LayerNorm. For task ``t``:
+
+``KSM(h) = TransferRouting_t(TK-Layer(h))``,
+``CL-plugin(h) = h + TSM_t(h + KSM(h))``
+
+as in the official code, where the TSM output is added to its input by a skip
+connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
+from avalanche_ctr.ctr.routing import TransferRouting
+from avalanche_ctr.ctr.task_masks import TaskSpecificModule
+
+__all__ = ["CLPluginConfig", "CLPlugin", "PluggedOutput", "TaskContext"]
+
+
+@dataclass(frozen=True)
+class CLPluginConfig:
+    """Sizes of a CL-plugin.
+
+    :param bottleneck: units of the TSM bottleneck (the paper's adapter size).
+    :param capsule_dim: dimension of a task capsule.
+    :param capsule_hidden: hidden width of a task capsule's 2-layer network.
+    :param n_transfer: number of transfer capsules.
+    :param channels: channels of each routing similarity convolution.
+    """
+
+    bottleneck: int = 128
+    capsule_dim: int = 3
+    capsule_hidden: int = 32
+    n_transfer: int = 3
+    channels: int = 32
+
+
+@dataclass
+class TaskContext:
+    """What every plugin of a model needs for the current forward pass."""
+
+    task: int = 0
+    s: float = 1.0
+    keep: Tensor | None = None
+
+
+class CLPlugin(nn.Module):
+    """One CL-plugin: Knowledge Sharing Module + Task Specific Module.
+
+    :param hidden_size: width of the transformer layer.
+    :param config: plugin sizes.
+    """
+
+    def __init__(self, hidden_size: int, config: CLPluginConfig) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.config = config
+        self.task_capsules = TaskCapsuleLayer(
+            hidden_size, config.capsule_hidden, config.capsule_dim
+        )
+        self.routings = nn.ModuleList()
+        self.tsm = TaskSpecificModule(hidden_size, config.bottleneck)
+        self.last_gates: Tensor | None = None
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.routings)
+
+    def add_task(self) -> list[nn.Parameter]:
+        """Install the new task's capsule, routing and mask embeddings; return their
+        parameters (the task-owned ones)."""
+        device = self.tsm.fc1.weight.device
+        capsule = self.task_capsules.add_task(device)
+        c = self.config
+        routing = TransferRouting(
+            self.n_tasks + 1, c.capsule_dim, c.n_transfer, self.hidden_size, channels=c.channels
+        ).to(device)
+        self.routings.append(routing)
+        return [*capsule.parameters(), *routing.parameters(), *self.tsm.add_task()]
+
+    def forward(self, h: Tensor, context: TaskContext) -> Tensor:
+        task = context.task
+        keep = context.keep
+        if keep is None:
+            keep = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+        capsules = self.task_capsules(h, task + 1)
+        transfer, self.last_gates = self.routings[task](capsules, keep)
+        return h + self.tsm(h + transfer, task, context.s)
+
+
+class PluggedOutput(nn.Module):
+    """A BERT ``*Output`` sublayer (dense → dropout → LayerNorm(· + input)) with a
+    CL-plugin between the dropout and the residual add.
+
+    :param sublayer: the encoder's ``BertSelfOutput`` / ``BertOutput`` (frozen).
+    :param plugin: the CL-plugin.
+    :param context: the model's shared :class:`TaskContext`.
+    """
+
+    def __init__(self, sublayer: nn.Module, plugin: CLPlugin, context: TaskContext) -> None:
+        super().__init__()
+        for name in ("dense", "dropout", "LayerNorm"):
+            if not hasattr(sublayer, name):
+                raise ValueError(
+                    f"{type(sublayer).__name__} has no '{name}': CTR needs BERT-style layers "
+                    "(attention.output and output with dense, dropout and LayerNorm)"
+                )
+        self.sublayer = sublayer
+        self.plugin = plugin
+        self._context = context
+
+    def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
+        h = self.sublayer.dropout(self.sublayer.dense(hidden_states))
+        h = self.plugin(h, self._context)
+        return self.sublayer.LayerNorm(h + input_tensor)

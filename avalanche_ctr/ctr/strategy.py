@@ -1,0 +1,94 @@
+"""CTR as an Avalanche strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from avalanche.core import BasePlugin
+from avalanche.training.plugins.evaluation import EvaluationPlugin, default_evaluator
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from torch.nn import CrossEntropyLoss
+from torch.optim import Optimizer
+
+from avalanche_ctr.ctr.model import CTRModel
+from avalanche_ctr.ctr.plugin import CTRPlugin
+
+__all__ = ["CTR"]
+
+
+class CTR(SupervisedTemplate):
+    """CTR (Ke, Liu, Ma, Xu, Shu, NeurIPS 2021, "Achieving Forgetting Prevention and
+    Knowledge Transfer in Continual Learning").
+
+    Trains a :class:`~avalanche_ctr.ctr.model.CTRModel` (frozen BERT-family
+    encoder with two CL-plugins per layer) on a task-incremental text stream:
+    each task gets its own capsule, transfer routing, HAT mask embeddings and
+    head; HAT masks protect what earlier tasks use, so training task ``t``
+    leaves earlier tasks' outputs unchanged.
+
+    :param model: a :class:`CTRModel`.
+    :param optimizer: optimizer whose first parameter group's hyper-parameters
+        are used; it is pointed at each task's trainable parameters.
+    :param criterion: loss function.
+    :param s_max: HAT's largest mask scale (the model's test-time scale).
+    :param mask_reg: weight of HAT's mask regulariser.
+    :param train_mb_size: training mini-batch size.
+    :param train_epochs: epochs per experience.
+    :param eval_mb_size: evaluation mini-batch size.
+    :param device: where the model runs.
+    :param plugins: further plugins; all are kept.
+    :param evaluator: Avalanche evaluation plugin.
+    :param eval_every: as in Avalanche's templates.
+    :param base_kwargs: forwarded to :class:`SupervisedTemplate`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: CTRModel,
+        optimizer: Optimizer,
+        criterion: nn.Module = CrossEntropyLoss(),
+        s_max: float = 400.0,
+        mask_reg: float = 0.75,
+        train_mb_size: int = 32,
+        train_epochs: int = 1,
+        eval_mb_size: int | None = None,
+        device: str = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: EvaluationPlugin | Callable[[], EvaluationPlugin] = default_evaluator,
+        eval_every: int = -1,
+        **base_kwargs,
+    ) -> None:
+        if not isinstance(model, CTRModel):
+            raise TypeError(
+                f"CTR needs a CTRModel, got {type(model).__name__}; wrap your encoder with "
+                "avalanche_ctr.models.CTRModel(encoder)"
+            )
+        if s_max <= 0:
+            raise ValueError(f"s_max must be positive, got {s_max}")
+        if model.trained_tasks and model.s_max != s_max:
+            raise ValueError(
+                f"the model was trained with s_max={model.s_max}; changing it to {s_max} "
+                "would change the outputs of its trained tasks"
+            )
+        model.s_max = model.s = float(s_max)
+        self.ctr_plugin = CTRPlugin(mask_reg=mask_reg)
+        super().__init__(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion,
+            train_mb_size=train_mb_size,
+            train_epochs=train_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=[*(plugins or []), self.ctr_plugin],
+            evaluator=evaluator,
+            eval_every=eval_every,
+            **base_kwargs,
+        )
+
+    def make_optimizer(self, **kwargs) -> None:
+        """The plugin points the optimizer at the task's trainable parameters in
+        ``before_training_exp``; Avalanche's own ``update_optimizer`` (which fails
+        with a frozen encoder) is skipped."""
