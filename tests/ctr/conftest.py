@@ -1,7 +1,6 @@
 """A tiny random BERT, its tokenizer and a small sentiment text stream (no download)."""
 
 import random
-
 from dataclasses import dataclass, field
 
 import pytest

@@ -1,4 +1,3 @@
-import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
 from avalanche.models import MTSimpleMLP, MultiHeadClassifier, MultiTaskModule
