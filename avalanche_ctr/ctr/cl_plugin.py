@@ -35,6 +35,8 @@ class CLPluginConfig:
     :param capsule_hidden: hidden width of a task capsule's 2-layer network.
     :param n_transfer: number of transfer capsules.
     :param channels: channels of each routing similarity convolution.
+    :param knowledge_sharing: ``False`` drops the KSM (the paper's "CTR without
+        KSM" ablation, i.e. adapters with HAT masks).
     """
 
     bottleneck: int = 128
@@ -42,6 +44,7 @@ class CLPluginConfig:
     capsule_hidden: int = 32
     n_transfer: int = 3
     channels: int = 32
+    knowledge_sharing: bool = True
 
 
 @dataclass
@@ -71,24 +74,25 @@ class CLPlugin(nn.Module):
         self.tsm = TaskSpecificModule(hidden_size, config.bottleneck)
         self.last_gates: Tensor | None = None
 
-    @property
-    def n_tasks(self) -> int:
-        return len(self.routings)
-
     def add_task(self) -> list[nn.Parameter]:
         """Install the new task's capsule, routing and mask embeddings; return their
         parameters (the task-owned ones)."""
+        embeddings = self.tsm.add_task()
+        if not self.config.knowledge_sharing:
+            return embeddings
         device = self.tsm.fc1.weight.device
         capsule = self.task_capsules.add_task(device)
         c = self.config
         routing = TransferRouting(
-            self.n_tasks + 1, c.capsule_dim, c.n_transfer, self.hidden_size, channels=c.channels
+            len(self.routings) + 1, c.capsule_dim, c.n_transfer, self.hidden_size, c.channels
         ).to(device)
         self.routings.append(routing)
-        return [*capsule.parameters(), *routing.parameters(), *self.tsm.add_task()]
+        return [*capsule.parameters(), *routing.parameters(), *embeddings]
 
     def forward(self, h: Tensor, context: TaskContext) -> Tensor:
         task = context.task
+        if not self.config.knowledge_sharing:
+            return h + self.tsm(h, task, context.s)
         keep = context.keep
         if keep is None:
             keep = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)

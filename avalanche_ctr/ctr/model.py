@@ -56,6 +56,8 @@ class CTRModel(MultiTaskModule):
     :param s_max: HAT's largest mask scale, used at test time.
     :param pooling: ``"mean"`` (masked mean of the last hidden states) or
         ``"cls"`` (the first token's last hidden state).
+    :param knowledge_sharing: ``False`` gives the paper's "CTR without KSM"
+        ablation: each CL-plugin is then only the TSM, an adapter with HAT masks.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class CTRModel(MultiTaskModule):
         routing_channels: int = 32,
         s_max: float = 400.0,
         pooling: str = "mean",
+        knowledge_sharing: bool = True,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -89,6 +92,7 @@ class CTRModel(MultiTaskModule):
             capsule_hidden=capsule_hidden,
             n_transfer=n_transfer_capsules,
             channels=routing_channels,
+            knowledge_sharing=knowledge_sharing,
         )
         self.context = TaskContext(s=s_max)
         for layer in layers:
@@ -161,8 +165,9 @@ class CTRModel(MultiTaskModule):
         index = len(self.task_labels) - 1
         self.requires_grad_(False)
         for plugin in self.plugins:
-            plugin.task_capsules.capsules[index].requires_grad_(True)
-            plugin.routings[index].requires_grad_(True)
+            if plugin.config.knowledge_sharing:
+                plugin.task_capsules.capsules[index].requires_grad_(True)
+                plugin.routings[index].requires_grad_(True)
             plugin.tsm.fc1.requires_grad_(True)
             plugin.tsm.fc2.requires_grad_(True)
             for mask in plugin.tsm.masks:
@@ -208,6 +213,8 @@ class CTRModel(MultiTaskModule):
         n = len(self.task_labels)
         gates = []
         for plugin in self.plugins:
+            if plugin.last_gates is None:
+                continue
             g = plugin.last_gates
             gates.append(torch.cat([g, g.new_zeros(g.shape[0], n - g.shape[1])], dim=1))
         return gates

@@ -12,7 +12,7 @@ keeps masks sparse (HAT Eq. 5).
 Departure from HAT, to keep earlier tasks exactly as they were: HAT scales a
 weight's gradient by ``1 - min(a_out, a_in)``, so a unit that an earlier task
 uses with a mask value strictly between 0 and 1 still moves and that task's
-output drifts (we saw logit changes of 4e-4 on a 3-task run). We freeze every
+output drifts. We freeze every
 weight whose units both carry a non-zero cumulative mask (a unit with mask
 exactly 0 contributes nothing to that task, whatever its weights), and restore
 frozen entries after each step so no optimizer moves them.

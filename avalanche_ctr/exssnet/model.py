@@ -58,6 +58,9 @@ class SupermaskNet(MultiTaskModule):
         self._layer_names = [n for n, m in net.named_modules() if isinstance(m, SupermaskLayer)]
         self._bn_names = [n for n, m in net.named_modules() if isinstance(m, TaskBatchNorm)]
         self._head_names = [n for n, m in net.named_modules() if isinstance(m, MultiHeadClassifier)]
+        # plain tuples (not registered twice): the forward pass walks them on every call
+        self._layers = tuple(net.get_submodule(n) for n in self._layer_names)
+        self._bns = tuple(net.get_submodule(n) for n in self._bn_names)
         if not self._layer_names:
             raise ValueError(
                 "the model has no Linear or Conv2d layer outside its MultiHeadClassifier heads: "
@@ -71,11 +74,11 @@ class SupermaskNet(MultiTaskModule):
     # ----------------------------------------------------------------- layers
     @property
     def supermask_layers(self) -> list[SupermaskLayer]:
-        return [self.net.get_submodule(n) for n in self._layer_names]
+        return list(self._layers)
 
     @property
     def batchnorms(self) -> list[TaskBatchNorm]:
-        return [self.net.get_submodule(n) for n in self._bn_names]
+        return list(self._bns)
 
     @property
     def heads(self) -> list[MultiHeadClassifier]:
@@ -91,7 +94,7 @@ class SupermaskNet(MultiTaskModule):
         """Task labels whose masks are stored, in training order."""
         return [
             int(name[len(_MASK_PREFIX) :])
-            for name, _ in self.named_buffers(recurse=False)
+            for name in self._buffers
             if name.startswith(_MASK_PREFIX)
         ]
 
@@ -196,19 +199,20 @@ class SupermaskNet(MultiTaskModule):
     # --------------------------------------------------------------- forward
     def activate(self, task: int) -> None:
         """Select ``task``'s masks and BatchNorm in every layer."""
-        if task != self.training_task and task not in self.trained_tasks:
+        finished = task != self.training_task
+        if finished and f"{_MASK_PREFIX}{task}" not in self._buffers:
             raise ValueError(
                 f"task {task} was never trained by this model (trained tasks: "
                 f"{self.trained_tasks}); evaluate only experiences seen so far, e.g. "
                 "strategy.eval(test_stream[: i + 1]) after training experience i"
             )
         masks = None
-        for index, layer in enumerate(self.supermask_layers):
+        for index, layer in enumerate(self._layers):
             layer.active_task = task
-            if task != self.training_task and not layer.has_cached(task):
+            if finished and not layer.has_cached(task):
                 masks = self.task_masks(task) if masks is None else masks
                 layer.cache_task(task, masks[index])
-        for bn in self.batchnorms:
+        for bn in self._bns:
             bn.active_task = task
 
     def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:

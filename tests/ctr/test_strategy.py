@@ -107,3 +107,26 @@ def test_ctr_refuses_other_models_and_bad_inputs(tokenizer):
     model.add_task(0)
     with pytest.raises(ValueError, match=r"\(batch, 3, length\)"):
         model(torch.zeros(2, 8, dtype=torch.long), 0)
+
+
+def test_ctr_without_knowledge_sharing_is_adapters_with_hat_masks(tokenizer, sentiment_stream):
+    from conftest import tiny_bert
+
+    from avalanche_ctr.models import CTRModel
+
+    model = CTRModel(tiny_bert(tokenizer), bottleneck=32, knowledge_sharing=False)
+    strategy = CTR(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        train_mb_size=16,
+        train_epochs=4,
+        evaluator=quiet_evaluator(),
+    )
+    x, _ = experience_tensors(sentiment_stream.test_stream[0])
+    for i, experience in enumerate(sentiment_stream.train_stream[:2]):
+        strategy.train(experience)
+        if i == 0:
+            first = task_logits(model, x, 0)
+    assert all(len(p.task_capsules.capsules) == 0 for p in model.plugins)
+    assert model.transfer_gates() == []
+    assert (task_logits(model, x, 0) - first).abs().max() <= 1e-5
