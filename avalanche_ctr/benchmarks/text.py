@@ -303,6 +303,38 @@ def _build(
     )
 
 
+def _build_from_files(
+    kind: str,
+    layout: str,
+    root: str | os.PathLike[str],
+    names: list[str],
+    path_of: Callable[[Path, str, str], Path],
+    read: Callable[[Path], tuple[list[TextInput], list[int]]],
+    *,
+    n_train: int | None,
+    seed: int,
+    dev: bool,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+) -> GenericCLScenario:
+    """Check every file of ``names`` exists (before any tokenization), then build."""
+    _check_n_train(n_train)
+    base = _check_root(root, kind, layout)
+    splits = ("train", "test", "dev") if dev else ("train", "test")
+    for name in names:
+        for split in splits:
+            _check_file(path_of(base, name, split), kind, layout)
+    return _build(
+        lambda name, split: read(path_of(base, name, split)),
+        names,
+        n_train=n_train,
+        seed=seed,
+        dev=dev,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )
+
+
 # --------------------------------------------------------------------------- DSC
 
 
@@ -358,20 +390,13 @@ def DSC(
     :raises ValueError: On an unknown domain name, a bad ``n_train`` or a
         malformed line.
     """
-    names = _check_names(domains, DSC_DOMAINS, "DSC domain")
-    _check_n_train(n_train)
-    base = _check_root(root, "DSC", _DSC_LAYOUT)
-    splits = ("train", "test", "dev") if dev else ("train", "test")
-    for name in names:  # fail before any tokenization
-        for split in splits:
-            _check_file(base / f"{name}_{split}.tsv", "DSC", _DSC_LAYOUT)
-
-    def load(name: str, split: str) -> tuple[list[TextInput], list[int]]:
-        return _read_dsc(base / f"{name}_{split}.tsv")
-
-    return _build(
-        load,
-        names,
+    return _build_from_files(
+        "DSC",
+        _DSC_LAYOUT,
+        root,
+        _check_names(domains, DSC_DOMAINS, "DSC domain"),
+        lambda base, name, split: base / f"{name}_{split}.tsv",
+        _read_dsc,
         n_train=n_train,
         seed=seed,
         dev=dev,
@@ -453,20 +478,13 @@ def ASC(
     :raises ValueError: On an unknown task name, a bad ``n_train`` or a
         malformed file.
     """
-    names = _check_names(tasks, ASC_TASKS, "ASC task")
-    _check_n_train(n_train)
-    base = _check_root(root, "ASC", _ASC_LAYOUT)
-    splits = ("train", "test", "dev") if dev else ("train", "test")
-    for name in names:  # fail before any tokenization
-        for split in splits:
-            _check_file(_asc_dir(base, name) / f"{split}.json", "ASC", _ASC_LAYOUT)
-
-    def load(name: str, split: str) -> tuple[list[TextInput], list[int]]:
-        return _read_asc(_asc_dir(base, name) / f"{split}.json")
-
-    return _build(
-        load,
-        names,
+    return _build_from_files(
+        "ASC",
+        _ASC_LAYOUT,
+        root,
+        _check_names(tasks, ASC_TASKS, "ASC task"),
+        lambda base, name, split: _asc_dir(base, name) / f"{split}.json",
+        _read_asc,
         n_train=n_train,
         seed=seed,
         dev=dev,
