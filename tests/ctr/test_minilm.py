@@ -3,7 +3,7 @@
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
-from conftest import task_data
+from _text_helpers import task_data
 
 from avalanche_ctr.benchmarks import text_benchmark
 from avalanche_ctr.models import CTRModel

@@ -1,7 +1,7 @@
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
-from conftest import tiny_ctr_model
+from _text_helpers import tiny_ctr_model
 
 from avalanche_ctr.benchmarks import text_benchmark
 from avalanche_ctr.training import CTR
@@ -110,7 +110,7 @@ def test_ctr_refuses_other_models_and_bad_inputs(tokenizer):
 
 
 def test_ctr_without_knowledge_sharing_is_adapters_with_hat_masks(tokenizer, sentiment_stream):
-    from conftest import tiny_bert
+    from _text_helpers import tiny_bert
 
     from avalanche_ctr.models import CTRModel
 
