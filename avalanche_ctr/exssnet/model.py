@@ -208,10 +208,10 @@ class SupermaskNet(MultiTaskModule):
             )
         masks = None
         for index, layer in enumerate(self._layers):
-            layer.active_task = task
             if finished and not layer.has_cached(task):
                 masks = self.task_masks(task) if masks is None else masks
                 layer.cache_task(task, masks[index])
+            layer.select(task)
         for bn in self._bns:
             bn.active_task = task
 

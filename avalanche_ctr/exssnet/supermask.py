@@ -72,6 +72,7 @@ class SupermaskLayer(nn.Module):
         self.fixed_mask: Tensor | None = None
         self.max_cached_tasks = max_cached_tasks
         self._cache: OrderedDict[int, tuple[int, Tensor]] = OrderedDict()
+        self._active: tuple[int, Tensor] | None = None
 
     def init_scores(self, task: int) -> nn.Parameter:
         """Create the float scores of the task about to be trained (edge-popup's
@@ -111,20 +112,27 @@ class SupermaskLayer(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def select(self, task: int) -> None:
+        """Make ``task`` the active task; a finished task must be cached first."""
+        self.active_task = task
+        if task == self.training_task:
+            self._active = None
+            return
+        self._active = self._cache[task]
+        self._cache.move_to_end(task)
+
     def masked_weight(self) -> Tensor:
         """The weight of the active task: ``W ⊙ M_task``."""
-        task = self.active_task
-        if task is not None and task == self.training_task:
+        if self.training_task is not None and self.active_task == self.training_task:
             if self.fixed_mask is not None:
                 return self.weight * self.fixed_mask
             return self.weight * TopKStraightThrough.apply(self.scores, self.k)
-        if task is None or not self.has_cached(task):
+        if self._active is None or self._active[0] != self.weight._version:
             raise RuntimeError(
                 "supermask layer used outside SupermaskNet: call the converted model, "
                 "which selects the task's mask"
             )
-        self._cache.move_to_end(task)
-        return self._cache[task][1]
+        return self._active[1]
 
 
 class SupermaskLinear(SupermaskLayer):
