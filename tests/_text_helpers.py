@@ -29,10 +29,12 @@ def sentence(rng: random.Random, domain: str, positive: bool) -> str:
     return " ".join(words)
 
 
-def task_data(domain: str, n: int, seed: int) -> tuple[list[str], list[int]]:
+def task_data(domain: str, n: int, seed: int, flip: bool = False) -> tuple[list[str], list[int]]:
+    """``n`` sentences of ``domain``; with ``flip`` the label is 1 for negative opinions,
+    so a model shared with an unflipped task must change to learn it."""
     rng = random.Random(seed)
     labels = [i % 2 for i in range(n)]
-    return [sentence(rng, domain, bool(y)) for y in labels], labels
+    return [sentence(rng, domain, bool(y) != flip) for y in labels], labels
 
 
 def tiny_bert(tokenizer) -> BertModel:

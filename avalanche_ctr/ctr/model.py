@@ -10,7 +10,14 @@ from torch import Tensor, nn
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig, PluggedOutput, TaskContext
 from avalanche_ctr.masking import PartialFreeze
 
-__all__ = ["CTRModel", "load_encoder", "default_encoder_path"]
+__all__ = [
+    "CTRModel",
+    "load_encoder",
+    "default_encoder_path",
+    "check_pooling",
+    "split_text_inputs",
+    "pool_hidden",
+]
 
 
 def default_encoder_path() -> str:
@@ -34,6 +41,33 @@ def load_encoder(encoder: str | nn.Module | None) -> nn.Module:
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(encoder or default_encoder_path())
+
+
+def check_pooling(pooling: str) -> None:
+    """Raise unless ``pooling`` is ``"mean"`` or ``"cls"``."""
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+
+
+def split_text_inputs(x: Tensor, model_name: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` of a ``(batch, 3, length)``
+    input as built by :func:`avalanche_ctr.benchmarks.text_benchmark`."""
+    if x.dim() != 3 or x.shape[1] != 3:
+        raise ValueError(
+            f"{model_name} expects (batch, 3, length) integer inputs stacking input_ids, "
+            f"attention_mask and token_type_ids, got shape {tuple(x.shape)}; build streams "
+            "with avalanche_ctr.benchmarks.text_benchmark / DSC / ASC"
+        )
+    return x[:, 0], x[:, 1], x[:, 2]
+
+
+def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
+    """``"cls"``: the first token's hidden state; ``"mean"``: the mean of the hidden
+    states over the tokens where ``attention_mask`` is 1."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 class CTRModel(MultiTaskModule):
@@ -74,8 +108,7 @@ class CTRModel(MultiTaskModule):
         knowledge_sharing: bool = True,
     ) -> None:
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        check_pooling(pooling)
         self.encoder = load_encoder(encoder)
         for param in self.encoder.parameters():
             param.requires_grad_(False)
@@ -228,22 +261,11 @@ class CTRModel(MultiTaskModule):
                 f"task {task_label} was never trained by this model (trained tasks: "
                 f"{self.trained_tasks}); evaluate only experiences seen so far"
             )
-        if x.dim() != 3 or x.shape[1] != 3:
-            raise ValueError(
-                "CTRModel expects (batch, 3, length) integer inputs stacking input_ids, "
-                f"attention_mask and token_type_ids, got shape {tuple(x.shape)}; build streams "
-                "with avalanche_ctr.benchmarks.text_benchmark / DSC / ASC"
-            )
-        input_ids, attention_mask, token_type_ids = x[:, 0], x[:, 1], x[:, 2]
+        input_ids, attention_mask, token_type_ids = split_text_inputs(x, "CTRModel")
         self.context.task = labels.index(task_label)
         self.context.s = self.s if self.training else self.s_max
         self.context.keep = attention_mask.bool()
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.classifier(pooled, task_label)
+        return self.classifier(pool_hidden(hidden, attention_mask, self.pooling), task_label)

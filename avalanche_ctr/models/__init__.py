@@ -2,5 +2,6 @@
 
 from avalanche_ctr.ctr.model import CTRModel
 from avalanche_ctr.exssnet.model import SupermaskNet, convert_to_supermask
+from avalanche_ctr.models.adapter_bert import Adapter, AdapterBERT
 
-__all__ = ["CTRModel", "SupermaskNet", "convert_to_supermask"]
+__all__ = ["CTRModel", "SupermaskNet", "convert_to_supermask", "AdapterBERT", "Adapter"]

@@ -1,0 +1,110 @@
+"""Adapter-BERT baselines of the CTR paper (Ke et al., NeurIPS 2021, Sec. 4): a frozen
+BERT-family encoder with plain adapters shared by all tasks, or none, and per-task heads.
+
+``AdapterBERT(encoder)`` puts ONE adapter (Houlsby et al., ICML 2019) in each of
+the two places per transformer layer where :class:`~avalanche_ctr.models.CTRModel`
+puts its CL-plugins: after the output projection and dropout of the attention
+and of the feed-forward sublayer, before the residual add and LayerNorm. The
+adapter is ``h + GELU(fc2(GELU(fc1(h))))``, the shape of CTR's task specific
+module without HAT masks, and is shared by every task. ``adapters=False`` gives
+the frozen encoder with per-task heads only.
+
+Unlike :class:`~avalanche_ctr.models.CTRModel` the model has no lifecycle of its
+own: it is trained with any Avalanche strategy (``Naive``, ``EWC``, ...) that
+passes task labels, growing one head per task through
+:class:`~avalanche.models.MultiHeadClassifier`.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from torch import Tensor, nn
+
+from avalanche_ctr.ctr.cl_plugin import PluggedOutput, TaskContext
+from avalanche_ctr.ctr.model import check_pooling, load_encoder, pool_hidden, split_text_inputs
+
+__all__ = ["Adapter", "AdapterBERT"]
+
+
+class Adapter(nn.Module):
+    """A bottleneck adapter ``h + GELU(fc2(GELU(fc1(h))))`` (``d → b → d``), with no
+    task masks; called as ``adapter(h, context)`` like a CTR CL-plugin (the context is
+    ignored).
+
+    :param hidden_size: width ``d`` of the transformer layer.
+    :param bottleneck: number of bottleneck units ``b``.
+    """
+
+    def __init__(self, hidden_size: int, bottleneck: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, bottleneck)
+        self.fc2 = nn.Linear(bottleneck, hidden_size)
+
+    def forward(self, h: Tensor, context: TaskContext | None = None) -> Tensor:
+        return h + F.gelu(self.fc2(F.gelu(self.fc1(h))))
+
+
+class AdapterBERT(MultiTaskModule):
+    """A frozen BERT-family encoder, optionally with one adapter shared by all tasks
+    in each of two places per layer, and per-task heads on the pooled output.
+
+    Inputs are ``(batch, 3, length)`` integer tensors stacking ``input_ids``,
+    ``attention_mask`` and ``token_type_ids`` (as built by
+    :func:`avalanche_ctr.benchmarks.text_benchmark`), as for
+    :class:`~avalanche_ctr.models.CTRModel`.
+
+    The encoder is frozen (``requires_grad=False``); the adapters and the heads are
+    trainable. Give the strategy an optimizer over the trainable parameters only
+    (``[p for p in model.parameters() if p.requires_grad]``): Avalanche then adds each
+    new head to its single parameter group.
+
+    :param encoder: a transformers ``BertModel`` (or any encoder whose
+        ``encoder.layer[i]`` has BERT's ``attention.output`` and ``output``
+        sublayers), a hub name or local path, or ``None`` for the packaged
+        all-MiniLM-L6-v2.
+    :param bottleneck: adapter bottleneck units.
+    :param adapters: ``False`` leaves the encoder as it is (frozen encoder + heads).
+    :param pooling: ``"mean"`` (masked mean of the last hidden states) or
+        ``"cls"`` (the first token's last hidden state).
+    """
+
+    def __init__(
+        self,
+        encoder: str | nn.Module | None = None,
+        *,
+        bottleneck: int = 128,
+        adapters: bool = True,
+        pooling: str = "mean",
+    ) -> None:
+        super().__init__()
+        check_pooling(pooling)
+        self.encoder = load_encoder(encoder)
+        self.encoder.requires_grad_(False)
+        hidden = self.encoder.config.hidden_size
+        if adapters:
+            layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+            if layers is None:
+                raise ValueError(
+                    f"{type(self.encoder).__name__} has no encoder.layer list; adapters need "
+                    "a BERT-family encoder such as transformers.BertModel"
+                )
+            context = TaskContext()
+            for layer in layers:
+                for owner, name in ((layer.attention, "output"), (layer, "output")):
+                    adapter = Adapter(hidden, bottleneck)
+                    setattr(owner, name, PluggedOutput(getattr(owner, name), adapter, context))
+        self.classifier = MultiHeadClassifier(hidden)
+        self.pooling = pooling
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        """The adapters, two per layer in order (empty with ``adapters=False``)."""
+        return [m for m in self.modules() if isinstance(m, Adapter)]
+
+    def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
+        input_ids, attention_mask, token_type_ids = split_text_inputs(x, "AdapterBERT")
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        return self.classifier(pool_hidden(hidden, attention_mask, self.pooling), task_label)
