@@ -1,118 +1,181 @@
 """Command line of avalanche-ctr.
 
-``avalanche-ctr`` with no arguments runs the main job: ExSSNeT on the embedded
-SplitDigits stream, printing the accuracy matrix and the final metrics.
-``avalanche-ctr run --strategy NAME --benchmark NAME ...`` runs one strategy.
+``avalanche-ctr compare --benchmark NAME --strategies a,b,c`` trains every strategy
+with every seed on one benchmark and writes ``results.csv``, ``results.md``, PNG
+plots and TensorBoard logs to ``--out``. ``avalanche-ctr run --strategy NAME`` runs
+a single strategy. ``avalanche-ctr`` alone compares every image strategy on the
+embedded SplitDigits stream.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
-import torch
-from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.models import MTSimpleMLP
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche_ctr.checkpoint import CheckpointError
+from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkDataError, get_benchmark
+from avalanche_ctr.experiments.strategies import (
+    STRATEGIES,
+    check_strategy_for,
+    default_strategies,
+)
 
-from avalanche_ctr.benchmarks import SplitDigits, SplitFashionMNIST
-from avalanche_ctr.training import ExSSNeT, SupSup
-
-__all__ = ["main", "run", "STRATEGIES", "BENCHMARKS"]
-
-BENCHMARKS: dict[str, tuple[Callable[..., object], int]] = {
-    "split_digits": (lambda seed, root: SplitDigits(5, seed=seed), 64),
-    "split_fmnist": (
-        lambda seed, root: SplitFashionMNIST(5, seed=seed, dataset_root=root),
-        784,
-    ),
-}
-STRATEGIES = ("exssnet", "ssnet", "supsup")
+__all__ = ["main"]
 
 
-def _make_strategy(name: str, model, args: argparse.Namespace):
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    common = dict(
-        model=model,
-        optimizer=optimizer,
-        density=args.density,
-        train_mb_size=args.batch_size,
-        eval_mb_size=512,
-        device=args.device,
-        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--benchmark",
+        default="split_digits",
+        help=f"one of: {', '.join(BENCHMARKS)} (default: split_digits)",
     )
-    if name == "supsup":
-        return SupSup(train_epochs=2 * args.epochs, **common)
-    return ExSSNeT(
-        mask_epochs=args.epochs, weight_epochs=args.epochs, exclusive=name == "exssnet", **common
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per experience (default: per benchmark)"
     )
-
-
-def run(args: argparse.Namespace) -> dict[str, float]:
-    """Train one strategy on one benchmark; print and return its final metrics."""
-    if args.strategy not in STRATEGIES:
-        raise SystemExit(f"unknown strategy {args.strategy!r}; choose one of {STRATEGIES}")
-    if args.benchmark not in BENCHMARKS:
-        raise SystemExit(f"unknown benchmark {args.benchmark!r}; choose one of {list(BENCHMARKS)}")
-    torch.manual_seed(args.seed)
-    build, input_size = BENCHMARKS[args.benchmark]
-    benchmark = build(args.seed, args.data_root)
-    model = MTSimpleMLP(input_size=input_size, hidden_size=args.hidden_size)
-    strategy = _make_strategy(args.strategy, model, args)
-    n = len(benchmark.train_stream)
-    matrix = [[float("nan")] * n for _ in range(n)]
-    start = time.perf_counter()
-    print(f"{args.strategy} on {args.benchmark} ({n} experiences), seed {args.seed}")
-    for i, experience in enumerate(benchmark.train_stream):
-        strategy.train(experience)
-        results = strategy.eval(benchmark.test_stream[: i + 1])
-        for j in range(i + 1):
-            key = f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"
-            matrix[i][j] = results[key]
-        row = " ".join(f"{a:.3f}" for a in matrix[i][: i + 1])
-        print(f"  after experience {i}: {row}")
-    final = matrix[-1]
-    forgetting = [max(matrix[i][j] for i in range(j, n)) - final[j] for j in range(n - 1)]
-    metrics = {
-        "final_average_accuracy": sum(final) / n,
-        "average_forgetting": sum(forgetting) / max(1, len(forgetting)),
-        "train_eval_seconds": time.perf_counter() - start,
-    }
-    for name, value in metrics.items():
-        print(f"{name}: {value:.4f}")
-    return metrics
+    parser.add_argument("--batch-size", type=int, default=None, help="training mini-batch size")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    parser.add_argument("--density", type=float, default=None, help="supermask density")
+    parser.add_argument("--hidden-size", type=int, default=None, help="backbone width")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="dataset folder (split_fmnist, split_mnist, "
+        "split_cifar100; required for dsc / asc, e.g. ../shared/data)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="text encoder name or folder (default: the packaged "
+        "all-MiniLM-L6-v2; e.g. bert-base-uncased online)",
+    )
+    parser.add_argument("--max-length", type=int, default=None, help="text: tokens per input")
+    parser.add_argument(
+        "--n-train", type=int, default=None, help="text: training examples kept per task"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avalanche-ctr", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    run_parser = sub.add_parser("run", help="train one strategy on one benchmark")
-    run_parser.add_argument("--strategy", default="exssnet", help=f"one of {STRATEGIES}")
-    run_parser.add_argument(
-        "--benchmark", default="split_digits", help=f"one of {list(BENCHMARKS)}"
+    parser = argparse.ArgumentParser(
+        prog="avalanche-ctr",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="benchmarks:\n"
+        + "\n".join(f"  {n:15s} {s.description}" for n, s in BENCHMARKS.items())
+        + "\nstrategies:\n"
+        + "\n".join(f"  {n:15s} {s.description}" for n, s in STRATEGIES.items()),
     )
-    run_parser.add_argument("--epochs", type=int, default=3, help="epochs per training phase")
-    run_parser.add_argument("--density", type=float, default=0.1)
-    run_parser.add_argument("--hidden-size", type=int, default=256)
-    run_parser.add_argument("--batch-size", type=int, default=32)
-    run_parser.add_argument("--lr", type=float, default=0.01)
-    run_parser.add_argument("--seed", type=int, default=0)
-    run_parser.add_argument("--data-root", default=None, help="dataset root (split_fmnist)")
-    run_parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    sub = parser.add_subparsers(dest="command")
+    compare = sub.add_parser("compare", help="compare strategies over seeds on one benchmark")
+    _add_common(compare)
+    compare.add_argument(
+        "--strategies",
+        default=None,
+        help="comma-separated names (default: every strategy for the benchmark's modality)",
+    )
+    compare.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    compare.add_argument(
+        "--out", default=None, help="output folder (default: runs/compare-<benchmark>)"
+    )
+    run = sub.add_parser("run", help="train one strategy on one benchmark")
+    _add_common(run)
+    run.add_argument("--strategy", default="exssnet", help=f"one of: {', '.join(STRATEGIES)}")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--out", default=None, help="output folder (default: runs/<strategy>-<benchmark>)"
+    )
     return parser
+
+
+def _settings(args: argparse.Namespace):
+    from avalanche_ctr.experiments.runner import Settings
+
+    return Settings(
+        benchmark=args.benchmark,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        density=args.density,
+        hidden_size=args.hidden_size,
+        data_root=args.data_root,
+        device=args.device,
+        encoder=args.encoder,
+        max_length=args.max_length,
+        n_train=args.n_train,
+    )
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--{what} is empty; give comma-separated names")
+    return names
+
+
+def _execute(args: argparse.Namespace) -> int:
+    import torch
+
+    from avalanche_ctr.experiments.report import aggregate, markdown_table
+    from avalanche_ctr.experiments.runner import compare
+
+    spec = get_benchmark(args.benchmark)
+    if args.command == "run":
+        strategies, seeds = [args.strategy], [args.seed]
+        out = Path(args.out or f"runs/{args.strategy}-{args.benchmark}")
+    else:
+        strategies = (
+            _names(args.strategies, "strategies")
+            if args.strategies
+            else default_strategies(spec.modality)
+        )
+        try:
+            seeds = [int(s) for s in _names(args.seeds, "seeds")]
+        except ValueError:
+            raise ValueError(
+                f"--seeds must be comma-separated integers, got {args.seeds!r}"
+            ) from None
+        out = Path(args.out or f"runs/compare-{args.benchmark}")
+    for name in strategies:
+        check_strategy_for(name, spec.modality)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = _settings(args)
+    print(
+        f"{args.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs {settings.epochs}, "
+        f"batch {settings.batch_size}, lr {settings.lr}; output in {out}",
+        flush=True,
+    )
+    records = compare(settings, strategies, seeds, out=out, progress=not args.no_progress, log=_log)
+    print()
+    print(markdown_table(aggregate(records)))
+    print(
+        f"\nresults: {out / 'results.md'}, {out / 'results.csv'}; plots: {out}/*.png; "
+        f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}"
+    )
+    return 0
+
+
+def _log(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args = parser.parse_args(argv or ["run"])
-    if args.command != "run":
+    args = parser.parse_args(argv or ["compare"])
+    if args.command is None:
         parser.print_help()
         return 2
-    run(args)
-    return 0
+    try:
+        return _execute(args)
+    except (ValueError, BenchmarkDataError, CheckpointError) as error:
+        raise SystemExit(f"avalanche-ctr: error: {error}") from None
 
 
 if __name__ == "__main__":

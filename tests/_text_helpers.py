@@ -59,3 +59,25 @@ def make_tokenizer(folder: Path) -> BertTokenizerFast:
     vocab = SPECIALS + POSITIVE + NEGATIVE + FILLERS + sum(DOMAINS.values(), [])
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return BertTokenizerFast.from_pretrained(str(folder))
+
+
+def write_dsc(root: Path, n_train: int, n_test: int) -> Path:
+    """Templated reviews in the DSC layout (``<Domain>_{train,dev,test}.tsv``, labels -1/1)
+    for all ten DSC domains, each drawing its nouns from one of :data:`DOMAINS`."""
+    from avalanche_ctr.benchmarks import DSC_DOMAINS
+
+    root.mkdir(parents=True, exist_ok=True)
+    templates = list(DOMAINS)
+    for index, domain in enumerate(DSC_DOMAINS):
+        for split, n, seed in (("train", n_train, 0), ("dev", n_test, 1), ("test", n_test, 2)):
+            texts, labels = task_data(templates[index % 3], n, seed=100 * index + seed)
+            lines = [f"{text}\t{1 if y else -1}" for text, y in zip(texts, labels, strict=True)]
+            (root / f"{domain}_{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def save_tiny_encoder(folder: Path, tokenizer) -> Path:
+    """:func:`tiny_bert` and its tokenizer saved as a local model folder."""
+    tiny_bert(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,23 +1,181 @@
+"""The command line: ``compare`` writes its report, ``run`` trains one strategy, and
+bad input gets an error that names the problem and the fix."""
+
+import csv
+import json
+import math
+
+import matplotlib.image
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from avalanche_ctr.cli import main
 
+RANGES = {
+    "final_accuracy": (0.0, 1.0),
+    "final_macro_f1": (0.0, 1.0),
+    "forgetting": (-1.0, 1.0),
+    "bwt": (-1.0, 1.0),
+    "train_time_s": (0.0, math.inf),
+    "peak_memory_mib": (0.0, math.inf),
+    "bytes_per_task": (0.0, math.inf),
+    "iteration_s": (0.0, math.inf),
+}
 
-def test_run_prints_final_metrics(capsys):
-    main(["run", "--strategy", "supsup", "--epochs", "1", "--hidden-size", "64"])
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    main(
+        [
+            "compare",
+            "--strategies",
+            "exssnet,naive",
+            "--seeds",
+            "0,1",
+            "--epochs",
+            "2",
+            "--hidden-size",
+            "32",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    return out
+
+
+def test_compare_writes_results_with_every_metric_in_range(compared):
+    with open(compared / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["strategy"] for row in rows] == ["exssnet", "naive"]
+    for row in rows:
+        assert row["seeds"] == "2"
+        for metric, (low, high) in RANGES.items():
+            mean, std = float(row[f"{metric}_mean"]), float(row[f"{metric}_std"])
+            assert low <= mean <= high, (row["strategy"], metric, mean)
+            assert std >= 0 and math.isfinite(std), (row["strategy"], metric, std)
+    exssnet, naive = rows
+    assert float(exssnet["final_accuracy_mean"]) >= 0.9
+    assert float(exssnet["forgetting_mean"]) == 0.0  # nothing learned is lost
+    assert float(exssnet["bytes_per_task_mean"]) > float(naive["bytes_per_task_mean"])
+    table = (compared / "results.md").read_text()
+    assert "| exssnet | 2 |" in table and "| naive | 2 |" in table
+
+
+def test_compare_keeps_every_run_and_its_accuracy_matrix(compared):
+    runs = json.loads((compared / "runs.json").read_text())["runs"]
+    assert sorted((r["strategy"], r["seed"]) for r in runs) == [
+        ("exssnet", 0),
+        ("exssnet", 1),
+        ("naive", 0),
+        ("naive", 1),
+    ]
+    for run in runs:
+        matrix = run["acc_matrix"]
+        assert [len(row) for row in matrix] == [1, 2, 3, 4, 5]
+        assert all(0.0 <= a <= 1.0 for row in matrix for a in row)
+
+
+def test_compare_logs_every_strategy_and_seed_to_tensorboard(compared):
+    for strategy in ("exssnet", "naive"):
+        for seed in (0, 1):
+            folder = compared / "tensorboard" / strategy / f"seed{seed}"
+            events = EventAccumulator(str(folder))
+            events.Reload()
+            tags = events.Tags()["scalars"]
+            stream = "Top1_Acc_Stream/eval_phase/test_stream/Task004"
+            assert stream in tags, tags
+            assert 0.0 <= events.Scalars(stream)[-1].value <= 1.0
+            assert any(tag.startswith("MacroF1_Exp") for tag in tags)
+
+
+def test_compare_draws_both_plots(compared):
+    for name in ("accuracy_matrices.png", "final_accuracy_forgetting.png"):
+        image = matplotlib.image.imread(compared / name)
+        height, width = image.shape[:2]
+        assert height > 300 and width > 600
+
+
+def test_run_trains_one_strategy_and_prints_its_table(tmp_path, capsys):
+    main(
+        [
+            "run",
+            "--strategy",
+            "supsup",
+            "--epochs",
+            "1",
+            "--hidden-size",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
-    assert "after experience 4:" in out
-    accuracy = float(out.split("final_average_accuracy: ")[1].split()[0])
-    forgetting = float(out.split("average_forgetting: ")[1].split()[0])
-    assert 0.8 <= accuracy <= 1.0
-    assert forgetting == pytest.approx(0.0, abs=1e-9)  # SupSup never changes old tasks
+    assert "| supsup | 1 |" in out
+    with open(tmp_path / "results.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["final_accuracy_mean"]) >= 0.8
+    assert float(row["forgetting_mean"]) == 0.0  # SupSup never changes an old task
 
 
-def test_unknown_strategy_lists_the_valid_names():
-    with pytest.raises(SystemExit, match="choose one of.*exssnet"):
-        main(["run", "--strategy", "nope"])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--strategy", "nope"], r"unknown strategy 'nope'; choose one of: exssnet, .*ewc"),
+        (
+            ["compare", "--benchmark", "nope"],
+            r"unknown benchmark 'nope'; choose one of: split_digits, .*asc",
+        ),
+        (["compare", "--strategies", "naive,bogus"], r"unknown strategy 'bogus'"),
+        (["run", "--strategy", "ctr"], r"ctr needs a text benchmark \(dsc, asc\)"),
+        (
+            ["run", "--strategy", "exssnet", "--benchmark", "dsc", "--data-root", "."],
+            r"exssnet needs an image benchmark.*On text use ctr",
+        ),
+        (["run", "--strategy", "naive", "--benchmark", "dsc"], r"pass --data-root DIR"),
+        (["compare", "--seeds", "0,x"], r"--seeds must be comma-separated integers"),
+        (["run", "--device", "cuda:7"], r"--device cuda:7: .*use --device cpu"),
+    ],
+)
+def test_bad_input_names_the_problem_and_the_fix(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        main([*argv, "--out", str(tmp_path), "--no-progress"])
 
 
-def test_unknown_benchmark_lists_the_valid_names():
-    with pytest.raises(SystemExit, match="choose one of.*split_digits"):
-        main(["run", "--benchmark", "nope"])
+def test_missing_text_data_says_where_it_looked(tmp_path):
+    with pytest.raises(SystemExit, match=r"DSC root .*not a directory|Pet_Supplies_train.tsv"):
+        main(
+            [
+                "run",
+                "--strategy",
+                "naive",
+                "--benchmark",
+                "dsc",
+                "--data-root",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+
+
+def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
+    from avalanche_ctr.benchmarks import fashion_mnist
+
+    monkeypatch.setitem(fashion_mnist.SplitFashionMNIST.__kwdefaults__, "source", tmp_path)
+    with pytest.raises(SystemExit, match="apt-get install dataset-fashion-mnist"):
+        main(
+            [
+                "run",
+                "--benchmark",
+                "split_fmnist",
+                "--data-root",
+                str(tmp_path / "root"),
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )

@@ -63,5 +63,16 @@ class TaskCapsuleLayer(nn.Module):
         return capsule
 
     def forward(self, h: Tensor, n_tasks: int) -> Tensor:
-        """Capsules of the first ``n_tasks`` tasks: ``(batch, length, n_tasks, capsule_dim)``."""
-        return torch.stack([squash(self.capsules[i](h)) for i in range(n_tasks)], dim=2)
+        """Capsules of the first ``n_tasks`` tasks: ``(batch, length, n_tasks, capsule_dim)``.
+
+        The capsules run together: one matrix product for all first layers and one
+        batched product for all second layers, the same arithmetic as calling each
+        capsule in turn, in two operations instead of ``2 · n_tasks``.
+        """
+        capsules = self.capsules[:n_tasks]
+        w1 = torch.cat([c.fc1.weight for c in capsules])
+        b1 = torch.cat([c.fc1.bias for c in capsules])
+        hidden = F.gelu(F.linear(h, w1, b1)).unflatten(-1, (n_tasks, self.capsule_hidden))
+        w2 = torch.stack([c.fc2.weight for c in capsules])
+        b2 = torch.stack([c.fc2.bias for c in capsules])
+        return squash(torch.einsum("blnh,ndh->blnd", hidden, w2) + b2)

@@ -51,13 +51,22 @@ def check_pooling(pooling: str) -> None:
 
 def split_text_inputs(x: Tensor, model_name: str) -> tuple[Tensor, Tensor, Tensor]:
     """``input_ids``, ``attention_mask`` and ``token_type_ids`` of a ``(batch, 3, length)``
-    input as built by :func:`avalanche_ctr.benchmarks.text_benchmark`."""
+    input as built by :func:`avalanche_ctr.benchmarks.text_benchmark`.
+
+    Trailing positions that are padding in every sample of the batch are cut off
+    first: streams pad each text to ``max_length``, and a batch of short texts then
+    costs what its longest text costs. Real tokens never attend to padding, so the
+    outputs at real tokens do not change.
+    """
     if x.dim() != 3 or x.shape[1] != 3:
         raise ValueError(
             f"{model_name} expects (batch, 3, length) integer inputs stacking input_ids, "
             f"attention_mask and token_type_ids, got shape {tuple(x.shape)}; build streams "
             "with avalanche_ctr.benchmarks.text_benchmark / DSC / ASC"
         )
+    used = x[:, 1].any(dim=0).nonzero()
+    if len(used):
+        x = x[:, :, : int(used[-1]) + 1]
     return x[:, 0], x[:, 1], x[:, 2]
 
 
@@ -176,9 +185,27 @@ class CTRModel(MultiTaskModule):
         self.check_new_task(task)
         if self.training_task is not None:
             raise RuntimeError(f"task {self.training_task} is still in training")
+        return self._install_task(task)
+
+    def _install_task(self, task: int) -> list[nn.Parameter]:
         new = torch.tensor([task], dtype=torch.long, device=self.task_label_order.device)
         self.task_label_order = torch.cat([self.task_label_order, new])
         return [param for plugin in self.plugins for param in plugin.add_task()]
+
+    def grow_for_state(self, state: dict[str, Tensor], prefix: str = "") -> None:
+        """Install the tasks of a state dict of this model trained further (their
+        capsules, routing and mask embeddings; the heads are grown by
+        :func:`avalanche_ctr.checkpoint.grow_model`), so that it can be loaded."""
+        labels = state.get(f"{prefix}task_label_order")
+        if labels is None:
+            return
+        known = len(self.task_labels)
+        if self.task_labels != labels.tolist()[:known]:
+            raise RuntimeError(
+                f"the state holds tasks {labels.tolist()}, this model {self.task_labels}"
+            )
+        for task in labels.tolist()[known:]:
+            self._install_task(int(task))
 
     def finish_task(self) -> None:
         """Fold the training task's masks into the cumulative masks and freeze it."""

@@ -28,7 +28,14 @@ were and to keep samples independent:
 * gates and attentions are computed and applied per sample. The official code
   repeats and reshapes them (``repeat(max_seq_length, 1).view(...)``) so that a
   sample's routing mixes with other samples of the batch;
-* padded tokens are excluded from the max-pooling;
+* padded tokens are excluded: their pre-route vectors are zeroed before the
+  similarity convolutions and the max-pooling skips them, so a sample's routing
+  does not depend on how much padding it carries;
+* the projection of the transfer output starts at zero, so a new task's
+  CL-plugin starts as its TSM alone (adapter + HAT) and the transfer path grows
+  from there. The official code initialises it at random, which adds noise to
+  every layer's TSM input before the routing has learned anything (the same
+  reason adapters start near the identity, Houlsby et al. 2019, Sec. 2.1);
 * at evaluation the gate is the deterministic ``argmax`` of its logits (no
   Gumbel noise), so a task's outputs do not vary from one evaluation to the next.
 """
@@ -55,7 +62,7 @@ def binary_gate(logits: Tensor, *, training: bool, tau: float = 1.0) -> Tensor:
 
 def _masked_max(x: Tensor, keep: Tensor) -> Tensor:
     """Max over the last (token) axis of ``x`` (B, C, L), ignoring tokens where ``keep`` is 0."""
-    return x.masked_fill(~keep[:, None, :], float("-inf")).amax(dim=-1)
+    return x.masked_fill(~keep[:, None, :], float("-inf")).max(dim=-1).values
 
 
 class TransferRouting(nn.Module):
@@ -96,6 +103,8 @@ class TransferRouting(nn.Module):
         self.gate = nn.Linear(pooled, 2)
         self.attention = nn.Linear(pooled, width)
         self.project = nn.Linear(width, hidden_size)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
 
     def pre_route(self, capsules: Tensor) -> Tensor:
         """``û_{j|i} = W_{ij} p_i``: (B, L, n_sources, c) → (B, L, n_sources, n_transfer · c)."""
@@ -103,14 +112,27 @@ class TransferRouting(nn.Module):
         return priors.flatten(3)
 
     def _conv_pool(self, convs: nn.ModuleList, x: Tensor, keep: Tensor, extra=None) -> Tensor:
-        length = x.shape[-1]
-        pooled = []
-        for conv in convs:
-            y = conv(x)[..., :length]
-            if extra is not None:
-                y = y + extra[..., None]
-            pooled.append(_masked_max(F.relu(y), keep))
-        return torch.cat(pooled, dim=1)
+        """ReLU and masked max-pooling of each convolution of ``convs`` over ``x``
+        (with ``extra`` added to each), concatenated.
+
+        The convolutions run as one: each kernel of size ``k`` (padding ``k // 2``,
+        output cut to the input length) covers tokens ``i - k//2 .. i - k//2 + k - 1``,
+        so zero-padding it to the largest size ``K`` at the right offset and
+        convolving once with padding ``K // 2`` gives the same outputs. Adding a
+        per-channel constant and ReLU commute with the max over tokens, so they are
+        applied to the pooled values rather than to every token.
+        """
+        largest = max(self.kernel_sizes)
+        weights = [
+            F.pad(conv.weight, (largest // 2 - k // 2, largest - k - largest // 2 + k // 2))
+            for conv, k in zip(convs, self.kernel_sizes, strict=True)
+        ]
+        bias = torch.cat([conv.bias for conv in convs])
+        y = F.conv1d(x, torch.cat(weights), bias, padding=largest // 2)[..., : x.shape[-1]]
+        pooled = _masked_max(y, keep)
+        if extra is not None:
+            pooled = pooled + extra.repeat(1, len(convs))
+        return F.relu(pooled)
 
     def forward(self, capsules: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
         """Route the task capsules of tasks ``0 .. t``.
@@ -120,7 +142,7 @@ class TransferRouting(nn.Module):
         :return: the transfer output (B, L, hidden_size) and the gates (B, t + 1).
         """
         batch, length, n_sources, _ = capsules.shape
-        priors = self.pre_route(capsules)
+        priors = self.pre_route(capsules) * keep[:, :, None, None]
         current = priors[:, :, -1].transpose(1, 2)
         current = self.fc_current(self._conv_pool(self.convs_current, current, keep))
         sources = priors.permute(0, 2, 3, 1).reshape(batch * n_sources, -1, length)

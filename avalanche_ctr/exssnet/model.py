@@ -121,6 +121,22 @@ class SupermaskNet(MultiTaskModule):
             for part, layer in zip(flat.split(sizes), self.supermask_layers, strict=True)
         ]
 
+    def grow_for_state(self, state: dict[str, Tensor], prefix: str = "") -> None:
+        """Register the packed masks and per-task BatchNorms of the finished tasks in a
+        state dict of this model trained further, so that it can be loaded."""
+        for key, value in state.items():
+            name = key[len(prefix) :]
+            if key.startswith(prefix) and name.startswith(_MASK_PREFIX) and "." not in name:
+                if name not in self._buffers:
+                    self.register_buffer(name, torch.empty_like(value, device=self._device))
+        for bn_name, bn in zip(self._bn_names, self._bns, strict=True):
+            start = f"{prefix}net.{bn_name}.per_task."
+            for key in state:
+                if key.startswith(start):
+                    task = key[len(start) :].split(".")[0]
+                    if task not in bn.per_task:
+                        bn.add_task(int(task), self._device)
+
     # -------------------------------------------------------- task lifecycle
     def check_new_task(self, task: int) -> None:
         """Raise ``ValueError`` if ``task`` was already trained."""

@@ -1,0 +1,190 @@
+"""The benchmarks the command line knows, with their per-benchmark defaults.
+
+Image benchmarks give every strategy the same backbone
+(:mod:`avalanche_ctr.experiments.models`); text benchmarks give it the same
+frozen encoder. All are task-incremental: one task label per experience, classes
+counted from zero in each experience.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from avalanche_ctr.experiments.models import MultiHeadConvNet, MultiHeadMLP
+
+__all__ = ["BenchmarkSpec", "BENCHMARKS", "BenchmarkDataError", "get_benchmark", "text_root"]
+
+
+class BenchmarkDataError(RuntimeError):
+    """A benchmark's data could not be found; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A benchmark of the command line.
+
+    :param name: its command-line name.
+    :param modality: ``"image"`` or ``"text"``.
+    :param description: one line for ``--help`` and the reports.
+    :param build: ``build(seed, settings) -> benchmark``.
+    :param defaults: default settings (epochs, batch size, learning rate, ...).
+    :param backbone: ``backbone(settings) -> model`` for image benchmarks.
+    """
+
+    name: str
+    modality: str
+    description: str
+    build: Callable[[int, Any], Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    backbone: Callable[[Any], nn.Module] | None = None
+
+
+def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
+    return lambda s: MultiHeadMLP(input_size, (s.hidden_size,) * s.hidden_layers)
+
+
+def _split_digits(seed: int, settings) -> Any:
+    from avalanche_ctr.benchmarks import SplitDigits
+
+    return SplitDigits(5, seed=seed)
+
+
+def _split_fmnist(seed: int, settings) -> Any:
+    from avalanche_ctr.benchmarks import SplitFashionMNIST
+
+    try:
+        return SplitFashionMNIST(5, seed=seed, dataset_root=settings.data_root)
+    except FileNotFoundError as error:
+        raise BenchmarkDataError(str(error)) from None
+
+
+def _torchvision_split(builder_name: str, dataset: str, n_experiences: int):
+    def build(seed: int, settings) -> Any:
+        from avalanche.benchmarks import classic
+
+        builder = getattr(classic, builder_name)
+        try:
+            return builder(
+                n_experiences,
+                return_task_id=True,
+                class_ids_from_zero_in_each_exp=True,
+                seed=seed,
+                dataset_root=settings.data_root,
+            )
+        except (RuntimeError, OSError) as error:
+            where = settings.data_root or "Avalanche's default folder (~/.avalanche/data)"
+            raise BenchmarkDataError(
+                f"could not load {dataset} from {where}: {str(error).splitlines()[0]} "
+                f"Connect to the internet once so that torchvision downloads it, or put the "
+                f"torchvision {dataset} files under a folder and pass it as --data-root."
+            ) from None
+
+    return build
+
+
+def text_root(data_root: str | os.PathLike | None, name: str) -> Path:
+    """The folder of text benchmark ``name`` (``dsc`` / ``asc``): ``data_root/name`` if
+    it exists, else ``data_root`` itself."""
+    if data_root is None:
+        raise BenchmarkDataError(
+            f"the {name} benchmark reads the CTR paper's data from disk: pass --data-root DIR "
+            f"where DIR (or DIR/{name}) holds the files described in "
+            "avalanche_ctr.benchmarks.text (e.g. --data-root ../shared/data)"
+        )
+    root = Path(data_root).expanduser()
+    return root / name if (root / name).is_dir() else root
+
+
+def _text(name: str):
+    def build(seed: int, settings) -> Any:
+        from avalanche_ctr.benchmarks import ASC, DSC
+
+        builder = DSC if name == "dsc" else ASC
+        try:
+            return builder(
+                text_root(settings.data_root, name),
+                n_train=settings.n_train,
+                tokenizer=settings.tokenizer(),
+                max_length=settings.max_length,
+                seed=seed,
+            )
+        except FileNotFoundError as error:
+            raise BenchmarkDataError(str(error)) from None
+
+    return build
+
+
+_IMAGE = {"batch_size": 32, "eval_batch_size": 512, "lr": 0.01, "hidden_size": 256}
+_TEXT = {"batch_size": 32, "eval_batch_size": 128, "lr": 1e-3, "max_length": 128}
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in (
+        BenchmarkSpec(
+            "split_digits",
+            "image",
+            "scikit-learn's 8x8 digits, 5 tasks of 2 classes (embedded, no download)",
+            _split_digits,
+            {**_IMAGE, "epochs": 4, "hidden_layers": 2, "density": 0.1},
+            _mlp(64),
+        ),
+        BenchmarkSpec(
+            "split_fmnist",
+            "image",
+            "Fashion-MNIST, 5 tasks of 2 classes (Debian package dataset-fashion-mnist)",
+            _split_fmnist,
+            {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
+            _mlp(784),
+        ),
+        BenchmarkSpec(
+            "split_mnist",
+            "image",
+            "MNIST, 5 tasks of 2 classes (torchvision download or --data-root)",
+            _torchvision_split("SplitMNIST", "MNIST", 5),
+            {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
+            _mlp(784),
+        ),
+        BenchmarkSpec(
+            "split_cifar100",
+            "image",
+            "CIFAR-100, 10 tasks of 10 classes (torchvision download or --data-root)",
+            _torchvision_split("SplitCIFAR100", "CIFAR-100", 10),
+            {
+                **_IMAGE,
+                "batch_size": 64,
+                "lr": 1e-3,
+                "epochs": 6,
+                "hidden_layers": 1,
+                "density": 0.1,
+            },
+            lambda s: MultiHeadConvNet(3, 32, hidden_size=s.hidden_size),
+        ),
+        BenchmarkSpec(
+            "dsc",
+            "text",
+            "CTR paper's document sentiment, 10 Amazon domains (--data-root)",
+            _text("dsc"),
+            {**_TEXT, "epochs": 2, "n_train": 500},
+        ),
+        BenchmarkSpec(
+            "asc",
+            "text",
+            "CTR paper's aspect sentiment, 19 tasks (--data-root)",
+            _text("asc"),
+            {**_TEXT, "epochs": 2, "n_train": None},
+        ),
+    )
+}
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The benchmark called ``name``; ``ValueError`` listing the valid names otherwise."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]

@@ -1,0 +1,102 @@
+"""Backbones the comparison gives every image strategy: the same shape for all.
+
+* :class:`MultiHeadMLP` -- ``Flatten → (Linear → ReLU) × layers`` and
+  Avalanche's :class:`~avalanche.models.MultiHeadClassifier` (one head per task);
+* :class:`MultiHeadConvNet` -- four 3x3 convolutions with ReLU and two max-pools,
+  a Linear layer and the same heads (no BatchNorm, which Avalanche's PackNet
+  cannot wrap);
+* :class:`PackNetMultiHead` -- such a backbone wrapped by Avalanche's
+  :class:`~avalanche.models.PackNetModel`, with the per-task heads kept outside
+  the pruned part, so PackNet sees the same backbone and heads as every other
+  strategy.
+"""
+
+from __future__ import annotations
+
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.models.packnet import PackNetModel
+from torch import Tensor, nn
+
+__all__ = ["MultiHeadMLP", "MultiHeadConvNet", "PackNetMultiHead"]
+
+
+class _MultiHeadNet(MultiTaskModule):
+    """A backbone ``features`` followed by one classification head per task."""
+
+    features: nn.Module
+
+    def __init__(self, features: nn.Module, feature_size: int) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = MultiHeadClassifier(feature_size)
+
+    def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
+        return self.classifier(self.features(x), task_label)
+
+
+class MultiHeadMLP(_MultiHeadNet):
+    """``Flatten → (Linear → ReLU) × len(hidden_sizes)`` with per-task heads.
+
+    :param input_size: number of input features after flattening.
+    :param hidden_sizes: width of each hidden layer.
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: tuple[int, ...] = (256, 256)) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = input_size
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        super().__init__(nn.Sequential(*layers), width)
+
+
+class MultiHeadConvNet(_MultiHeadNet):
+    """Four 3x3 convolutions (``channels``, ``channels``, ``2·channels``, ``2·channels``)
+    with ReLU, a 2x2 max-pool after the second and the fourth, then
+    ``Linear(·, hidden_size) → ReLU`` and per-task heads.
+
+    :param in_channels: image channels.
+    :param image_size: image height and width (divisible by 4).
+    :param channels: channels of the first two convolutions.
+    :param hidden_size: width of the fully connected layer.
+    """
+
+    def __init__(
+        self, in_channels: int = 3, image_size: int = 32, channels: int = 32, hidden_size: int = 256
+    ) -> None:
+        wide = 2 * channels
+        features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, wide, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(wide, wide, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(wide * (image_size // 4) ** 2, hidden_size),
+            nn.ReLU(),
+        )
+        super().__init__(features, hidden_size)
+
+
+class PackNetMultiHead(PackNetModel):
+    """Avalanche's PackNet over the backbone of a :class:`MultiHeadMLP` /
+    :class:`MultiHeadConvNet`, with its per-task heads left dense.
+
+    ``PackNetModel`` calls its wrapped module without the task label, so it cannot
+    hold a :class:`MultiHeadClassifier`; the heads sit after it instead. Each head is
+    only ever trained on its own task, so it needs no pruning.
+
+    :param model: the backbone-plus-heads model to wrap.
+    """
+
+    def __init__(self, model: _MultiHeadNet) -> None:
+        super().__init__(model.features)
+        self.classifier = model.classifier
+
+    def forward(self, x: Tensor, task_labels: Tensor) -> Tensor:
+        return self.classifier(super().forward(x, task_labels), task_labels)

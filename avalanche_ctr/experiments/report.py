@@ -1,0 +1,252 @@
+"""Metrics of a run, their mean and spread over seeds, and the files of a report.
+
+From the accuracy matrix ``R`` (``R[i][j]``: accuracy on test experience ``j``
+after training experience ``i``, ``j <= i``) of ``n`` experiences:
+
+* final average accuracy ``(1/n) Σ_j R[n-1][j]`` (and the same for macro-F1);
+* average forgetting ``(1/(n-1)) Σ_{j<n-1} (max_{j<=i<n-1} R[i][j] - R[n-1][j])``
+  (Chaudhry et al., ECCV 2018);
+* backward transfer ``(1/(n-1)) Σ_{j<n-1} (R[n-1][j] - R[j][j])`` (Lopez-Paz &
+  Ranzato, NeurIPS 2017), negative when tasks are forgotten.
+
+The report of a comparison (:func:`write_report`) is ``results.csv`` and
+``results.md`` (per strategy, mean and sample standard deviation over seeds),
+``accuracy_matrices.png`` (each strategy's mean accuracy matrix) and
+``final_accuracy_forgetting.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "METRICS",
+    "summarize",
+    "final_average",
+    "average_forgetting",
+    "backward_transfer",
+    "aggregate",
+    "markdown_table",
+    "write_report",
+]
+
+METRICS: dict[str, tuple[str, float, str]] = {
+    "final_accuracy": ("final acc. (%)", 100.0, ".2f"),
+    "final_macro_f1": ("final macro-F1 (%)", 100.0, ".2f"),
+    "forgetting": ("forgetting (pts)", 100.0, ".2f"),
+    "bwt": ("BWT (pts)", 100.0, ".2f"),
+    "train_time_s": ("train time (s)", 1.0, ".1f"),
+    "peak_memory_mib": ("peak memory (MiB)", 1.0, ".1f"),
+    "bytes_per_task": ("bytes added / task", 1.0, ",.0f"),
+}
+"""Reported metrics: column title, display scale and format."""
+
+
+def final_average(matrix: list[list[float]]) -> float:
+    """Mean of the last row."""
+    return statistics.fmean(matrix[-1])
+
+
+def average_forgetting(matrix: list[list[float]]) -> float:
+    """Mean drop from each earlier task's best accuracy before the last task to its
+    final accuracy (0 for a single task)."""
+    n = len(matrix)
+    if n < 2:
+        return 0.0
+    return statistics.fmean(
+        max(matrix[i][j] for i in range(j, n - 1)) - matrix[-1][j] for j in range(n - 1)
+    )
+
+
+def backward_transfer(matrix: list[list[float]]) -> float:
+    """Mean change of each earlier task's accuracy from right after it was learned to
+    the end (0 for a single task)."""
+    n = len(matrix)
+    if n < 2:
+        return 0.0
+    return statistics.fmean(matrix[-1][j] - matrix[j][j] for j in range(n - 1))
+
+
+def summarize(record: dict[str, Any]) -> dict[str, float | None]:
+    """The reported metrics of one run's record (see the module docstring)."""
+    acc = record["acc_matrix"]
+    stored = record["stored_bytes"]
+    peak = record.get("peak_memory_bytes")
+    iterations = sum(record["iterations"])
+    return {
+        "final_accuracy": final_average(acc),
+        "final_macro_f1": final_average(record["f1_matrix"]),
+        "forgetting": average_forgetting(acc),
+        "bwt": backward_transfer(acc),
+        "train_time_s": sum(record["train_s"]),
+        "peak_memory_mib": None if peak is None else peak / 2**20,
+        "bytes_per_task": (stored[-1] - stored[0]) / (len(stored) - 1) if len(stored) > 1 else 0,
+        "iteration_s": sum(
+            t * k for t, k in zip(record["iteration_s"], record["iterations"], strict=True)
+        )
+        / iterations
+        if iterations
+        else None,
+    }
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per strategy (in order of appearance): the number of seeds and the mean and
+    sample standard deviation (0 for one seed) of every metric."""
+    order: list[str] = []
+    for record in records:
+        if record["strategy"] not in order:
+            order.append(record["strategy"])
+    rows = []
+    for name in order:
+        runs = [r["summary"] for r in records if r["strategy"] == name]
+        row: dict[str, Any] = {"strategy": name, "seeds": len(runs)}
+        for metric in [*METRICS, "iteration_s"]:
+            values = [run[metric] for run in runs if run.get(metric) is not None]
+            row[f"{metric}_mean"] = statistics.fmean(values) if values else None
+            row[f"{metric}_std"] = (
+                statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+            )
+        rows.append(row)
+    return rows
+
+
+def _cell(row: dict[str, Any], metric: str) -> str:
+    _, scale, spec = METRICS[metric]
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    text = format(mean * scale, spec)
+    return f"{text} ± {format(std * scale, spec)}" if row["seeds"] > 1 else text
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The aggregated rows as a markdown table (mean ± std over seeds)."""
+    header = ["strategy", "seeds", *(METRICS[m][0] for m in METRICS)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for row in rows:
+        cells = [row["strategy"], str(row["seeds"]), *(_cell(row, m) for m in METRICS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dict[str, Any]]:
+    """Write ``results.csv``, ``results.md`` and the plots of ``records`` into ``out``;
+    return the aggregated rows."""
+    rows = aggregate(records)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    seeds = sorted({r["seed"] for r in records})
+    config = ", ".join(f"{k}={v}" for k, v in settings.config().items() if v is not None)
+    (out / "results.md").write_text(
+        f"# {settings.benchmark}: {len(rows)} strategies, seeds {seeds}\n\n"
+        f"{markdown_table(rows)}\n\n"
+        "Mean ± sample standard deviation over seeds. Forgetting: mean drop from each "
+        "earlier task's best accuracy to its final accuracy; BWT: mean change from right "
+        "after learning a task to the end; peak memory: during training; bytes added / "
+        "task: growth of what the strategy stores (model state and plugin buffers) per "
+        "task.\n\n"
+        f"Settings: {config}.\n"
+    )
+    _plot_matrices(records, rows, settings, out / "accuracy_matrices.png")
+    _plot_bars(rows, settings, seeds, out / "final_accuracy_forgetting.png")
+    return rows
+
+
+def _mean_matrix(records: list[dict[str, Any]], name: str):
+    import numpy as np
+
+    runs = [
+        np.array([row + [np.nan] * (len(r["acc_matrix"]) - len(row)) for row in r["acc_matrix"]])
+        for r in records
+        if r["strategy"] == name
+    ]
+    return 100 * np.mean(runs, axis=0)
+
+
+def _plot_matrices(records, rows, settings, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    k = len(rows)
+    cols = min(4, k)
+    lines = math.ceil(k / cols)
+    n = records[0]["n_experiences"]
+    size = 0.55 * n + 1.6
+    fig, axes = plt.subplots(
+        lines,
+        cols,
+        figsize=(cols * size + 1.2, lines * size + 0.8),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    image = None
+    for ax, row in zip(axes.flat, rows, strict=False):
+        matrix = _mean_matrix(records, row["strategy"])
+        image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
+        if n <= 10:
+            for (i, j), value in np.ndenumerate(matrix):
+                if not np.isnan(value):
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if value < 60 else "black",
+                    )
+        ax.set_title(f"{row['strategy']} ({100 * row['final_accuracy_mean']:.1f}%)", fontsize=10)
+        ax.set_xlabel("evaluated task j")
+        ax.set_ylabel("after training task i")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[k:]:
+        ax.axis("off")
+    fig.suptitle(
+        f"Accuracy (%) on task j after training task i: {settings.benchmark}, "
+        f"mean over {rows[0]['seeds']} seed(s)"
+    )
+    fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (%)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_bars(rows, settings, seeds, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row["strategy"] for row in rows]
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(max(8.0, 0.9 * len(names) + 4), 4.2), constrained_layout=True
+    )
+    for ax, metric, color in (
+        (left, "final_accuracy", "tab:blue"),
+        (right, "forgetting", "tab:red"),
+    ):
+        means = [100 * row[f"{metric}_mean"] for row in rows]
+        stds = [100 * row[f"{metric}_std"] for row in rows]
+        ax.bar(names, means, yerr=stds, capsize=3, color=color, alpha=0.8)
+        ax.set_title(METRICS[metric][0])
+        ax.set_ylabel("percentage points" if metric == "forgetting" else "%")
+        ax.tick_params(axis="x", rotation=45)
+        ax.grid(axis="y", alpha=0.3)
+    left.set_ylim(0, 100)
+    fig.suptitle(
+        f"{settings.benchmark}: mean ± std over seeds {seeds} "
+        "(higher accuracy, lower forgetting is better)"
+    )
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,306 @@
+"""Train strategies on a benchmark, seed by seed, and measure them.
+
+:func:`run_one` trains one strategy with one seed on a task-incremental stream:
+after training experience ``i`` it evaluates the test experiences ``0..i`` and
+records the accuracy and macro-F1 matrices, the training time, the peak memory
+and the bytes the strategy stores. Avalanche's ``TensorboardLogger`` writes the
+metrics of every run to ``<out>/tensorboard/<strategy>/seed<k>``.
+
+:func:`compare` runs several strategies over several seeds and writes the
+report (:mod:`avalanche_ctr.experiments.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from avalanche.evaluation.metrics import (
+    accuracy_metrics,
+    bwt_metrics,
+    forgetting_metrics,
+    loss_metrics,
+)
+from avalanche.logging import TensorboardLogger
+from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from avalanche_ctr.experiments.benchmarks import BenchmarkSpec, get_benchmark
+from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
+from avalanche_ctr.experiments.report import summarize, write_report
+from avalanche_ctr.experiments.strategies import StrategyContext, check_strategy_for
+from avalanche_ctr.metrics import macro_f1_metrics
+
+__all__ = ["Settings", "run_one", "run_paths", "compare", "experience_metric", "check_device"]
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on besides the strategy and the seed.
+
+    Values left ``None`` take the benchmark's defaults
+    (:data:`~avalanche_ctr.experiments.benchmarks.BENCHMARKS`).
+    """
+
+    benchmark: str = "split_digits"
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_batch_size: int | None = None
+    lr: float | None = None
+    hidden_size: int | None = None
+    hidden_layers: int | None = None
+    density: float | None = None
+    data_root: str | None = None
+    device: str = "cpu"
+    encoder: str | None = None
+    max_length: int | None = None
+    n_train: int | None = None
+    bottleneck: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec = get_benchmark(self.benchmark)
+        for key, value in spec.defaults.items():
+            if getattr(self, key, None) is None:
+                setattr(self, key, value)
+        check_device(self.device)
+
+    @property
+    def spec(self) -> BenchmarkSpec:
+        return get_benchmark(self.benchmark)
+
+    def config(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (what a run's results depend on)."""
+        return {k: v for k, v in asdict(self).items() if k != "extra"}
+
+    def tokenizer(self):
+        """The text benchmarks' tokenizer: that of ``encoder`` (default: the packaged
+        all-MiniLM-L6-v2)."""
+        return _tokenizer(self._encoder_path())
+
+    def encoder_model(self) -> torch.nn.Module:
+        """A fresh copy of the text encoder (each strategy plugs its own)."""
+        from avalanche_ctr.ctr import load_encoder
+
+        return load_encoder(self._encoder_path())
+
+    def _encoder_path(self) -> str:
+        from avalanche_ctr.ctr import default_encoder_path
+
+        return self.encoder or default_encoder_path()
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a ``torch.device``; ``ValueError`` if it does not exist here."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device}: {error}; use cpu or cuda") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise ValueError(
+                f"--device {device}: this machine has {count} CUDA device(s) (torch "
+                f"{torch.__version__}); use --device cpu" + (" or --device cuda" if count else "")
+            )
+    return parsed
+
+
+@cache
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def experience_metric(metrics: dict[str, float], name: str, exp_id: int) -> float:
+    """The eval-phase value of an experience metric (e.g. ``Top1_Acc_Exp``) of experience
+    ``exp_id`` in ``metrics``."""
+    suffix = f"/Exp{exp_id:03d}"
+    keys = [k for k in metrics if k.startswith(f"{name}/eval_phase/") and k.endswith(suffix)]
+    if len(keys) != 1:
+        raise KeyError(f"expected one {name} of experience {exp_id}, found {keys}")
+    return float(metrics[keys[0]])
+
+
+def run_paths(out: Path, strategy_name: str, seed: int) -> tuple[Path, Path]:
+    """Where a run keeps its checkpoint and, once finished, its record."""
+    name = f"{strategy_name}-seed{seed}"
+    return out / "checkpoints" / f"{name}.pt", out / "runs" / f"{name}.json"
+
+
+def _check_same_run(found: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
+    """Refuse to continue a run whose strategy, seed or settings differ from this one's."""
+
+    def flat(identity: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in identity.items() if k != "settings"},
+            **identity.get("settings", {}),
+        }
+
+    there, here = flat(found), flat(expected)
+    differences = [
+        f"{key}={there.get(key)!r} there, {value!r} here"
+        for key, value in here.items()
+        if there.get(key) != value
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{path} belongs to another run ({'; '.join(differences)}); use another --out "
+            "to start a new run, or the same settings to resume it"
+        )
+
+
+def run_one(
+    settings: Settings,
+    strategy_name: str,
+    seed: int,
+    *,
+    out: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train ``strategy_name`` with ``seed`` on ``settings.benchmark``; return its record.
+
+    The record holds the accuracy and macro-F1 matrices (row ``i``: after training
+    experience ``i``; column ``j``: test experience ``j <= i``), per experience the
+    training and evaluation seconds, the mean training-iteration seconds and the
+    bytes stored, the peak memory, and :func:`~avalanche_ctr.experiments.report.summarize`'s
+    metrics.
+
+    After each experience the run saves a checkpoint in ``out/checkpoints`` (see
+    :mod:`avalanche_ctr.checkpoint`); a finished run leaves its record in ``out/runs``.
+    Called again with the same ``out``, a finished run returns its record and an
+    unfinished one resumes after its last checkpoint, ending with the metrics an
+    uninterrupted run gets.
+    """
+    spec = settings.spec
+    strategy_spec = check_strategy_for(strategy_name, spec.modality)
+    identity = {"strategy": strategy_name, "seed": seed, "settings": settings.config()}
+    checkpoint_path, record_path = run_paths(out, strategy_name, seed)
+    if record_path.is_file():
+        finished = json.loads(record_path.read_text())
+        _check_same_run(finished.get("identity", {}), identity, record_path)
+        log(f"{strategy_name} seed {seed}: finished earlier, kept ({record_path})")
+        return finished["record"]
+    RNGManager.set_random_seeds(seed)
+    benchmark = spec.build(seed, settings)
+    n = len(benchmark.train_stream)
+    timer = IterationTimer()
+    plugins: list = [timer]
+    if progress:
+        plugins.append(ProgressBar(f"{strategy_name} seed {seed}", n))
+    logger = TensorboardLogger(out / "tensorboard" / strategy_name / f"seed{seed}")
+    evaluator = EvaluationPlugin(
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(epoch=True, experience=True),
+        forgetting_metrics(experience=True, stream=True),
+        bwt_metrics(experience=True, stream=True),
+        *macro_f1_metrics(experience=True, stream=True),
+        loggers=[logger],
+    )
+    context = StrategyContext(
+        settings=settings,
+        backbone=(lambda: spec.backbone(settings)) if spec.backbone else None,
+        common={
+            "criterion": torch.nn.CrossEntropyLoss(),
+            "train_mb_size": settings.batch_size,
+            "eval_mb_size": settings.eval_batch_size,
+            "device": settings.device,
+            "plugins": plugins,
+            "evaluator": evaluator,
+        },
+    )
+    strategy = strategy_spec.build(context)
+    record: dict[str, Any] = {
+        "strategy": strategy_name,
+        "seed": seed,
+        "benchmark": settings.benchmark,
+        "n_experiences": n,
+        "acc_matrix": [],
+        "f1_matrix": [],
+        "train_s": [],
+        "eval_s": [],
+        "iteration_s": [],
+        "iterations": [],
+        "stored_bytes": [],
+        "peak_memory_bytes": None,
+    }
+    if checkpoint_path.is_file():
+        meta = load_checkpoint(strategy, checkpoint_path)
+        _check_same_run(meta.get("identity", {}), identity, checkpoint_path)
+        record = meta["record"]
+        log(
+            f"{strategy_name} seed {seed}: resuming after experience {len(record['acc_matrix'])}"
+            f" of {n} ({checkpoint_path})"
+        )
+    try:
+        for i in range(len(record["acc_matrix"]), n):
+            start = time.perf_counter()
+            with PeakMemory(settings.device) as memory:
+                strategy.train(benchmark.train_stream[i])
+            trained = time.perf_counter()
+            metrics = strategy.eval(benchmark.test_stream[: i + 1])
+            done = time.perf_counter()
+            if memory.peak is not None:
+                record["peak_memory_bytes"] = max(record["peak_memory_bytes"] or 0, memory.peak)
+            steps = timer.times[-1]
+            record["acc_matrix"].append(
+                [experience_metric(metrics, "Top1_Acc_Exp", j) for j in range(i + 1)]
+            )
+            record["f1_matrix"].append(
+                [experience_metric(metrics, "MacroF1_Exp", j) for j in range(i + 1)]
+            )
+            record["train_s"].append(trained - start)
+            record["eval_s"].append(done - trained)
+            record["iteration_s"].append(sum(steps) / len(steps) if steps else float("nan"))
+            record["iterations"].append(len(steps))
+            record["stored_bytes"].append(stored_bytes(strategy))
+            save_checkpoint(
+                strategy, checkpoint_path, meta={"identity": identity, "record": record}
+            )
+    finally:
+        logger.writer.close()
+    record["summary"] = summarize(record)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps({"identity": identity, "record": record}, indent=1) + "\n")
+    s = record["summary"]
+    log(
+        f"{strategy_name} seed {seed}: final accuracy {100 * s['final_accuracy']:.2f}%, "
+        f"forgetting {100 * s['forgetting']:.2f} pts, train {s['train_time_s']:.1f} s"
+    )
+    return record
+
+
+def compare(
+    settings: Settings,
+    strategies: list[str],
+    seeds: list[int],
+    *,
+    out: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run every strategy with every seed on ``settings.benchmark`` and write the
+    report to ``out``: ``results.csv``, ``results.md``, ``runs.json``, the PNG plots and
+    the TensorBoard logs. Returns the per-run records."""
+    modality = settings.spec.modality
+    for name in strategies:
+        check_strategy_for(name, modality)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name in strategies:
+        for seed in seeds:
+            records.append(run_one(settings, name, seed, out=out, progress=progress, log=log))
+    (out / "runs.json").write_text(
+        json.dumps({"settings": settings.config(), "runs": records}, indent=1) + "\n"
+    )
+    write_report(records, settings, out)
+    return records
