@@ -227,23 +227,44 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from avalanche_ctr.experiments.strategies import STRATEGIES
 
     names = [row["strategy"] for row in rows]
+    ours = [name in STRATEGIES and STRATEGIES[name].ours for name in names]
     fig, (left, right) = plt.subplots(
-        1, 2, figsize=(max(8.0, 0.9 * len(names) + 4), 4.2), constrained_layout=True
+        1, 2, figsize=(max(8.0, 0.9 * len(names) + 4), 4.4), constrained_layout=True
     )
-    for ax, metric, color in (
-        (left, "final_accuracy", "tab:blue"),
-        (right, "forgetting", "tab:red"),
+    for ax, metric, colors in (
+        (left, "final_accuracy", ("tab:blue", "lightsteelblue")),
+        (right, "forgetting", ("tab:red", "lightsalmon")),
     ):
         means = [100 * row[f"{metric}_mean"] for row in rows]
         stds = [100 * row[f"{metric}_std"] for row in rows]
-        ax.bar(names, means, yerr=stds, capsize=3, color=color, alpha=0.8)
+        bars = ax.bar(
+            names,
+            means,
+            yerr=stds,
+            capsize=3,
+            color=[colors[0] if o else colors[1] for o in ours],
+            edgecolor="black",
+            linewidth=0.5,
+        )
+        ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=7, padding=2)
         ax.set_title(METRICS[metric][0])
         ax.set_ylabel("percentage points" if metric == "forgetting" else "%")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(axis="y", alpha=0.3)
-    left.set_ylim(0, 100)
+        ax.legend(
+            handles=[
+                Patch(color=colors[0], label="avalanche-ctr"),
+                Patch(color=colors[1], label="Avalanche baseline"),
+            ],
+            fontsize=8,
+            loc="lower right" if metric == "final_accuracy" else "upper right",
+        )
+    left.set_ylim(0, 105)
     fig.suptitle(
         f"{settings.benchmark}: mean ± std over seeds {seeds} "
         "(higher accuracy, lower forgetting is better)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,6 @@ class Settings:
     max_length: int | None = None
     n_train: int | None = None
     bottleneck: int = 128
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = get_benchmark(self.benchmark)
@@ -78,7 +77,7 @@ class Settings:
 
     def config(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (what a run's results depend on)."""
-        return {k: v for k, v in asdict(self).items() if k != "extra"}
+        return asdict(self)
 
     def tokenizer(self):
         """The text benchmarks' tokenizer: that of ``encoder`` (default: the packaged

@@ -214,8 +214,12 @@ class SupermaskNet(MultiTaskModule):
 
     # --------------------------------------------------------------- forward
     def activate(self, task: int) -> None:
-        """Select ``task``'s masks and BatchNorm in every layer."""
+        """Select ``task``'s masks and BatchNorm in every layer (nothing to do when a
+        finished ``task`` is still selected with valid cached weights, as in evaluation,
+        which calls this for every mini-batch)."""
         finished = task != self.training_task
+        if finished and all(layer.is_selected(task) for layer in self._layers):
+            return
         if finished and f"{_MASK_PREFIX}{task}" not in self._buffers:
             raise ValueError(
                 f"task {task} was never trained by this model (trained tasks: "

@@ -112,6 +112,13 @@ class SupermaskLayer(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def is_selected(self, task: int) -> bool:
+        """Whether finished task ``task`` is selected and its cached weight still valid."""
+        active = self._active
+        return (
+            self.active_task == task and active is not None and (active[0] == self.weight._version)
+        )
+
     def select(self, task: int) -> None:
         """Make ``task`` the active task; a finished task must be cached first."""
         self.active_task = task

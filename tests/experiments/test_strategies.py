@@ -74,3 +74,46 @@ def test_copying_si_plugin_learns_importances_that_avalanche_loses_on_cpu():
     assert _si_importances(SynapticIntelligencePlugin).abs().max() == 0  # Avalanche 0.6 on CPU
     importances = _si_importances(CopyingSIPlugin)
     assert (importances > 0).float().mean() > 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory, tokenizer):
+    from _text_helpers import save_tiny_encoder, write_dsc
+
+    root = tmp_path_factory.mktemp("text")
+    settings = Settings(
+        benchmark="dsc",
+        data_root=str(write_dsc(root / "dsc", n_train=96, n_test=32)),
+        encoder=str(save_tiny_encoder(root / "encoder", tokenizer)),
+        max_length=16,
+        n_train=96,
+        epochs=10,
+        batch_size=16,
+        lr=0.01,
+        bottleneck=32,
+    )
+    return settings, settings.spec.build(0, settings)
+
+
+@pytest.mark.parametrize("name", default_strategies("text"))
+def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
+    settings, benchmark = tiny_text
+    context = StrategyContext(
+        settings=settings,
+        backbone=None,
+        common={
+            "criterion": torch.nn.CrossEntropyLoss(),
+            "train_mb_size": settings.batch_size,
+            "eval_mb_size": 64,
+            "device": "cpu",
+            "plugins": [],
+            "evaluator": quiet_evaluator(),
+        },
+    )
+    torch.manual_seed(0)
+    strategy = get_strategy(name).build(context)
+    for experience in benchmark.train_stream[:2]:
+        strategy.train(experience)
+    results = strategy.eval(benchmark.test_stream[:2])
+    accuracy = results["Top1_Acc_Exp/eval_phase/test_stream/Task001/Exp001"]
+    assert accuracy >= 0.7, (name, accuracy)  # chance: 0.5

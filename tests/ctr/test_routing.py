@@ -1,0 +1,82 @@
+import torch
+import torch.nn.functional as F
+from _helpers import quiet_evaluator
+
+from avalanche_ctr.benchmarks import text_benchmark
+from avalanche_ctr.ctr import TaskCapsuleLayer, TransferRouting
+from avalanche_ctr.ctr.routing import _masked_max
+
+
+def routing(n_sources=3):
+    torch.manual_seed(0)
+    return TransferRouting(n_sources, capsule_dim=3, n_transfer=3, hidden_size=16, channels=4)
+
+
+def test_transfer_starts_at_zero_and_still_learns():
+    route = routing()
+    capsules = torch.randn(2, 7, 3, 3)
+    keep = torch.ones(2, 7, dtype=torch.bool)
+    transfer, _ = route(capsules, keep)
+    assert torch.equal(transfer, torch.zeros_like(transfer))
+    (transfer - torch.randn_like(transfer)).pow(2).sum().backward()
+    assert route.project.weight.grad.abs().sum() > 0  # the projection learns at once
+    assert route.attention.weight.grad.abs().sum() == 0  # the rest once it is not zero
+
+
+def test_merged_similarity_convolutions_equal_one_per_kernel():
+    route = routing()
+    x = torch.randn(5, 9, 11)
+    keep = torch.rand(5, 11) > 0.3
+    keep[:, 0] = True
+    extra = torch.randn(5, 4)
+    pooled = []
+    for conv in route.convs_source:  # the paper's formulation, one convolution at a time
+        y = conv(x)[..., : x.shape[-1]] + extra[..., None]
+        pooled.append(_masked_max(F.relu(y), keep))
+    expected = torch.cat(pooled, dim=1)
+    merged = route._conv_pool(route.convs_source, x, keep, extra=extra)
+    assert torch.allclose(merged, expected, atol=1e-6)
+
+
+def test_batched_capsules_equal_one_capsule_at_a_time():
+    torch.manual_seed(0)
+    layer = TaskCapsuleLayer(hidden_size=16, capsule_hidden=8, capsule_dim=3)
+    for _ in range(4):
+        layer.add_task(torch.device("cpu"))
+    h = torch.randn(2, 5, 16)
+    from avalanche_ctr.ctr.capsules import squash
+
+    expected = torch.stack([squash(c(h)) for c in layer.capsules[:3]], dim=2)
+    assert torch.allclose(layer(h, 3), expected, atol=1e-6)
+
+
+def test_ctr_outputs_do_not_depend_on_padding(tokenizer):
+    from _text_helpers import task_data, tiny_ctr_model
+
+    from avalanche_ctr.training import CTR
+
+    data = [task_data("books", 32, seed=0)]
+    short = text_benchmark(data, data, tokenizer=tokenizer, max_length=8)
+    padded = text_benchmark(data, data, tokenizer=tokenizer, max_length=16)
+    model = tiny_ctr_model(tokenizer)
+    strategy = CTR(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        train_mb_size=8,
+        train_epochs=2,
+        evaluator=quiet_evaluator(),
+    )
+    strategy.train(short.train_stream[0])
+    for plugin in model.plugins:  # make the transfer path matter
+        torch.nn.init.normal_(plugin.routings[0].project.weight)
+    model.eval()
+    x_short = torch.stack([short.test_stream[0].dataset[i][0] for i in range(32)])
+    x_padded = torch.stack([padded.test_stream[0].dataset[i][0] for i in range(32)])
+    assert x_padded.shape[-1] > x_short.shape[-1]
+    with torch.no_grad():
+        assert torch.allclose(model(x_short, 0), model(x_padded, 0), atol=1e-5)
+        # a padded row next to a long row is not cut: the routing must ignore its padding
+        mixed = x_padded.clone()
+        mixed[0, :, -1] = torch.tensor([tokenizer.sep_token_id, 1, 0])
+        assert torch.allclose(model(mixed[1:2], 0), model(x_padded[1:2], 0), atol=1e-5)
+        assert torch.allclose(model(mixed, 0)[1:], model(x_padded, 0)[1:], atol=1e-5)
