@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from avalanche_ctr.checkpoint import CheckpointError
-from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkDataError, get_benchmark
+from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
+from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.strategies import (
     STRATEGIES,
     check_strategy_for,
@@ -112,7 +113,7 @@ def _settings(args: argparse.Namespace):
 def _names(text: str, what: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise ValueError(f"--{what} is empty; give comma-separated names")
+        raise UsageError(f"--{what} is empty; give comma-separated names")
     return names
 
 
@@ -135,7 +136,7 @@ def _execute(args: argparse.Namespace) -> int:
         try:
             seeds = [int(s) for s in _names(args.seeds, "seeds")]
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"--seeds must be comma-separated integers, got {args.seeds!r}"
             ) from None
         out = Path(args.out or f"runs/compare-{args.benchmark}")
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _execute(args)
-    except (ValueError, BenchmarkDataError, CheckpointError) as error:
+    except (UsageError, BenchmarkDataError, CheckpointError) as error:
         raise SystemExit(f"avalanche-ctr: error: {error}") from None
 
 

@@ -137,6 +137,9 @@ def test_run_trains_one_strategy_and_prints_its_table(tmp_path, capsys):
         (["run", "--strategy", "naive", "--benchmark", "dsc"], r"pass --data-root DIR"),
         (["compare", "--seeds", "0,x"], r"--seeds must be comma-separated integers"),
         (["run", "--device", "cuda:7"], r"--device cuda:7: .*use --device cpu"),
+        (["run", "--density", "1.5"], r"--density: density must be in \(0, 1\]"),
+        (["run", "--epochs", "0"], r"--epochs must be at least 1"),
+        (["run", "--strategy", "packnet", "--epochs", "1"], r"packnet .* needs --epochs >= 2"),
     ],
 )
 def test_bad_input_names_the_problem_and_the_fix(argv, message, tmp_path):

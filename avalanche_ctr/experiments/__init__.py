@@ -2,7 +2,8 @@
 the command line knows, the runner that trains and measures them, and the report.
 """
 
-from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkDataError, BenchmarkSpec
+from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkSpec
+from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.runner import Settings, compare, run_one
 from avalanche_ctr.experiments.strategies import STRATEGIES, StrategySpec
 
@@ -13,6 +14,7 @@ __all__ = [
     "BenchmarkSpec",
     "Settings",
     "StrategySpec",
+    "UsageError",
     "compare",
     "run_one",
 ]

@@ -16,13 +16,10 @@ from typing import Any
 
 from torch import nn
 
+from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.models import MultiHeadConvNet, MultiHeadMLP
 
 __all__ = ["BenchmarkSpec", "BENCHMARKS", "BenchmarkDataError", "get_benchmark", "text_root"]
-
-
-class BenchmarkDataError(RuntimeError):
-    """A benchmark's data could not be found; the message says how to get them."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +181,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:
-    """The benchmark called ``name``; ``ValueError`` listing the valid names otherwise."""
+    """The benchmark called ``name``; :class:`UsageError` listing the valid names otherwise."""
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+        raise UsageError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]

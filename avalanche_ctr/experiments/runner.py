@@ -33,9 +33,11 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from avalanche_ctr.experiments.benchmarks import BenchmarkSpec, get_benchmark
+from avalanche_ctr.experiments.errors import UsageError
 from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
 from avalanche_ctr.experiments.report import summarize, write_report
 from avalanche_ctr.experiments.strategies import StrategyContext, check_strategy_for
+from avalanche_ctr.exssnet.model import check_density
 from avalanche_ctr.metrics import macro_f1_metrics
 
 __all__ = ["Settings", "run_one", "run_paths", "compare", "experience_metric", "check_device"]
@@ -70,6 +72,16 @@ class Settings:
             if getattr(self, key, None) is None:
                 setattr(self, key, value)
         check_device(self.device)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.density is not None:
+            try:
+                check_density(self.density)
+            except ValueError as error:
+                raise UsageError(f"--density: {error}") from None
 
     @property
     def spec(self) -> BenchmarkSpec:
@@ -97,15 +109,15 @@ class Settings:
 
 
 def check_device(device: str) -> torch.device:
-    """``device`` as a ``torch.device``; ``ValueError`` if it does not exist here."""
+    """``device`` as a ``torch.device``; :class:`UsageError` if it does not exist here."""
     try:
         parsed = torch.device(device)
     except RuntimeError as error:
-        raise ValueError(f"--device {device}: {error}; use cpu or cuda") from None
+        raise UsageError(f"--device {device}: {error}; use cpu or cuda") from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (parsed.index or 0) >= count:
-            raise ValueError(
+            raise UsageError(
                 f"--device {device}: this machine has {count} CUDA device(s) (torch "
                 f"{torch.__version__}); use --device cpu" + (" or --device cuda" if count else "")
             )

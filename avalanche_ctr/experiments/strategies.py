@@ -11,7 +11,9 @@ batch size and Adam learning rate:
   as ``Naive`` plus Avalanche's ``PackNetPlugin`` because Avalanche 0.6's ``PackNet``
   wrapper drops user plugins.
 * SI runs as ``Naive`` plus :class:`CopyingSIPlugin`, Avalanche's
-  ``SynapticIntelligencePlugin`` with a fix for a CPU bug of Avalanche 0.6 (see there).
+  ``SynapticIntelligencePlugin`` with a fix for a CPU bug of Avalanche 0.6 (see there);
+* MAS runs as ``Naive`` plus :class:`ZeroLossMASPlugin`, Avalanche's ``MASPlugin`` that
+  no longer stops training when a mini-batch's loss is exactly 0 (see there).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from avalanche.training import AGEM, EWC, MAS, Cumulative, LwF, Naive, Replay
-from avalanche.training.plugins import SynapticIntelligencePlugin
+from avalanche.training import AGEM, EWC, Cumulative, LwF, Naive, Replay
+from avalanche.training.plugins import MASPlugin, SynapticIntelligencePlugin
 from avalanche.training.templates import SupervisedTemplate
+
+from avalanche_ctr.experiments.errors import UsageError
 
 __all__ = [
     "StrategySpec",
@@ -35,6 +39,7 @@ __all__ = [
     "check_strategy_for",
     "default_strategies",
     "CopyingSIPlugin",
+    "ZeroLossMASPlugin",
 ]
 
 BASELINE_HPARAMS: dict[str, dict[str, Any]] = {
@@ -110,16 +115,39 @@ def _own(params: dict) -> None:
         param.data = param.data.clone()
 
 
-def _si(ctx: StrategyContext) -> SupervisedTemplate:
-    model = _model(ctx)
-    common = dict(ctx.common)
-    common["plugins"] = [*common["plugins"], CopyingSIPlugin(**BASELINE_HPARAMS["si"])]
-    return Naive(
-        model=model,
-        optimizer=_adam(model, ctx.settings),
-        train_epochs=ctx.settings.epochs,
-        **common,
-    )
+class ZeroLossMASPlugin(MASPlugin):
+    """Avalanche 0.6's ``MASPlugin``, able to train on a mini-batch whose loss is 0.
+
+    Its ``before_backward`` raises "Loss is not available" when ``not strategy.loss``,
+    which is also true for a loss tensor equal to 0.0: a confident network meets such a
+    mini-batch sooner or later (it stopped a split_fmnist run here). This subclass adds
+    the smallest positive float to an exactly-zero loss before Avalanche's check, which
+    changes no gradient; everything else is Avalanche's code.
+    """
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        loss = strategy.loss
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and float(loss) == 0.0:
+            strategy.loss = loss + torch.finfo(loss.dtype).tiny
+        super().before_backward(strategy, **kwargs)
+
+
+def _with_plugin(plugin_factory: Callable[[], Any]) -> Callable:
+    """Avalanche's ``Naive`` with one more plugin (for the baselines we patch or whose
+    wrapper drops user plugins)."""
+
+    def build(ctx: StrategyContext) -> SupervisedTemplate:
+        model = _model(ctx)
+        common = dict(ctx.common)
+        common["plugins"] = [*common["plugins"], plugin_factory()]
+        return Naive(
+            model=model,
+            optimizer=_adam(model, ctx.settings),
+            train_epochs=ctx.settings.epochs,
+            **common,
+        )
+
+    return build
 
 
 def _adam(model: torch.nn.Module, settings) -> torch.optim.Optimizer:
@@ -216,7 +244,7 @@ def _packnet(ctx: StrategyContext) -> SupervisedTemplate:
     s = ctx.settings
     hp = BASELINE_HPARAMS["packnet"]
     if s.epochs <= hp["post_prune_epochs"]:
-        raise ValueError(
+        raise UsageError(
             f"packnet prunes after epochs - {hp['post_prune_epochs']} epochs and fine-tunes "
             f"after; it needs --epochs >= {hp['post_prune_epochs'] + 1}, got {s.epochs}"
         )
@@ -272,10 +300,18 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec("naive", "Avalanche Naive (fine-tuning)", _BOTH, _baseline(Naive)),
         StrategySpec("ewc", "Avalanche EWC", _BOTH, _baseline(EWC, "ewc")),
         StrategySpec(
-            "si", "Avalanche SI (Naive + SynapticIntelligencePlugin, CPU fix)", _BOTH, _si
+            "si",
+            "Avalanche SI (Naive + SynapticIntelligencePlugin, CPU fix)",
+            _BOTH,
+            _with_plugin(lambda: CopyingSIPlugin(**BASELINE_HPARAMS["si"])),
         ),
         StrategySpec("lwf", "Avalanche LwF", _BOTH, _baseline(LwF, "lwf")),
-        StrategySpec("mas", "Avalanche MAS", _BOTH, _baseline(MAS, "mas")),
+        StrategySpec(
+            "mas",
+            "Avalanche MAS (Naive + MASPlugin, zero-loss fix)",
+            _BOTH,
+            _with_plugin(lambda: ZeroLossMASPlugin(**BASELINE_HPARAMS["mas"])),
+        ),
         StrategySpec("packnet", "Avalanche PackNet (Naive + PackNetPlugin)", _IMAGE, _packnet),
         StrategySpec("replay", "Avalanche Replay", _BOTH, _baseline(Replay, "replay")),
         StrategySpec("agem", "Avalanche AGEM", _BOTH, _baseline(AGEM, "agem")),
@@ -298,17 +334,17 @@ _WHY_NOT = {
 
 
 def get_strategy(name: str) -> StrategySpec:
-    """The strategy called ``name``; ``ValueError`` listing the valid names otherwise."""
+    """The strategy called ``name``; :class:`UsageError` listing the valid names otherwise."""
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]
 
 
 def check_strategy_for(name: str, modality: str) -> StrategySpec:
-    """The strategy ``name``, if it runs on ``modality``; ``ValueError`` saying why not."""
+    """The strategy ``name``, if it runs on ``modality``; :class:`UsageError` saying why not."""
     spec = get_strategy(name)
     if modality not in spec.modalities:
-        raise ValueError(_WHY_NOT[modality].format(name=name))
+        raise UsageError(_WHY_NOT[modality].format(name=name))
     return spec
 
 
