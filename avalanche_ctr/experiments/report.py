@@ -234,7 +234,7 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
     names = [row["strategy"] for row in rows]
     ours = [name in STRATEGIES and STRATEGIES[name].ours for name in names]
     fig, (left, right) = plt.subplots(
-        1, 2, figsize=(max(8.0, 0.9 * len(names) + 4), 4.4), constrained_layout=True
+        1, 2, figsize=(max(8.0, 0.9 * len(names) + 4), 4.8), layout="constrained"
     )
     for ax, metric, colors in (
         (left, "final_accuracy", ("tab:blue", "lightsteelblue")),
@@ -256,15 +256,18 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
         ax.set_ylabel("percentage points" if metric == "forgetting" else "%")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(
-            handles=[
-                Patch(color=colors[0], label="avalanche-ctr"),
-                Patch(color=colors[1], label="Avalanche baseline"),
-            ],
-            fontsize=8,
-            loc="lower right" if metric == "final_accuracy" else "upper right",
-        )
+        top = max(m + d for m, d in zip(means, stds, strict=True))
+        ax.set_ylim(min(0.0, min(means) * 1.2), max(1.0, top) * 1.15)
     left.set_ylim(0, 105)
+    fig.legend(
+        handles=[
+            Patch(facecolor="dimgray", edgecolor="black", label="avalanche-ctr (dark)"),
+            Patch(facecolor="lightgray", edgecolor="black", label="Avalanche baseline (light)"),
+        ],
+        loc="outside lower center",
+        ncols=2,
+        fontsize=8,
+    )
     fig.suptitle(
         f"{settings.benchmark}: mean ± std over seeds {seeds} "
         "(higher accuracy, lower forgetting is better)"

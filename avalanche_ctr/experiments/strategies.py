@@ -211,7 +211,7 @@ def _model(ctx: StrategyContext, *, adapters: bool = True) -> torch.nn.Module:
     return AdapterBERT(s.encoder_model(), bottleneck=s.bottleneck, adapters=adapters)
 
 
-def _baseline(cls: type, name: str | None = None, **fixed) -> Callable:
+def _baseline(cls: type, name: str | None = None) -> Callable:
     def build(ctx: StrategyContext) -> SupervisedTemplate:
         model = _model(ctx)
         return cls(
@@ -219,7 +219,6 @@ def _baseline(cls: type, name: str | None = None, **fixed) -> Callable:
             optimizer=_adam(model, ctx.settings),
             train_epochs=ctx.settings.epochs,
             **BASELINE_HPARAMS.get(name, {}),
-            **fixed,
             **ctx.common,
         )
 
