@@ -147,6 +147,10 @@ def _grow_heads(heads: MultiHeadClassifier, state: dict[str, torch.Tensor], pref
                 in_features, out_features, masking=False, auto_adapt=False
             ).to(device)
             heads.classifiers[task] = head
+        head_units = state.get(f"{prefix}classifiers.{task}.active_units")
+        if head_units is not None and head.active_units.shape != head_units.shape:
+            # Avalanche grows an unmasked head's weights but not its ``active_units``.
+            head.register_buffer("active_units", torch.zeros_like(head_units, device=device))
         units = state.get(f"{prefix}active_units_T{task}")
         if units is not None:
             heads.register_buffer(f"active_units_T{task}", torch.zeros_like(units, device=device))

@@ -149,3 +149,24 @@ def test_ctr_model_loads_from_a_checkpoint_with_its_tasks(tokenizer, sentiment_s
     for task in range(2):
         x, _ = experience_tensors(sentiment_stream.test_stream[task])
         assert torch.equal(task_logits(loaded, x, task), task_logits(model, x, task))
+
+
+def test_heads_with_more_classes_than_two_load(tmp_path):
+    """Avalanche grows a new head's weights to the task's classes but leaves the
+    ``active_units`` buffer of an unmasked head at its initial 2 entries."""
+    benchmark = SplitDigits(2, seed=0)  # 5 classes per task
+    torch.manual_seed(0)
+    model = MTSimpleMLP(input_size=64, hidden_size=32)
+    fresh = copy.deepcopy(model)
+    strategy = Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        train_mb_size=64,
+        evaluator=quiet_evaluator(),
+    )
+    strategy.train(benchmark.train_stream[0])
+    save_checkpoint(strategy, tmp_path / "naive.pt")
+    assert model.classifier.classifiers["0"].classifier.out_features == 5
+    x, _ = experience_tensors(benchmark.test_stream[0])
+    loaded = load_model(tmp_path / "naive.pt", fresh)
+    assert torch.equal(task_logits(loaded, x, 0), task_logits(model, x, 0))
