@@ -34,18 +34,19 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import random
 import types
 import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.dynamic_modules import IncrementalClassifier
 from torch import nn
+
+from avalanche_ctr import random_state
+from avalanche_ctr.compat import grow_head_units, held_data, rebuild_after_restore
 
 __all__ = [
     "CheckpointError",
@@ -147,10 +148,7 @@ def _grow_heads(heads: MultiHeadClassifier, state: dict[str, torch.Tensor], pref
                 in_features, out_features, masking=False, auto_adapt=False
             ).to(device)
             heads.classifiers[task] = head
-        head_units = state.get(f"{prefix}classifiers.{task}.active_units")
-        if head_units is not None and head.active_units.shape != head_units.shape:
-            # Avalanche grows an unmasked head's weights but not its ``active_units``.
-            head.register_buffer("active_units", torch.zeros_like(head_units, device=device))
+        grow_head_units(head, state.get(f"{prefix}classifiers.{task}.active_units"), device)
         units = state.get(f"{prefix}active_units_T{task}")
         if units is not None:
             heads.register_buffer(f"active_units_T{task}", torch.zeros_like(units, device=device))
@@ -336,33 +334,6 @@ def _restore_optimizer(strategy, saved: dict[str, Any], path: Path) -> None:
         strategy.optimized_param_id = {n: params[n] for n in saved["optimized_param_names"]}
 
 
-def _capture_rng() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": pickle.dumps(np.random.get_state()),
-        "python": pickle.dumps(random.getstate()),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(pickle.loads(state["numpy"]))
-    random.setstate(pickle.loads(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _strategy_extras(strategy) -> dict[str, Any]:
-    """State a strategy keeps outside its plugins: Avalanche's ``Cumulative`` keeps the
-    data seen so far."""
-    if type(strategy).__name__ == "Cumulative":
-        return {"dataset": strategy.dataset}
-    return {}
-
-
 def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] | None = None):
     """Save ``strategy`` between experiences (after ``train`` / ``eval`` returned).
 
@@ -373,7 +344,7 @@ def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] |
     shared = _shared_objects(strategy)
     buffer = io.BytesIO()
     _Pickler(buffer, {id(obj): name for name, obj in shared.items()}).dump(
-        {"plugins": _plugin_states(strategy), "extras": _strategy_extras(strategy)}
+        {"plugins": _plugin_states(strategy), "extras": held_data(strategy)}
     )
     model = strategy.model
     payload = {
@@ -387,7 +358,7 @@ def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] |
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "optimizer": _optimizer_state(strategy),
         "plugins": torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8),
-        "rng": _capture_rng(),
+        "rng": random_state.capture(),
         "meta": meta or {},
     }
     atomic_save(payload, path)
@@ -429,27 +400,11 @@ def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
                 current.update(value)
             else:
                 setattr(plugin, key, dict(value) if isinstance(value, _DefaultDictState) else value)
-        _after_restore(plugin)
+        rebuild_after_restore(plugin)
     for key, value in saved["extras"].items():
         setattr(strategy, key, value)
-    _restore_rng(payload["rng"])
+    random_state.restore(payload["rng"])
     return payload["meta"]
-
-
-def _after_restore(plugin) -> None:
-    """Rebuild what a plugin derives from its restored state: Avalanche's AGEM draws
-    its memory samples from an iterator over its buffers."""
-    if type(plugin).__name__ == "AGEMPlugin" and plugin.buffers:
-        from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
-
-        plugin.buffer_dataloader = GroupBalancedInfiniteDataLoader(
-            plugin.buffers,
-            batch_size=plugin.sample_size // len(plugin.buffers),
-            num_workers=0,
-            pin_memory=False,
-            persistent_workers=False,
-        )
-        plugin.buffer_dliter = iter(plugin.buffer_dataloader)
 
 
 def _device_of(strategy) -> torch.device:

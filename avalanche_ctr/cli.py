@@ -17,11 +17,7 @@ from pathlib import Path
 from avalanche_ctr.checkpoint import CheckpointError
 from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
-from avalanche_ctr.experiments.strategies import (
-    STRATEGIES,
-    check_strategy_for,
-    default_strategies,
-)
+from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
 
 __all__ = ["main"]
 
@@ -37,7 +33,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=None, help="training mini-batch size")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    parser.add_argument("--density", type=float, default=None, help="supermask density")
     parser.add_argument("--hidden-size", type=int, default=None, help="backbone width")
     parser.add_argument(
         "--data-root",
@@ -58,6 +53,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group = parser.add_argument_group("strategy options (each used by the strategies named)")
+    for name, opt in all_options().items():
+        users = ", ".join(n for n, r in STRATEGIES.items() if opt in r.options)
+        group.add_argument(
+            opt.flag,
+            dest=f"option_{name}",
+            type=opt.type,
+            default=None,
+            help=f"{opt.help}; {users} (default: {opt.default})",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,13 +105,13 @@ def _settings(args: argparse.Namespace):
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        density=args.density,
         hidden_size=args.hidden_size,
         data_root=args.data_root,
         device=args.device,
         encoder=args.encoder,
         max_length=args.max_length,
         n_train=args.n_train,
+        options={name: getattr(args, f"option_{name}") for name in all_options()},
     )
 
 
@@ -140,16 +145,9 @@ def _execute(args: argparse.Namespace) -> int:
                 f"--seeds must be comma-separated integers, got {args.seeds!r}"
             ) from None
         out = Path(args.out or f"runs/compare-{args.benchmark}")
-    for name in strategies:
-        check_strategy_for(name, spec.modality)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = _settings(args)
-    print(
-        f"{args.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs {settings.epochs}, "
-        f"batch {settings.batch_size}, lr {settings.lr}; output in {out}",
-        flush=True,
-    )
     records = compare(settings, strategies, seeds, out=out, progress=not args.no_progress, log=_log)
     print()
     print(markdown_table(aggregate(records)))

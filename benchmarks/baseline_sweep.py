@@ -1,10 +1,10 @@
 """How the hyper-parameters of Avalanche's regularisation baselines were chosen.
 
-Runs each value of a small grid for EWC (``ewc_lambda``), SI (``si_lambda``), MAS
-(``lambda_reg``) and LwF (``alpha``) with the command line's runner and default
-settings, and prints the final average accuracy (mean over seeds) per value. The
-values in :data:`avalanche_ctr.experiments.strategies.BASELINE_HPARAMS` were picked
-from its output (see ``benchmarks/RESULTS.md``).
+Runs each value of a small grid for EWC (``--ewc-lambda``), SI (``--si-lambda``), MAS
+(``--mas-lambda-reg``) and LwF (``--lwf-alpha``) with the command line's runner and
+default settings, and prints the final average accuracy (mean over seeds) per value.
+The defaults of these options in :mod:`avalanche_ctr.experiments.strategies` were
+picked from its output (see ``benchmarks/RESULTS.md``).
 
 Example::
 
@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torch
 
-from avalanche_ctr.experiments import strategies
 from avalanche_ctr.experiments.runner import Settings, run_one
 
 GRID = {
     "ewc": ("ewc_lambda", (1e2, 1e3, 1e4, 1e5)),
     "si": ("si_lambda", (1.0, 10.0, 100.0, 1000.0)),
-    "mas": ("lambda_reg", (1.0, 10.0, 100.0)),
-    "lwf": ("alpha", (1.0, 10.0)),
+    "mas": ("mas_lambda_reg", (1.0, 10.0, 100.0)),
+    "lwf": ("lwf_alpha", (1.0, 10.0)),
 }
 
 
@@ -40,14 +39,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = Settings(benchmark=args.benchmark, data_root=args.data_root)
-    print(f"{args.benchmark}, seeds {args.seeds}, settings {settings.config()}", flush=True)
+    base = Settings(benchmark=args.benchmark, data_root=args.data_root)
+    print(f"{args.benchmark}, seeds {args.seeds}, settings {base.config()}", flush=True)
     print("| strategy | hyper-parameter | value | final acc. (%) mean | per seed |")
     print("|---|---|---:|---:|---|")
     for name in args.strategies:
         key, values = GRID[name]
         for value in values:
-            strategies.BASELINE_HPARAMS[name] = {**strategies.BASELINE_HPARAMS[name], key: value}
+            settings = Settings(
+                benchmark=args.benchmark, data_root=args.data_root, options={key: value}
+            )
             accuracies = []
             for seed in args.seeds:
                 with tempfile.TemporaryDirectory() as out:

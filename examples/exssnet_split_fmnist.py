@@ -31,6 +31,6 @@ strategy = ExSSNeT(
     eval_mb_size=1024,
     evaluator=evaluator,
 )
-for i, experience in enumerate(benchmark.train_stream):
+for experience in benchmark.train_stream:
     strategy.train(experience)
-    strategy.eval(benchmark.test_stream[: i + 1])
+    strategy.eval(benchmark.test_stream)

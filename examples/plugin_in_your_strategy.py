@@ -13,7 +13,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
 
 from avalanche_ctr.benchmarks import SplitDigits
-from avalanche_ctr.experiments.models import MultiHeadMLP
+from avalanche_ctr.experiments.backbones import MultiHeadMLP
 from avalanche_ctr.models import convert_to_supermask
 from avalanche_ctr.training import ExSSNeTPlugin
 
@@ -49,8 +49,11 @@ strategy = Naive(
 )
 for i, experience in enumerate(benchmark.train_stream):
     strategy.train(experience)
-    results = strategy.eval(benchmark.test_stream[: i + 1])
+    results = strategy.eval(benchmark.test_stream)  # every task, trained or not yet
+    accuracies = [
+        results[f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"] for j in range(5)
+    ]
     print(
-        f"  average accuracy on tasks 0..{i}: "
-        f"{results[f'Top1_Acc_Stream/eval_phase/test_stream/Task{i:03d}']:.3f}"
+        f"  accuracy on tasks 0..{i}: {sum(accuracies[: i + 1]) / (i + 1):.3f}; "
+        f"on the tasks not trained yet (chance): {accuracies[i + 1 :]}"
     )

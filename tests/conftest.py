@@ -4,6 +4,10 @@ from _text_helpers import DOMAINS, LENGTH, make_tokenizer, task_data
 
 from avalanche_ctr.benchmarks import text_benchmark
 
+# The tests train tiny models: one intra-op thread is as fast, and a second one only
+# contends with whatever else runs on the machine (tenfold slow-downs seen on 2 cores).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seeded():

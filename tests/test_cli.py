@@ -16,6 +16,7 @@ RANGES = {
     "final_macro_f1": (0.0, 1.0),
     "forgetting": (-1.0, 1.0),
     "bwt": (-1.0, 1.0),
+    "fwt": (-1.0, 1.0),
     "train_time_s": (0.0, math.inf),
     "peak_memory_mib": (0.0, math.inf),
     "bytes_per_task": (0.0, math.inf),
@@ -72,9 +73,13 @@ def test_compare_keeps_every_run_and_its_accuracy_matrix(compared):
         ("naive", 1),
     ]
     for run in runs:
-        matrix = run["acc_matrix"]
-        assert [len(row) for row in matrix] == [1, 2, 3, 4, 5]
+        matrix = run["acc_matrix"]  # every task after every experience, as Avalanche's loop
+        assert [len(row) for row in matrix] == [5, 5, 5, 5, 5]
+        assert len(run["initial_acc"]) == 5
         assert all(0.0 <= a <= 1.0 for row in matrix for a in row)
+        if run["strategy"] == "exssnet":  # a task not trained yet is at chance (2 classes)
+            untrained = [matrix[i][j] for i in range(5) for j in range(i + 1, 5)]
+            assert abs(sum(untrained) / len(untrained) - 0.5) <= 0.05
 
 
 def test_compare_logs_every_strategy_and_seed_to_tensorboard(compared):

@@ -37,6 +37,8 @@ import torch
 from avalanche.benchmarks import GenericCLScenario, tensors_benchmark
 from sklearn.model_selection import train_test_split
 
+from avalanche_ctr.text_encoder import load_tokenizer
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -163,10 +165,11 @@ def text_benchmark(
     train: Sequence[TaskData],
     test: Sequence[TaskData],
     *,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | str,
     max_length: int = 128,
     task_names: Sequence[str] | None = None,
     dev: Sequence[TaskData] | None = None,
+    task_labels: Sequence[int] | None = None,
 ) -> GenericCLScenario:
     """Build a task-incremental text benchmark, one experience per task.
 
@@ -181,15 +184,18 @@ def text_benchmark(
     :param test: Per task, ``(texts, labels)``; same number of tasks as
         ``train``.
     :param tokenizer: A HuggingFace tokenizer (a fast one tokenizes much
-        faster).
+        faster), or the name or folder of one (``AutoTokenizer.from_pretrained``).
     :param max_length: Sequence length every input is padded or truncated to.
     :param task_names: One name per task (default ``task0``, ``task1``, ...),
         stored as ``benchmark.task_names``.
     :param dev: Optional per-task validation data; when given, the benchmark
         has a ``dev_stream`` with the same task labels.
+    :param task_labels: The task label of each experience (default ``0, 1, ...``);
+        a label may repeat, e.g. ``[0, 1, 0]`` to continue task 0 with more data.
     :return: An Avalanche benchmark (built by
         :func:`~avalanche.benchmarks.tensors_benchmark`) whose experience ``i``
-        has task label ``i`` in every stream, with ``task_names`` attached.
+        has task label ``task_labels[i]`` in every stream, with ``task_names``
+        attached.
     :raises ValueError: On mismatched numbers of tasks, texts and labels, an
         empty task, negative labels, or a bad ``max_length``.
     """
@@ -205,6 +211,10 @@ def text_benchmark(
     names = [f"task{i}" for i in range(n_tasks)] if task_names is None else list(task_names)
     if len(names) != n_tasks:
         raise ValueError(f"{len(names)} task names for {n_tasks} tasks")
+    labels = list(range(n_tasks)) if task_labels is None else [int(t) for t in task_labels]
+    if len(labels) != n_tasks or min(labels) < 0:
+        raise ValueError(f"need one task label >= 0 per task, got {task_labels} for {n_tasks}")
+    tokenizer = load_tokenizer(tokenizer)
 
     def tensors(split: Sequence[TaskData], split_name: str) -> list[list[torch.Tensor]]:
         return [
@@ -216,7 +226,7 @@ def text_benchmark(
         train_tensors=tensors(train, "train"),
         test_tensors=tensors(test, "test"),
         other_streams_tensors=None if dev is None else {"dev": tensors(dev, "dev")},
-        task_labels=list(range(n_tasks)),
+        task_labels=labels,
     )
     benchmark.task_names = names
     return benchmark
@@ -283,7 +293,7 @@ def _build(
     n_train: int | None,
     seed: int,
     dev: bool,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | str,
     max_length: int,
 ) -> GenericCLScenario:
     train, test, dev_data = [], [], []
@@ -314,7 +324,7 @@ def _build_from_files(
     n_train: int | None,
     seed: int,
     dev: bool,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | str,
     max_length: int,
 ) -> GenericCLScenario:
     """Check every file of ``names`` exists (before any tokenization), then build."""
@@ -361,7 +371,7 @@ def DSC(
     *,
     domains: Sequence[str] | None = None,
     n_train: int | None = None,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | str,
     max_length: int = 128,
     seed: int = 0,
     dev: bool = False,
@@ -381,7 +391,8 @@ def DSC(
     :param n_train: If given, keep at most this many training examples per
         task: a seeded subsample, stratified by label (uniformly random when
         stratifying is impossible). Test (and dev) sets are kept whole.
-    :param tokenizer: HuggingFace tokenizer (see :func:`text_benchmark`).
+    :param tokenizer: HuggingFace tokenizer, or its name or folder (see
+        :func:`text_benchmark`).
     :param max_length: Sequence length of the tokenized inputs.
     :param seed: Seed of the ``n_train`` subsample.
     :param dev: Also read the dev files and expose them as ``dev_stream``.
@@ -446,7 +457,7 @@ def ASC(
     *,
     tasks: Sequence[str] | None = None,
     n_train: int | None = None,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | str,
     max_length: int = 128,
     seed: int = 0,
     dev: bool = False,
@@ -469,7 +480,8 @@ def ASC(
     :param n_train: If given, keep at most this many training examples per
         task: a seeded subsample, stratified by label (uniformly random when
         stratifying is impossible). Test (and dev) sets are kept whole.
-    :param tokenizer: HuggingFace tokenizer (see :func:`text_benchmark`).
+    :param tokenizer: HuggingFace tokenizer, or its name or folder (see
+        :func:`text_benchmark`).
     :param max_length: Sequence length of the tokenized inputs.
     :param seed: Seed of the ``n_train`` subsample.
     :param dev: Also read the dev files and expose them as ``dev_stream``.

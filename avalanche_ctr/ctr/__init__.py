@@ -4,14 +4,16 @@ Task Specific Module inside every layer of a frozen BERT-family encoder.
 Modules follow the paper's parts: :mod:`.capsules` (task capsule layer),
 :mod:`.routing` (transfer capsule layer and transfer routing),
 :mod:`.task_masks` (Task Specific Module with HAT masks), :mod:`.cl_plugin`
-(the CL-plugin and its insertion), :mod:`.model`, :mod:`.plugin` and
-:mod:`.strategy`.
+(the CL-plugin), :mod:`.ctr_model` (``CTRModel``: the encoder with its
+CL-plugins and heads), :mod:`.lifecycle` (``CTRPlugin``, the Avalanche plugin that
+trains it task by task) and :mod:`.strategy` (the ``CTR`` strategy). The encoder
+mechanics CTR shares with its baselines are in :mod:`avalanche_ctr.text_encoder`.
 """
 
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer, squash
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
-from avalanche_ctr.ctr.model import CTRModel, default_encoder_path, load_encoder
-from avalanche_ctr.ctr.plugin import CTRPlugin
+from avalanche_ctr.ctr.ctr_model import CTRModel
+from avalanche_ctr.ctr.lifecycle import CTRPlugin
 from avalanche_ctr.ctr.routing import TransferRouting, binary_gate
 from avalanche_ctr.ctr.strategy import CTR
 from avalanche_ctr.ctr.task_masks import HATMask, TaskSpecificModule, anneal_s
@@ -29,6 +31,4 @@ __all__ = [
     "squash",
     "binary_gate",
     "anneal_s",
-    "load_encoder",
-    "default_encoder_path",
 ]

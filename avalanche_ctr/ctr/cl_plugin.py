@@ -1,7 +1,7 @@
-"""CTR's CL-plugin and its insertion into a BERT-family encoder (CTR, Ke et al.,
-NeurIPS 2021, Sec. 3.1, Fig. 1).
+"""CTR's CL-plugin (CTR, Ke et al., NeurIPS 2021, Sec. 3.1, Fig. 1).
 
-A CL-plugin sits in every transformer layer twice: after the output
+A CL-plugin sits in every transformer layer twice (inserted by
+:func:`avalanche_ctr.text_encoder.plug_layers`): after the output
 projection (and dropout) of the attention sublayer and of the feed-forward
 sublayer, before the residual add and LayerNorm. For task ``t``:
 
@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
 from avalanche_ctr.ctr.routing import TransferRouting
 from avalanche_ctr.ctr.task_masks import TaskSpecificModule
+from avalanche_ctr.text_encoder import TaskContext
 
-__all__ = ["CLPluginConfig", "CLPlugin", "PluggedOutput", "TaskContext"]
+__all__ = ["CLPluginConfig", "CLPlugin"]
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,6 @@ class CLPluginConfig:
     n_transfer: int = 3
     channels: int = 32
     knowledge_sharing: bool = True
-
-
-@dataclass
-class TaskContext:
-    """What every plugin of a model needs for the current forward pass."""
-
-    task: int = 0
-    s: float = 1.0
-    keep: Tensor | None = None
 
 
 class CLPlugin(nn.Module):
@@ -91,6 +83,8 @@ class CLPlugin(nn.Module):
 
     def forward(self, h: Tensor, context: TaskContext) -> Tensor:
         task = context.task
+        if task is None:  # a task never trained claims no unit: the plugin is the identity
+            return h
         if not self.config.knowledge_sharing:
             return h + self.tsm(h, task, context.s)
         keep = context.keep
@@ -99,30 +93,3 @@ class CLPlugin(nn.Module):
         capsules = self.task_capsules(h, task + 1)
         transfer, self.last_gates = self.routings[task](capsules, keep)
         return h + self.tsm(h + transfer, task, context.s)
-
-
-class PluggedOutput(nn.Module):
-    """A BERT ``*Output`` sublayer (dense → dropout → LayerNorm(· + input)) with a
-    CL-plugin between the dropout and the residual add.
-
-    :param sublayer: the encoder's ``BertSelfOutput`` / ``BertOutput`` (frozen).
-    :param plugin: the CL-plugin.
-    :param context: the model's shared :class:`TaskContext`.
-    """
-
-    def __init__(self, sublayer: nn.Module, plugin: CLPlugin, context: TaskContext) -> None:
-        super().__init__()
-        for name in ("dense", "dropout", "LayerNorm"):
-            if not hasattr(sublayer, name):
-                raise ValueError(
-                    f"{type(sublayer).__name__} has no '{name}': CTR needs BERT-style layers "
-                    "(attention.output and output with dense, dropout and LayerNorm)"
-                )
-        self.sublayer = sublayer
-        self.plugin = plugin
-        self._context = context
-
-    def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
-        h = self.sublayer.dropout(self.sublayer.dense(hidden_states))
-        h = self.plugin(h, self._context)
-        return self.sublayer.LayerNorm(h + input_tensor)

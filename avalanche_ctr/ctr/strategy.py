@@ -11,21 +11,24 @@ from torch import nn
 from torch.nn import CrossEntropyLoss
 from torch.optim import Optimizer
 
-from avalanche_ctr.ctr.model import CTRModel
-from avalanche_ctr.ctr.plugin import CTRPlugin
+from avalanche_ctr.compat import PluginManagedOptimizer
+from avalanche_ctr.ctr.ctr_model import CTRModel
+from avalanche_ctr.ctr.lifecycle import CTRPlugin
 
 __all__ = ["CTR"]
 
 
-class CTR(SupervisedTemplate):
+class CTR(PluginManagedOptimizer, SupervisedTemplate):
     """CTR (Ke, Liu, Ma, Xu, Shu, NeurIPS 2021, "Achieving Forgetting Prevention and
     Knowledge Transfer in Continual Learning").
 
-    Trains a :class:`~avalanche_ctr.ctr.model.CTRModel` (frozen BERT-family
+    Trains a :class:`~avalanche_ctr.ctr.ctr_model.CTRModel` (frozen BERT-family
     encoder with two CL-plugins per layer) on a task-incremental text stream:
     each task gets its own capsule, transfer routing, HAT mask embeddings and
     head; HAT masks protect what earlier tasks use, so training task ``t``
-    leaves earlier tasks' outputs unchanged.
+    leaves earlier tasks' outputs unchanged. Works in Avalanche's own loops: tasks
+    not trained yet can be evaluated (at chance), evaluation may run during training,
+    and a repeated task label continues that task (``docs/avalanche.md``).
 
     :param model: a :class:`CTRModel`.
     :param optimizer: optimizer whose first parameter group's hyper-parameters
@@ -87,8 +90,3 @@ class CTR(SupervisedTemplate):
             eval_every=eval_every,
             **base_kwargs,
         )
-
-    def make_optimizer(self, **kwargs) -> None:
-        """The plugin points the optimizer at the task's trainable parameters in
-        ``before_training_exp``; Avalanche's own ``update_optimizer`` (which fails
-        with a frozen encoder) is skipped."""

@@ -45,6 +45,7 @@ class HATMask(nn.Module):
         self.n_units = n_units
         self.embeddings = nn.ParameterList()
         self.register_buffer("cumulative", torch.zeros(n_units))
+        self.reference: Tensor | None = None
 
     def add_task(self) -> nn.Parameter:
         """A new task embedding, initialised ``N(0, 1)`` as in HAT."""
@@ -58,9 +59,26 @@ class HATMask(nn.Module):
         return torch.sigmoid(s * self.embeddings[task])
 
     @torch.no_grad()
+    def begin_task(self, task: int, s_max: float, *, new: bool) -> None:
+        """Fix ``reference``, the units the other tasks use while ``task`` trains (HAT's
+        ``a^{<t}``): the cumulative mask for a new task; for a task trained again, the
+        maximum of the other tasks' test-time masks, so that its own earlier mask does
+        not freeze it."""
+        if new:
+            self.reference = self.cumulative.clone()
+            return
+        reference = torch.zeros_like(self.cumulative)
+        for other in range(len(self.embeddings)):
+            if other != task:
+                reference = torch.maximum(reference, self.mask(other, s_max))
+        self.reference = reference
+
+    @torch.no_grad()
     def finish_task(self, task: int, s_max: float) -> None:
-        """HAT Eq. 4: fold task ``task``'s test-time mask into the cumulative mask."""
-        self.cumulative.copy_(torch.maximum(self.cumulative, self.mask(task, s_max)))
+        """HAT Eq. 4: ``a^{≤t} = max(a^{<t}, m_t)``, with ``a^{<t}`` the units the other
+        tasks use (:meth:`begin_task`)."""
+        self.cumulative.copy_(torch.maximum(self.reference, self.mask(task, s_max)))
+        self.reference = None
 
     @torch.no_grad()
     def compensate_gradient(self, task: int, s: float, s_max: float, thres_cosh: float = 50.0):
@@ -109,10 +127,10 @@ class TaskSpecificModule(nn.Module):
 
     def free_entries(self) -> list[tuple[Tensor, Tensor]]:
         """HAT Eq. 2 made exact: ``(parameter, free)`` pairs where a weight is free
-        unless both its units carry a non-zero cumulative mask (``fc1``'s input is
-        not masked, so ``fc1`` rows follow their output unit alone)."""
-        used1 = self.mask1.cumulative > 0
-        used2 = self.mask2.cumulative > 0
+        unless both its units carry a non-zero mask of another task (``reference``;
+        ``fc1``'s input is not masked, so ``fc1`` rows follow their output unit alone)."""
+        used1 = self.mask1.reference > 0
+        used2 = self.mask2.reference > 0
         return [
             (self.fc1.weight, ~used1[:, None]),
             (self.fc1.bias, ~used1),

@@ -1,7 +1,7 @@
 """The benchmarks the command line knows, with their per-benchmark defaults.
 
 Image benchmarks give every strategy the same backbone
-(:mod:`avalanche_ctr.experiments.models`); text benchmarks give it the same
+(:mod:`avalanche_ctr.experiments.backbones`); text benchmarks give it the same
 frozen encoder. All are task-incremental: one task label per experience, classes
 counted from zero in each experience.
 """
@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from avalanche_ctr.experiments.backbones import MultiHeadConvNet, MultiHeadMLP
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
-from avalanche_ctr.experiments.models import MultiHeadConvNet, MultiHeadMLP
 
 __all__ = ["BenchmarkSpec", "BENCHMARKS", "BenchmarkDataError", "get_benchmark", "text_root"]
 
@@ -98,6 +99,14 @@ def text_root(data_root: str | os.PathLike | None, name: str) -> Path:
     return root / name if (root / name).is_dir() else root
 
 
+@cache
+def _tokenizer(encoder: str | None):
+    """The tokenizer of ``encoder`` (default: the packaged all-MiniLM-L6-v2), loaded once."""
+    from avalanche_ctr.text_encoder import load_tokenizer
+
+    return load_tokenizer(encoder)
+
+
 def _text(name: str):
     def build(seed: int, settings) -> Any:
         from avalanche_ctr.benchmarks import ASC, DSC
@@ -107,7 +116,7 @@ def _text(name: str):
             return builder(
                 text_root(settings.data_root, name),
                 n_train=settings.n_train,
-                tokenizer=settings.tokenizer(),
+                tokenizer=_tokenizer(settings.encoder),
                 max_length=settings.max_length,
                 seed=seed,
             )

@@ -22,6 +22,8 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
+from avalanche_ctr.compat import held_data
+
 __all__ = ["IterationTimer", "ProgressBar", "PeakMemory", "stored_bytes"]
 
 
@@ -139,8 +141,7 @@ def stored_bytes(strategy) -> int:
     seen: set[tuple[int, int]] = set()
     total = _tensor_bytes(strategy.model.state_dict().values(), seen)
     held = [p for p in strategy.plugins if not _is_bookkeeping(p)]
-    if hasattr(strategy, "dataset") and type(strategy).__name__ == "Cumulative":
-        held.append(strategy.dataset)
+    held.extend(held_data(strategy).values())
     return total + _walk(held, seen, set(), depth=0)
 
 

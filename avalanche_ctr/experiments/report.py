@@ -1,18 +1,24 @@
 """Metrics of a run, their mean and spread over seeds, and the files of a report.
 
 From the accuracy matrix ``R`` (``R[i][j]``: accuracy on test experience ``j``
-after training experience ``i``, ``j <= i``) of ``n`` experiences:
+after training experience ``i``; every ``j``, tasks not trained yet included) of
+``n`` experiences and the accuracies ``b_j`` before any training:
 
 * final average accuracy ``(1/n) Σ_j R[n-1][j]`` (and the same for macro-F1);
 * average forgetting ``(1/(n-1)) Σ_{j<n-1} (max_{j<=i<n-1} R[i][j] - R[n-1][j])``
   (Chaudhry et al., ECCV 2018);
 * backward transfer ``(1/(n-1)) Σ_{j<n-1} (R[n-1][j] - R[j][j])`` (Lopez-Paz &
-  Ranzato, NeurIPS 2017), negative when tasks are forgotten.
+  Ranzato, NeurIPS 2017), negative when tasks are forgotten;
+* forward transfer ``(1/(n-1)) Σ_{j>0} (R[j-1][j] - b_j)`` (Lopez-Paz & Ranzato,
+  NeurIPS 2017; Avalanche's ``forward_transfer_metrics``): how much training the
+  earlier tasks changed a task's accuracy before it was trained. With per-task heads
+  an untrained task is predicted by its untrained head, so methods whose untrained
+  prediction does not depend on the shared parts (our strategies) score 0.
 
 The report of a comparison (:func:`write_report`) is ``results.csv`` and
 ``results.md`` (per strategy, mean and sample standard deviation over seeds),
 ``accuracy_matrices.png`` (each strategy's mean accuracy matrix) and
-``final_accuracy_forgetting.png``.
+``final_accuracy_forgetting.png`` (final accuracy, forgetting and forward transfer).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ __all__ = [
     "final_average",
     "average_forgetting",
     "backward_transfer",
+    "forward_transfer",
     "aggregate",
     "markdown_table",
     "write_report",
@@ -39,6 +46,7 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "final_macro_f1": ("final macro-F1 (%)", 100.0, ".2f"),
     "forgetting": ("forgetting (pts)", 100.0, ".2f"),
     "bwt": ("BWT (pts)", 100.0, ".2f"),
+    "fwt": ("FWT (pts)", 100.0, ".2f"),
     "train_time_s": ("train time (s)", 1.0, ".1f"),
     "peak_memory_mib": ("peak memory (MiB)", 1.0, ".1f"),
     "bytes_per_task": ("bytes added / task", 1.0, ",.0f"),
@@ -71,6 +79,15 @@ def backward_transfer(matrix: list[list[float]]) -> float:
     return statistics.fmean(matrix[-1][j] - matrix[j][j] for j in range(n - 1))
 
 
+def forward_transfer(matrix: list[list[float]], initial: list[float]) -> float:
+    """Mean change of each later task's accuracy, from before any training to right
+    before it was trained (0 for a single task)."""
+    n = len(matrix)
+    if n < 2:
+        return 0.0
+    return statistics.fmean(matrix[j - 1][j] - initial[j] for j in range(1, n))
+
+
 def summarize(record: dict[str, Any]) -> dict[str, float | None]:
     """The reported metrics of one run's record (see the module docstring)."""
     acc = record["acc_matrix"]
@@ -82,6 +99,7 @@ def summarize(record: dict[str, Any]) -> dict[str, float | None]:
         "final_macro_f1": final_average(record["f1_matrix"]),
         "forgetting": average_forgetting(acc),
         "bwt": backward_transfer(acc),
+        "fwt": forward_transfer(acc, record["initial_acc"]),
         "train_time_s": sum(record["train_s"]),
         "peak_memory_mib": None if peak is None else peak / 2**20,
         "bytes_per_task": (stored[-1] - stored[0]) / (len(stored) - 1) if len(stored) > 1 else 0,
@@ -143,13 +161,16 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
         writer.writeheader()
         writer.writerows(rows)
     seeds = sorted({r["seed"] for r in records})
-    config = ", ".join(f"{k}={v}" for k, v in settings.config().items() if v is not None)
+    names = list(dict.fromkeys(record["strategy"] for record in records))
+    config = ", ".join(f"{k}={v}" for k, v in settings.config(names).items() if v is not None)
     (out / "results.md").write_text(
         f"# {settings.benchmark}: {len(rows)} strategies, seeds {seeds}\n\n"
         f"{markdown_table(rows)}\n\n"
         "Mean ± sample standard deviation over seeds. Forgetting: mean drop from each "
         "earlier task's best accuracy to its final accuracy; BWT: mean change from right "
-        "after learning a task to the end; peak memory: during training; bytes added / "
+        "after learning a task to the end; FWT: mean change of a task's accuracy from "
+        "before any training to right before it is trained; peak memory: during "
+        "training; bytes added / "
         "task: growth of what the strategy stores (model state and plugin buffers) per "
         "task.\n\n"
         f"Settings: {config}.\n"
@@ -214,8 +235,8 @@ def _plot_matrices(records, rows, settings, path: Path) -> None:
     for ax in list(axes.flat)[k:]:
         ax.axis("off")
     fig.suptitle(
-        f"Accuracy (%) on task j after training task i: {settings.benchmark}, "
-        f"mean over {rows[0]['seeds']} seed(s)"
+        f"Accuracy (%) on task j after training task i (j > i: not trained yet): "
+        f"{settings.benchmark}, mean over {rows[0]['seeds']} seed(s)"
     )
     fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (%)")
     fig.savefig(path, dpi=110)
@@ -233,12 +254,13 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
 
     names = [row["strategy"] for row in rows]
     ours = [name in STRATEGIES and STRATEGIES[name].ours for name in names]
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(max(8.0, 0.9 * len(names) + 4), 4.8), layout="constrained"
+    fig, (left, middle, right) = plt.subplots(
+        1, 3, figsize=(max(12.0, 1.35 * len(names) + 6), 4.8), layout="constrained"
     )
     for ax, metric, colors in (
         (left, "final_accuracy", ("tab:blue", "lightsteelblue")),
-        (right, "forgetting", ("tab:red", "lightsalmon")),
+        (middle, "forgetting", ("tab:red", "lightsalmon")),
+        (right, "fwt", ("tab:green", "palegreen")),
     ):
         means = [100 * row[f"{metric}_mean"] for row in rows]
         stds = [100 * row[f"{metric}_std"] for row in rows]
@@ -253,11 +275,12 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
         )
         ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=7, padding=2)
         ax.set_title(METRICS[metric][0])
-        ax.set_ylabel("percentage points" if metric == "forgetting" else "%")
+        ax.set_ylabel("%" if metric == "final_accuracy" else "percentage points")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(axis="y", alpha=0.3)
         top = max(m + d for m, d in zip(means, stds, strict=True))
-        ax.set_ylim(min(0.0, min(means) * 1.2), max(1.0, top) * 1.15)
+        bottom = min(m - d for m, d in zip(means, stds, strict=True))
+        ax.set_ylim(min(0.0, bottom * 1.15), max(1.0, top) * 1.15)
     left.set_ylim(0, 105)
     fig.legend(
         handles=[
@@ -270,7 +293,7 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
     )
     fig.suptitle(
         f"{settings.benchmark}: mean ± std over seeds {seeds} "
-        "(higher accuracy, lower forgetting is better)"
+        "(higher accuracy and transfer, lower forgetting is better)"
     )
     fig.savefig(path, dpi=110)
     plt.close(fig)

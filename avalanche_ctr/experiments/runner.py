@@ -1,10 +1,12 @@
 """Train strategies on a benchmark, seed by seed, and measure them.
 
-:func:`run_one` trains one strategy with one seed on a task-incremental stream:
-after training experience ``i`` it evaluates the test experiences ``0..i`` and
-records the accuracy and macro-F1 matrices, the training time, the peak memory
-and the bytes the strategy stores. Avalanche's ``TensorboardLogger`` writes the
-metrics of every run to ``<out>/tensorboard/<strategy>/seed<k>``.
+:func:`run_one` trains one strategy with one seed on a task-incremental stream, as
+Avalanche's canonical loop does: before training and after training experience ``i``
+it evaluates the whole test stream (``strategy.eval(benchmark.test_stream)``), tasks
+not trained yet included, and records the accuracy and macro-F1 matrices, the
+training time, the peak memory and the bytes the strategy stores. Avalanche's
+``TensorboardLogger`` writes the metrics of every run to
+``<out>/tensorboard/<strategy>/seed<k>``.
 
 :func:`compare` runs several strategies over several seeds and writes the
 report (:mod:`avalanche_ctr.experiments.report`).
@@ -15,8 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from functools import cache
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,30 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from avalanche_ctr.experiments.benchmarks import BenchmarkSpec, get_benchmark
+from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkSpec, get_benchmark
 from avalanche_ctr.experiments.errors import UsageError
 from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
 from avalanche_ctr.experiments.report import summarize, write_report
-from avalanche_ctr.experiments.strategies import StrategyContext, check_strategy_for
-from avalanche_ctr.exssnet.model import check_density
+from avalanche_ctr.experiments.strategies import (
+    StrategyContext,
+    StrategyRecord,
+    all_options,
+    check_strategy_for,
+    get_strategy,
+    resolve_options,
+)
 from avalanche_ctr.metrics import macro_f1_metrics
+from avalanche_ctr.text_encoder import load_encoder
 
-__all__ = ["Settings", "run_one", "run_paths", "compare", "experience_metric", "check_device"]
+__all__ = [
+    "Settings",
+    "run_one",
+    "run_paths",
+    "compare",
+    "experience_metric",
+    "check_device",
+    "check_strategies",
+]
 
 
 @dataclass
@@ -48,7 +64,10 @@ class Settings:
     """Everything a run depends on besides the strategy and the seed.
 
     Values left ``None`` take the benchmark's defaults
-    (:data:`~avalanche_ctr.experiments.benchmarks.BENCHMARKS`).
+    (:data:`~avalanche_ctr.experiments.benchmarks.BENCHMARKS`). ``options`` holds
+    values of the strategies' own options (:class:`~avalanche_ctr.experiments.
+    strategies.Option`, e.g. ``{"density": 0.05}``); an option left out takes the
+    benchmark's default, else its own.
     """
 
     benchmark: str = "split_digits"
@@ -58,18 +77,18 @@ class Settings:
     lr: float | None = None
     hidden_size: int | None = None
     hidden_layers: int | None = None
-    density: float | None = None
     data_root: str | None = None
     device: str = "cpu"
     encoder: str | None = None
     max_length: int | None = None
     n_train: int | None = None
     bottleneck: int = 128
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = get_benchmark(self.benchmark)
         for key, value in spec.defaults.items():
-            if getattr(self, key, None) is None:
+            if key in _COMMON and getattr(self, key) is None:
                 setattr(self, key, value)
         check_device(self.device)
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -77,35 +96,37 @@ class Settings:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
-        if self.density is not None:
-            try:
-                check_density(self.density)
-            except ValueError as error:
-                raise UsageError(f"--density: {error}") from None
+        unknown = set(self.options) - set(all_options())
+        if unknown:
+            raise UsageError(
+                f"unknown strategy option(s) {sorted(unknown)}; the registered strategies "
+                f"take: {', '.join(sorted(all_options()))}"
+            )
+        self.options = {k: v for k, v in self.options.items() if v is not None}
 
     @property
     def spec(self) -> BenchmarkSpec:
         return get_benchmark(self.benchmark)
 
-    def config(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict (what a run's results depend on)."""
-        return asdict(self)
+    def strategy_options(self, record: StrategyRecord) -> dict[str, Any]:
+        """``record``'s options for this run, resolved and checked."""
+        return resolve_options(record, self.options, self.spec.defaults)
 
-    def tokenizer(self):
-        """The text benchmarks' tokenizer: that of ``encoder`` (default: the packaged
-        all-MiniLM-L6-v2)."""
-        return _tokenizer(self._encoder_path())
+    def config(self, strategies: list[str] | None = None) -> dict[str, Any]:
+        """The settings as a JSON-ready flat dict (what a run's results depend on): the
+        common settings and the resolved options of ``strategies`` (default: none)."""
+        flat = {key: getattr(self, key) for key in _COMMON}
+        for name in strategies or []:
+            flat.update(self.strategy_options(get_strategy(name)))
+        return flat
 
-    def encoder_model(self) -> torch.nn.Module:
-        """A fresh copy of the text encoder (each strategy plugs its own)."""
-        from avalanche_ctr.ctr import load_encoder
 
-        return load_encoder(self._encoder_path())
+_COMMON = tuple(f.name for f in fields(Settings) if f.name != "options")
 
-    def _encoder_path(self) -> str:
-        from avalanche_ctr.ctr import default_encoder_path
 
-        return self.encoder or default_encoder_path()
+RECORD_FORMAT = 2
+"""Version of a run's record: 2 holds every test experience in every row of the accuracy
+matrix (tasks not trained yet included) and the accuracies before training."""
 
 
 def check_device(device: str) -> torch.device:
@@ -122,13 +143,6 @@ def check_device(device: str) -> torch.device:
                 f"{torch.__version__}); use --device cpu" + (" or --device cuda" if count else "")
             )
     return parsed
-
-
-@cache
-def _tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
 
 
 def experience_metric(metrics: dict[str, float], name: str, exp_id: int) -> float:
@@ -169,6 +183,16 @@ def _check_same_run(found: dict[str, Any], expected: dict[str, Any], path: Path)
         )
 
 
+def check_strategies(settings: Settings, strategies: list[str]) -> list[StrategyRecord]:
+    """The records of ``strategies``, each checked against the benchmark's modality and
+    with its options resolved once (:class:`UsageError` saying what to change)."""
+    modalities = {name: spec.modality for name, spec in BENCHMARKS.items()}
+    records = [check_strategy_for(n, settings.spec.modality, modalities) for n in strategies]
+    for record in records:
+        settings.strategy_options(record)
+    return records
+
+
 def run_one(
     settings: Settings,
     strategy_name: str,
@@ -192,9 +216,27 @@ def run_one(
     unfinished one resumes after its last checkpoint, ending with the metrics an
     uninterrupted run gets.
     """
+    (record,) = check_strategies(settings, [strategy_name])
+    return _run(settings, record, seed, out=out, progress=progress, log=log)
+
+
+def _run(
+    settings: Settings,
+    registered: StrategyRecord,
+    seed: int,
+    *,
+    out: Path,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     spec = settings.spec
-    strategy_spec = check_strategy_for(strategy_name, spec.modality)
-    identity = {"strategy": strategy_name, "seed": seed, "settings": settings.config()}
+    strategy_name = registered.name
+    identity = {
+        "strategy": strategy_name,
+        "seed": seed,
+        "record_format": RECORD_FORMAT,
+        "settings": settings.config([strategy_name]),
+    }
     checkpoint_path, record_path = run_paths(out, strategy_name, seed)
     if record_path.is_file():
         finished = json.loads(record_path.read_text())
@@ -219,7 +261,9 @@ def run_one(
     )
     context = StrategyContext(
         settings=settings,
+        options=settings.strategy_options(registered),
         backbone=(lambda: spec.backbone(settings)) if spec.backbone else None,
+        encoder=(lambda: load_encoder(settings.encoder)) if spec.modality == "text" else None,
         common={
             "criterion": torch.nn.CrossEntropyLoss(),
             "train_mb_size": settings.batch_size,
@@ -229,12 +273,14 @@ def run_one(
             "evaluator": evaluator,
         },
     )
-    strategy = strategy_spec.build(context)
+    strategy = registered.build(context, registered)
     record: dict[str, Any] = {
         "strategy": strategy_name,
         "seed": seed,
         "benchmark": settings.benchmark,
         "n_experiences": n,
+        "initial_acc": None,
+        "initial_f1": None,
         "acc_matrix": [],
         "f1_matrix": [],
         "train_s": [],
@@ -252,28 +298,27 @@ def run_one(
             f"{strategy_name} seed {seed}: resuming after experience {len(record['acc_matrix'])}"
             f" of {n} ({checkpoint_path})"
         )
+
+    def evaluate() -> tuple[list[float], list[float]]:
+        metrics = strategy.eval(benchmark.test_stream)
+        return (
+            [experience_metric(metrics, "Top1_Acc_Exp", j) for j in range(n)],
+            [experience_metric(metrics, "MacroF1_Exp", j) for j in range(n)],
+        )
+
     try:
+        if record["initial_acc"] is None:
+            record["initial_acc"], record["initial_f1"] = evaluate()
         for i in range(len(record["acc_matrix"]), n):
             start = time.perf_counter()
             with PeakMemory(settings.device) as memory:
                 strategy.train(benchmark.train_stream[i])
             trained = time.perf_counter()
-            metrics = strategy.eval(benchmark.test_stream[: i + 1])
+            accuracies, f1s = evaluate()
             done = time.perf_counter()
-            if memory.peak is not None:
-                record["peak_memory_bytes"] = max(record["peak_memory_bytes"] or 0, memory.peak)
-            steps = timer.times[-1]
-            record["acc_matrix"].append(
-                [experience_metric(metrics, "Top1_Acc_Exp", j) for j in range(i + 1)]
-            )
-            record["f1_matrix"].append(
-                [experience_metric(metrics, "MacroF1_Exp", j) for j in range(i + 1)]
-            )
+            _record_experience(record, accuracies, f1s, memory, timer, strategy)
             record["train_s"].append(trained - start)
             record["eval_s"].append(done - trained)
-            record["iteration_s"].append(sum(steps) / len(steps) if steps else float("nan"))
-            record["iterations"].append(len(steps))
-            record["stored_bytes"].append(stored_bytes(strategy))
             save_checkpoint(
                 strategy, checkpoint_path, meta={"identity": identity, "record": record}
             )
@@ -290,6 +335,18 @@ def run_one(
     return record
 
 
+def _record_experience(record, accuracies, f1s, memory, timer, strategy) -> None:
+    """Append one experience's row of every measurement to ``record``."""
+    if memory.peak is not None:
+        record["peak_memory_bytes"] = max(record["peak_memory_bytes"] or 0, memory.peak)
+    steps = timer.times[-1]
+    record["acc_matrix"].append(accuracies)
+    record["f1_matrix"].append(f1s)
+    record["iteration_s"].append(sum(steps) / len(steps) if steps else float("nan"))
+    record["iterations"].append(len(steps))
+    record["stored_bytes"].append(stored_bytes(strategy))
+
+
 def compare(
     settings: Settings,
     strategies: list[str],
@@ -302,16 +359,18 @@ def compare(
     """Run every strategy with every seed on ``settings.benchmark`` and write the
     report to ``out``: ``results.csv``, ``results.md``, ``runs.json``, the PNG plots and
     the TensorBoard logs. Returns the per-run records."""
-    modality = settings.spec.modality
-    for name in strategies:
-        check_strategy_for(name, modality)
+    checked = check_strategies(settings, strategies)
+    log(
+        f"{settings.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs "
+        f"{settings.epochs}, batch {settings.batch_size}, lr {settings.lr}; output in {out}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for name in strategies:
+    for registered in checked:
         for seed in seeds:
-            records.append(run_one(settings, name, seed, out=out, progress=progress, log=log))
+            records.append(_run(settings, registered, seed, out=out, progress=progress, log=log))
     (out / "runs.json").write_text(
-        json.dumps({"settings": settings.config(), "runs": records}, indent=1) + "\n"
+        json.dumps({"settings": settings.config(strategies), "runs": records}, indent=1) + "\n"
     )
     write_report(records, settings, out)
     return records

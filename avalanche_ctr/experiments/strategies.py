@@ -1,352 +1,564 @@
-"""The strategies the command line knows: ours and Avalanche's own baselines.
+"""The strategies the command line knows, one :class:`StrategyRecord` each.
 
-Avalanche's baselines are used through Avalanche's classes, with their
-hyper-parameters in :data:`BASELINE_HPARAMS`. Every strategy of a run gets the
-same backbone shape (image) or encoder (text), the same epochs per experience,
-batch size and Adam learning rate:
+A record says everything about a strategy that the command line, ``compare``
+and the report need: its name, the modalities it runs on, its factory, and its
+own :class:`Option` s with their defaults (for Avalanche's baselines, their
+hyper-parameters). Adding a method is one call to :func:`register`: the
+command line gets a flag per option (``--density``, ``--ewc-lambda``, ...),
+``--help`` lists it, and ``compare`` can run it.
+
+Avalanche's baselines are used through Avalanche's classes. Every strategy of a
+run gets the same backbone shape (image) or encoder (text), the same epochs per
+experience, batch size and Adam learning rate:
 
 * ExSSNeT / SSNeT split the epochs into ``ceil(epochs / 2)`` mask epochs and the
   rest weight epochs; SupSup trains its mask for all of them;
-* PackNet trains ``epochs - 1`` epochs, prunes, and fine-tunes for 1 epoch. It runs
-  as ``Naive`` plus Avalanche's ``PackNetPlugin`` because Avalanche 0.6's ``PackNet``
-  wrapper drops user plugins.
-* SI runs as ``Naive`` plus :class:`CopyingSIPlugin`, Avalanche's
-  ``SynapticIntelligencePlugin`` with a fix for a CPU bug of Avalanche 0.6 (see there);
-* MAS runs as ``Naive`` plus :class:`ZeroLossMASPlugin`, Avalanche's ``MASPlugin`` that
-  no longer stops training when a mini-batch's loss is exactly 0 (see there).
+* PackNet trains ``epochs - post_prune_epochs`` epochs, prunes, and fine-tunes;
+* SI, MAS, Replay and PackNet run as ``Naive`` plus their Avalanche plugin, patched
+  in :mod:`avalanche_ctr.compat` (Avalanche's ``Replay`` is ``Naive`` plus
+  ``ReplayPlugin`` too).
+
+The penalty weights of EWC, SI, MAS and LwF were picked with
+``benchmarks/baseline_sweep.py`` on split_digits and split_fmnist
+(``benchmarks/RESULTS.md``); the rest are Avalanche's defaults or, for LwF's
+temperature and PackNet, the values of their papers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from avalanche.training import AGEM, EWC, Cumulative, LwF, Naive, Replay
-from avalanche.training.plugins import MASPlugin, SynapticIntelligencePlugin
+from avalanche.training import AGEM, EWC, Cumulative, LwF, Naive
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_ctr.compat import (
+    CopyingSIPlugin,
+    PackNetMultiHead,
+    PostAdaptReplayPlugin,
+    ZeroLossMASPlugin,
+)
 from avalanche_ctr.experiments.errors import UsageError
+from avalanche_ctr.exssnet.supermask_net import check_density
 
 __all__ = [
-    "StrategySpec",
-    "STRATEGIES",
-    "BASELINE_HPARAMS",
+    "Option",
     "StrategyContext",
+    "StrategyRecord",
+    "STRATEGIES",
+    "register",
+    "unregister",
     "get_strategy",
     "check_strategy_for",
     "default_strategies",
-    "CopyingSIPlugin",
-    "ZeroLossMASPlugin",
+    "all_options",
+    "resolve_options",
+    "DENSITY",
 ]
 
-BASELINE_HPARAMS: dict[str, dict[str, Any]] = {
-    "ewc": {"ewc_lambda": 1e5},
-    "si": {"si_lambda": 1000.0},
-    "lwf": {"alpha": 10.0, "temperature": 2.0},
-    "mas": {"lambda_reg": 10.0, "alpha": 0.5},
-    "replay": {"mem_size": 200},
-    "agem": {"patterns_per_exp": 64, "sample_size": 64},
-    "packnet": {"prune_proportion": 0.5, "post_prune_epochs": 1},
-}
-"""Hyper-parameters of Avalanche's baselines: the penalty weights of EWC, SI, MAS and
-LwF were picked with ``benchmarks/baseline_sweep.py`` on split_digits and
-split_fmnist (``benchmarks/RESULTS.md``); the rest are Avalanche's defaults or, for
-LwF's temperature and PackNet, the values of their papers."""
+
+@dataclass(frozen=True)
+class Option:
+    """An option of a strategy, on the command line as ``--<name with dashes>``.
+
+    :param name: its key in :attr:`Settings.options
+        <avalanche_ctr.experiments.runner.Settings>`; strategies that declare the same
+        name share the option (and must agree on its default and type).
+    :param default: its value when neither the user nor the benchmark sets it.
+    :param help: one line for ``--help``.
+    :param type: parses the command-line text.
+    :param check: validates a value (returns it, or raises ``ValueError`` saying what
+        is wrong and what to give instead).
+    :param kwarg: the keyword the strategy's class takes (default: ``name``).
+    """
+
+    name: str
+    default: Any
+    help: str
+    type: Callable[[str], Any] = float
+    check: Callable[[Any], Any] | None = None
+    kwarg: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def keyword(self) -> str:
+        return self.kwarg or self.name
 
 
 @dataclass
 class StrategyContext:
-    """What a strategy factory needs.
+    """What a strategy factory gets.
 
     :param settings: the run's settings (epochs, batch size, lr, ...).
+    :param options: the strategy's own options, resolved (name -> value).
     :param backbone: makes the benchmark's backbone (image benchmarks).
+    :param encoder: loads a fresh copy of the text encoder (text benchmarks).
     :param common: keyword arguments every strategy gets (batch sizes, device,
-        plugins, evaluator).
+        plugins, evaluator, criterion).
     """
 
     settings: Any
+    options: dict[str, Any]
     backbone: Callable[[], torch.nn.Module] | None
+    encoder: Callable[[], torch.nn.Module] | None
     common: dict[str, Any]
+
+    def keywords(self, record: StrategyRecord) -> dict[str, Any]:
+        """The record's options as keyword arguments of its class."""
+        return {opt.keyword: self.options[opt.name] for opt in record.options}
+
+    def model(self, *, adapters: bool = True) -> torch.nn.Module:
+        """The benchmark's backbone (image) or an ``AdapterBERT`` on the encoder (text)."""
+        if self.backbone is not None:
+            return self.backbone()
+        from avalanche_ctr.models import AdapterBERT
+
+        return AdapterBERT(self.encoder(), bottleneck=self.settings.bottleneck, adapters=adapters)
+
+    def adam(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Adam at the run's learning rate over the model's trainable parameters."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.settings.lr)
 
 
 @dataclass(frozen=True)
-class StrategySpec:
+class StrategyRecord:
     """A strategy of the command line.
 
     :param name: its command-line name.
     :param description: one line for ``--help`` and the reports.
     :param modalities: ``{"image"}``, ``{"text"}`` or both.
-    :param build: ``build(context) -> strategy``.
+    :param build: ``build(context, record) -> strategy``.
+    :param options: its own options with their defaults.
+    :param requirement: why it needs its modalities (said when a user asks for
+        another one).
     :param ours: implemented by avalanche-ctr (else an Avalanche baseline).
     """
 
     name: str
     description: str
     modalities: frozenset[str]
-    build: Callable[[StrategyContext], SupervisedTemplate]
+    build: Callable[[StrategyContext, StrategyRecord], SupervisedTemplate]
+    options: tuple[Option, ...] = ()
+    requirement: str = ""
     ours: bool = False
 
+    def defaults(self) -> dict[str, Any]:
+        return {opt.name: opt.default for opt in self.options}
 
-class CopyingSIPlugin(SynapticIntelligencePlugin):
-    """Avalanche 0.6's ``SynapticIntelligencePlugin``, with the reference weights copied.
 
-    The plugin stores reference weights as ``param.detach().cpu().flatten()``. On a
-    CUDA device that is a copy; on CPU it is a view of the parameter itself, so the
-    anchor of the penalty and the "old" weights of the path integral move with the
-    parameters: every importance is 0 and SI trains exactly like Naive whatever
-    ``si_lambda`` is. This subclass replaces the two stored views by copies right
-    after Avalanche takes them; everything else is Avalanche's code.
+STRATEGIES: dict[str, StrategyRecord] = {}
+"""Every registered strategy by name, in registration order (ours first)."""
+
+
+def register(record: StrategyRecord) -> StrategyRecord:
+    """Make ``record`` known to the command line and ``compare``.
+
+    :raises ValueError: if the name is taken, or an option it shares with another
+        strategy has another default or type.
     """
-
-    def before_training_exp(self, strategy, **kwargs) -> None:
-        super().before_training_exp(strategy, **kwargs)
-        _own(self.ewc_data[0])
-
-    def before_training_iteration(self, strategy, **kwargs) -> None:
-        super().before_training_iteration(strategy, **kwargs)
-        _own(self.syn_data["old_theta"])
-
-
-def _own(params: dict) -> None:
-    for param in params.values():
-        param.data = param.data.clone()
-
-
-class ZeroLossMASPlugin(MASPlugin):
-    """Avalanche 0.6's ``MASPlugin``, able to train on a mini-batch whose loss is 0.
-
-    Its ``before_backward`` raises "Loss is not available" when ``not strategy.loss``,
-    which is also true for a loss tensor equal to 0.0: a confident network meets such a
-    mini-batch sooner or later (it stopped a split_fmnist run here). This subclass adds
-    the smallest positive float to an exactly-zero loss before Avalanche's check, which
-    changes no gradient; everything else is Avalanche's code.
-    """
-
-    def before_backward(self, strategy, **kwargs) -> None:
-        loss = strategy.loss
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and float(loss) == 0.0:
-            strategy.loss = loss + torch.finfo(loss.dtype).tiny
-        super().before_backward(strategy, **kwargs)
-
-
-def _with_plugin(plugin_factory: Callable[[], Any]) -> Callable:
-    """Avalanche's ``Naive`` with one more plugin (for the baselines we patch or whose
-    wrapper drops user plugins)."""
-
-    def build(ctx: StrategyContext) -> SupervisedTemplate:
-        model = _model(ctx)
-        common = dict(ctx.common)
-        common["plugins"] = [*common["plugins"], plugin_factory()]
-        return Naive(
-            model=model,
-            optimizer=_adam(model, ctx.settings),
-            train_epochs=ctx.settings.epochs,
-            **common,
-        )
-
-    return build
-
-
-def _adam(model: torch.nn.Module, settings) -> torch.optim.Optimizer:
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
-
-
-def _supermask(name: str) -> Callable[[StrategyContext], SupervisedTemplate]:
-    def build(ctx: StrategyContext) -> SupervisedTemplate:
-        from avalanche_ctr.training import ExSSNeT, SupSup
-
-        s = ctx.settings
-        model = ctx.backbone()
-        optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
-        if name == "supsup":
-            return SupSup(
-                model=model,
-                optimizer=optimizer,
-                density=s.density,
-                train_epochs=s.epochs,
-                **ctx.common,
+    if record.name in STRATEGIES:
+        raise ValueError(f"a strategy named {record.name!r} is already registered")
+    if not record.modalities or not record.modalities <= {"image", "text"}:
+        raise ValueError(f"modalities must be 'image' and/or 'text', got {record.modalities}")
+    known = all_options()
+    for opt in record.options:
+        other = known.get(opt.name)
+        if other is not None and (other.default, other.type) != (opt.default, opt.type):
+            raise ValueError(
+                f"option {opt.name!r} of {record.name!r} clashes with the option of that name "
+                f"already registered (default {other.default!r}); give it another name"
             )
-        mask_epochs = math.ceil(s.epochs / 2)
-        return ExSSNeT(
-            model=model,
-            optimizer=optimizer,
-            density=s.density,
-            mask_epochs=mask_epochs,
-            weight_epochs=s.epochs - mask_epochs,
-            exclusive=name == "exssnet",
-            **ctx.common,
-        )
-
-    return build
+    STRATEGIES[record.name] = record
+    return record
 
 
-def _ctr(knowledge_sharing: bool) -> Callable[[StrategyContext], SupervisedTemplate]:
-    def build(ctx: StrategyContext) -> SupervisedTemplate:
-        from avalanche_ctr.models import CTRModel
-        from avalanche_ctr.training import CTR
-
-        s = ctx.settings
-        model = CTRModel(
-            s.encoder_model(), bottleneck=s.bottleneck, knowledge_sharing=knowledge_sharing
-        )
-        return CTR(
-            model=model,
-            optimizer=torch.optim.Adam(model.parameters(), lr=s.lr),
-            train_epochs=s.epochs,
-            **ctx.common,
-        )
-
-    return build
+def unregister(name: str) -> None:
+    """Forget the strategy called ``name`` (e.g. a test's toy strategy)."""
+    STRATEGIES.pop(name, None)
 
 
-def _model(ctx: StrategyContext, *, adapters: bool = True) -> torch.nn.Module:
-    if ctx.backbone is not None:
-        return ctx.backbone()
-    from avalanche_ctr.models import AdapterBERT
-
-    s = ctx.settings
-    return AdapterBERT(s.encoder_model(), bottleneck=s.bottleneck, adapters=adapters)
-
-
-def _baseline(cls: type, name: str | None = None) -> Callable:
-    def build(ctx: StrategyContext) -> SupervisedTemplate:
-        model = _model(ctx)
-        return cls(
-            model=model,
-            optimizer=_adam(model, ctx.settings),
-            train_epochs=ctx.settings.epochs,
-            **BASELINE_HPARAMS.get(name, {}),
-            **ctx.common,
-        )
-
-    return build
+def all_options() -> dict[str, Option]:
+    """Every option of the registered strategies, by name (the command-line flags)."""
+    options: dict[str, Option] = {}
+    for record in STRATEGIES.values():
+        for opt in record.options:
+            options.setdefault(opt.name, opt)
+    return options
 
 
-def _frozen(ctx: StrategyContext) -> SupervisedTemplate:
-    model = _model(ctx, adapters=False)
-    return Naive(
-        model=model,
-        optimizer=_adam(model, ctx.settings),
-        train_epochs=ctx.settings.epochs,
-        **ctx.common,
-    )
-
-
-def _packnet(ctx: StrategyContext) -> SupervisedTemplate:
-    from avalanche.models.packnet import PackNetPlugin
-
-    from avalanche_ctr.experiments.models import PackNetMultiHead
-
-    s = ctx.settings
-    hp = BASELINE_HPARAMS["packnet"]
-    if s.epochs <= hp["post_prune_epochs"]:
-        raise UsageError(
-            f"packnet prunes after epochs - {hp['post_prune_epochs']} epochs and fine-tunes "
-            f"after; it needs --epochs >= {hp['post_prune_epochs'] + 1}, got {s.epochs}"
-        )
-    model = PackNetMultiHead(ctx.backbone())
-    common = dict(ctx.common)
-    common["plugins"] = [*common["plugins"], PackNetPlugin(**hp)]
-    return Naive(model=model, optimizer=_adam(model, s), train_epochs=s.epochs, **common)
-
-
-_IMAGE = frozenset({"image"})
-_TEXT = frozenset({"text"})
-_BOTH = _IMAGE | _TEXT
-
-STRATEGIES: dict[str, StrategySpec] = {
-    spec.name: spec
-    for spec in (
-        StrategySpec(
-            "exssnet",
-            "ExSSNeT (ours): supermasks + exclusive weights + KKT",
-            _IMAGE,
-            _supermask("exssnet"),
-            ours=True,
-        ),
-        StrategySpec(
-            "ssnet",
-            "SSNeT (ours): ExSSNeT without exclusivity",
-            _IMAGE,
-            _supermask("ssnet"),
-            ours=True,
-        ),
-        StrategySpec(
-            "supsup",
-            "SupSup (ours): one supermask per task, fixed weights",
-            _IMAGE,
-            _supermask("supsup"),
-            ours=True,
-        ),
-        StrategySpec(
-            "ctr",
-            "CTR (ours): capsules, transfer routing and HAT in BERT",
-            _TEXT,
-            _ctr(True),
-            ours=True,
-        ),
-        StrategySpec(
-            "adapter_hat",
-            "CTR without its KSM (ours): adapters + HAT",
-            _TEXT,
-            _ctr(False),
-            ours=True,
-        ),
-        StrategySpec("frozen", "frozen encoder + per-task heads (Naive)", _TEXT, _frozen),
-        StrategySpec("naive", "Avalanche Naive (fine-tuning)", _BOTH, _baseline(Naive)),
-        StrategySpec("ewc", "Avalanche EWC", _BOTH, _baseline(EWC, "ewc")),
-        StrategySpec(
-            "si",
-            "Avalanche SI (Naive + SynapticIntelligencePlugin, CPU fix)",
-            _BOTH,
-            _with_plugin(lambda: CopyingSIPlugin(**BASELINE_HPARAMS["si"])),
-        ),
-        StrategySpec("lwf", "Avalanche LwF", _BOTH, _baseline(LwF, "lwf")),
-        StrategySpec(
-            "mas",
-            "Avalanche MAS (Naive + MASPlugin, zero-loss fix)",
-            _BOTH,
-            _with_plugin(lambda: ZeroLossMASPlugin(**BASELINE_HPARAMS["mas"])),
-        ),
-        StrategySpec("packnet", "Avalanche PackNet (Naive + PackNetPlugin)", _IMAGE, _packnet),
-        StrategySpec("replay", "Avalanche Replay", _BOTH, _baseline(Replay, "replay")),
-        StrategySpec("agem", "Avalanche AGEM", _BOTH, _baseline(AGEM, "agem")),
-        StrategySpec(
-            "cumulative",
-            "Avalanche Cumulative (retrains on all data so far)",
-            _BOTH,
-            _baseline(Cumulative),
-        ),
-    )
-}
-
-_WHY_NOT = {
-    "text": "{name} needs an image benchmark: it masks or prunes the Linear / Conv2d layers of a "
-    "network trained from scratch, and text benchmarks use a frozen BERT-family encoder. On "
-    "text use ctr, adapter_hat, frozen or an Avalanche baseline (trained on adapters)",
-    "image": "{name} needs a text benchmark (dsc, asc): it works inside a BERT-family encoder. "
-    "On images use exssnet, supsup, ssnet or an Avalanche baseline",
-}
-
-
-def get_strategy(name: str) -> StrategySpec:
+def get_strategy(name: str) -> StrategyRecord:
     """The strategy called ``name``; :class:`UsageError` listing the valid names otherwise."""
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]
 
 
-def check_strategy_for(name: str, modality: str) -> StrategySpec:
-    """The strategy ``name``, if it runs on ``modality``; :class:`UsageError` saying why not."""
-    spec = get_strategy(name)
-    if modality not in spec.modalities:
-        raise UsageError(_WHY_NOT[modality].format(name=name))
-    return spec
+def check_strategy_for(name: str, modality: str, benchmarks: Mapping[str, str]) -> StrategyRecord:
+    """The strategy ``name``, if it runs on ``modality``; :class:`UsageError` saying why not.
+
+    :param benchmarks: benchmark name -> modality (to name the right benchmarks).
+    """
+    record = get_strategy(name)
+    if modality in record.modalities:
+        return record
+    needed = sorted(record.modalities)[0]
+    names = ", ".join(b for b, m in benchmarks.items() if m == needed)
+    article = "an" if needed[0] in "aeiou" else "a"
+    reason = f": {record.requirement}" if record.requirement else ""
+    alternatives = ", ".join(default_strategies(modality))
+    raise UsageError(
+        f"{name} needs {article} {needed} benchmark ({names}){reason}. On {modality} use "
+        f"{alternatives}"
+    )
 
 
 def default_strategies(modality: str) -> list[str]:
-    """Every strategy that runs on ``modality``, ours first."""
-    return [name for name, spec in STRATEGIES.items() if modality in spec.modalities]
+    """Every strategy that runs on ``modality``, in registration order (ours first)."""
+    return [name for name, record in STRATEGIES.items() if modality in record.modalities]
+
+
+# ----------------------------------------------------------------------------- ours
+DENSITY = Option(
+    "density",
+    0.1,
+    "supermask density: fraction of each layer's weights a task's mask keeps "
+    "(default: per benchmark)",
+    check=check_density,
+)
+_SUPERMASK_NEEDS = (
+    "it masks the Linear / Conv2d layers of a network trained from scratch, and text "
+    "benchmarks use a frozen BERT-family encoder"
+)
+_CTR_NEEDS = "it works inside a BERT-family encoder"
+
+
+def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche_ctr.training import SupSup
+
+    model = ctx.backbone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=ctx.settings.lr)
+    return SupSup(
+        model=model,
+        optimizer=optimizer,
+        train_epochs=ctx.settings.epochs,
+        **ctx.keywords(record),
+        **ctx.common,
+    )
+
+
+def _exssnet(exclusive: bool):
+    def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+        from avalanche_ctr.training import ExSSNeT
+
+        epochs = ctx.settings.epochs
+        mask_epochs = math.ceil(epochs / 2)
+        model = ctx.backbone()
+        return ExSSNeT(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
+            mask_epochs=mask_epochs,
+            weight_epochs=epochs - mask_epochs,
+            exclusive=exclusive,
+            **ctx.keywords(record),
+            **ctx.common,
+        )
+
+    return build
+
+
+def _ctr(knowledge_sharing: bool):
+    def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+        from avalanche_ctr.models import CTRModel
+        from avalanche_ctr.training import CTR
+
+        model = CTRModel(
+            ctx.encoder(),
+            bottleneck=ctx.settings.bottleneck,
+            knowledge_sharing=knowledge_sharing,
+        )
+        return CTR(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
+            train_epochs=ctx.settings.epochs,
+            **ctx.keywords(record),
+            **ctx.common,
+        )
+
+    return build
+
+
+# ----------------------------------------------------------------------------- baselines
+def _baseline(cls: type) -> Callable[[StrategyContext, StrategyRecord], SupervisedTemplate]:
+    """An Avalanche strategy class on the run's model, with the record's options."""
+
+    def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+        model = ctx.model()
+        return cls(
+            model=model,
+            optimizer=ctx.adam(model),
+            train_epochs=ctx.settings.epochs,
+            **ctx.keywords(record),
+            **ctx.common,
+        )
+
+    return build
+
+
+def _naive_with(
+    plugin_cls: type,
+) -> Callable[[StrategyContext, StrategyRecord], SupervisedTemplate]:
+    """Avalanche's ``Naive`` plus ``plugin_cls(**options)`` (for the baselines that run as
+    a plugin we patch)."""
+
+    def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+        model = ctx.model()
+        common = dict(ctx.common)
+        common["plugins"] = [*common["plugins"], plugin_cls(**ctx.keywords(record))]
+        return Naive(
+            model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **common
+        )
+
+    return build
+
+
+def _frozen(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    model = ctx.model(adapters=False)
+    return Naive(
+        model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **ctx.common
+    )
+
+
+def _packnet(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche.models.packnet import PackNetPlugin
+
+    post_prune = ctx.options["packnet_post_prune_epochs"]
+    if ctx.settings.epochs <= post_prune:
+        raise UsageError(
+            f"packnet prunes after epochs - {post_prune} epochs and fine-tunes after; it "
+            f"needs --epochs >= {post_prune + 1}, got {ctx.settings.epochs}"
+        )
+    model = PackNetMultiHead(ctx.backbone())
+    common = dict(ctx.common)
+    common["plugins"] = [*common["plugins"], PackNetPlugin(**ctx.keywords(record))]
+    return Naive(model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **common)
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative(value: float) -> float:
+    if not value >= 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _fraction(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be in [0, 1], got {value}")
+    return value
+
+
+_IMAGE = frozenset({"image"})
+_TEXT = frozenset({"text"})
+_BOTH = _IMAGE | _TEXT
+
+for _record in (
+    StrategyRecord(
+        "exssnet",
+        "ExSSNeT (ours): supermasks + exclusive weights + KKT",
+        _IMAGE,
+        _exssnet(exclusive=True),
+        (DENSITY,),
+        _SUPERMASK_NEEDS,
+        ours=True,
+    ),
+    StrategyRecord(
+        "ssnet",
+        "SSNeT (ours): ExSSNeT without exclusivity",
+        _IMAGE,
+        _exssnet(exclusive=False),
+        (DENSITY,),
+        _SUPERMASK_NEEDS,
+        ours=True,
+    ),
+    StrategyRecord(
+        "supsup",
+        "SupSup (ours): one supermask per task, fixed weights",
+        _IMAGE,
+        _supsup,
+        (DENSITY,),
+        _SUPERMASK_NEEDS,
+        ours=True,
+    ),
+    StrategyRecord(
+        "ctr",
+        "CTR (ours): capsules, transfer routing and HAT in BERT",
+        _TEXT,
+        _ctr(knowledge_sharing=True),
+        requirement=_CTR_NEEDS,
+        ours=True,
+    ),
+    StrategyRecord(
+        "adapter_hat",
+        "CTR without its KSM (ours): adapters + HAT",
+        _TEXT,
+        _ctr(knowledge_sharing=False),
+        requirement=_CTR_NEEDS,
+        ours=True,
+    ),
+    StrategyRecord(
+        "frozen",
+        "frozen encoder + per-task heads (Naive)",
+        _TEXT,
+        _frozen,
+        requirement="it is the frozen-encoder baseline of the text benchmarks",
+    ),
+    StrategyRecord("naive", "Avalanche Naive (fine-tuning)", _BOTH, _baseline(Naive)),
+    StrategyRecord(
+        "ewc",
+        "Avalanche EWC",
+        _BOTH,
+        _baseline(EWC),
+        (Option("ewc_lambda", 1e5, "EWC's penalty weight", check=_non_negative),),
+    ),
+    StrategyRecord(
+        "si",
+        "Avalanche SI (Naive + SynapticIntelligencePlugin, CPU fix)",
+        _BOTH,
+        _naive_with(CopyingSIPlugin),
+        (Option("si_lambda", 1000.0, "SI's penalty weight", check=_non_negative),),
+    ),
+    StrategyRecord(
+        "lwf",
+        "Avalanche LwF",
+        _BOTH,
+        _baseline(LwF),
+        (
+            Option("lwf_alpha", 10.0, "LwF's distillation weight", kwarg="alpha"),
+            Option(
+                "lwf_temperature",
+                2.0,
+                "LwF's softmax temperature",
+                check=_positive,
+                kwarg="temperature",
+            ),
+        ),
+    ),
+    StrategyRecord(
+        "mas",
+        "Avalanche MAS (Naive + MASPlugin, zero-loss fix)",
+        _BOTH,
+        _naive_with(ZeroLossMASPlugin),
+        (
+            Option(
+                "mas_lambda_reg",
+                10.0,
+                "MAS's penalty weight",
+                check=_non_negative,
+                kwarg="lambda_reg",
+            ),
+            Option("mas_alpha", 0.5, "MAS's importance decay", check=_fraction, kwarg="alpha"),
+        ),
+    ),
+    StrategyRecord(
+        "packnet",
+        "Avalanche PackNet (Naive + PackNetPlugin)",
+        _IMAGE,
+        _packnet,
+        (
+            Option(
+                "packnet_prune_proportion",
+                0.5,
+                "PackNet's fraction of free weights pruned per task",
+                check=_fraction,
+                kwarg="prune_proportion",
+            ),
+            Option(
+                "packnet_post_prune_epochs",
+                1,
+                "PackNet's fine-tuning epochs after pruning",
+                type=int,
+                check=_non_negative,
+                kwarg="post_prune_epochs",
+            ),
+        ),
+        "Avalanche's PackNet prunes the Linear / Conv2d layers of a network trained from scratch",
+    ),
+    StrategyRecord(
+        "replay",
+        "Avalanche Replay (Naive + ReplayPlugin, without its deprecated call)",
+        _BOTH,
+        _naive_with(PostAdaptReplayPlugin),
+        (
+            Option(
+                "replay_mem_size",
+                200,
+                "Replay's memory (samples)",
+                type=int,
+                check=_non_negative,
+                kwarg="mem_size",
+            ),
+        ),
+    ),
+    StrategyRecord(
+        "agem",
+        "Avalanche AGEM",
+        _BOTH,
+        _baseline(AGEM),
+        (
+            Option(
+                "agem_patterns_per_exp",
+                64,
+                "AGEM's memory per experience",
+                type=int,
+                check=_positive,
+                kwarg="patterns_per_exp",
+            ),
+            Option(
+                "agem_sample_size",
+                64,
+                "AGEM's memory sample per step",
+                type=int,
+                check=_positive,
+                kwarg="sample_size",
+            ),
+        ),
+    ),
+    StrategyRecord(
+        "cumulative",
+        "Avalanche Cumulative (retrains on all data so far)",
+        _BOTH,
+        _baseline(Cumulative),
+    ),
+):
+    register(_record)
+del _record
+
+
+def resolve_options(
+    record: StrategyRecord, given: Mapping[str, Any], benchmark_defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The record's options: the user's value, else the benchmark's default, else the
+    option's own default; each checked once here (:class:`UsageError` naming the flag)."""
+    values = {}
+    for opt in record.options:
+        value = given.get(opt.name)
+        if value is None:
+            value = benchmark_defaults.get(opt.name, opt.default)
+        if opt.check is not None:
+            try:
+                value = opt.check(value)
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"{opt.flag}: {error}") from None
+        values[opt.name] = value
+    return values

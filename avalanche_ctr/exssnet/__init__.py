@@ -1,15 +1,15 @@
 """ExSSNeT (Yadav & Bansal, ACL Findings 2023) and its special cases SupSup and SSNeT.
 
 Modules follow the paper's parts: :mod:`.supermask` (supermask layers),
-:mod:`.model` (model conversion, bit-packed task masks), :mod:`.exclusive`
-(exclusive weight training), :mod:`.kkt` (KNN-based knowledge transfer),
-:mod:`.plugin` (lifecycle) and :mod:`.strategy` (Avalanche strategies).
+:mod:`.supermask_net` (``SupermaskNet``, model conversion, bit-packed task masks),
+:mod:`.exclusive` (exclusive weight training), :mod:`.kkt` (KNN-based knowledge
+transfer), :mod:`.lifecycle` (``ExSSNeTPlugin``, the Avalanche plugin that runs the
+phases) and :mod:`.strategy` (Avalanche strategies).
 """
 
 from avalanche_ctr.exssnet.exclusive import exclusive_update, free_weights
 from avalanche_ctr.exssnet.kkt import KKTChoice, knn_accuracy, select_source_task
-from avalanche_ctr.exssnet.model import SupermaskNet, convert_to_supermask
-from avalanche_ctr.exssnet.plugin import ExSSNeTPlugin
+from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
 from avalanche_ctr.exssnet.supermask import (
     SupermaskConv2d,
@@ -17,6 +17,7 @@ from avalanche_ctr.exssnet.supermask import (
     TaskBatchNorm,
     signed_constant_,
 )
+from avalanche_ctr.exssnet.supermask_net import SupermaskNet, convert_to_supermask
 
 __all__ = [
     "ExSSNeT",

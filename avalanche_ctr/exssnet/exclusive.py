@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from avalanche_ctr.exssnet.model import SupermaskNet
+from avalanche_ctr.exssnet.supermask_net import SupermaskNet
 from avalanche_ctr.masking import PartialFreeze
 
 __all__ = ["free_weights", "exclusive_update"]
@@ -33,15 +33,17 @@ def free_weights(current: Tensor, used: Tensor, *, exclusive: bool = True) -> Te
 
 def exclusive_update(model: SupermaskNet, *, exclusive: bool = True) -> PartialFreeze:
     """The weight-phase update rule of the training task, whose mask must be fixed:
-    only its free weights may change.
+    only its free weights may change. A task trained again (a repeated task label)
+    may change the weights of its mask that no *other* task uses.
 
     :param model: the supermask network.
     :param exclusive: ``True`` for ExSSNeT, ``False`` for SSNeT.
     """
     layers = model.supermask_layers
+    used_by_others = model.used_masks(exclude=model.training_task)
     return PartialFreeze(
         [
             (layer.weight, free_weights(layer.current_mask(), used, exclusive=exclusive))
-            for layer, used in zip(layers, model.used_masks(), strict=True)
+            for layer, used in zip(layers, used_by_others, strict=True)
         ]
     )

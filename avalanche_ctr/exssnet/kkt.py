@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from avalanche_ctr.exssnet.model import SupermaskNet
+from avalanche_ctr.exssnet.supermask_net import SupermaskNet
 
 __all__ = ["knn_accuracy", "KKTChoice", "select_source_task"]
 

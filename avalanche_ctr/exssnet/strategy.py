@@ -11,13 +11,14 @@ from torch import nn
 from torch.nn import CrossEntropyLoss
 from torch.optim import Optimizer
 
-from avalanche_ctr.exssnet.model import check_density, convert_to_supermask
-from avalanche_ctr.exssnet.plugin import ExSSNeTPlugin
+from avalanche_ctr.compat import PluginManagedOptimizer
+from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
+from avalanche_ctr.exssnet.supermask_net import convert_to_supermask
 
 __all__ = ["ExSSNeT", "SupSup"]
 
 
-class ExSSNeT(SupervisedTemplate):
+class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
     """Exclusive Supermask SubNEtwork Training (Yadav & Bansal, ACL Findings 2023).
 
     Learns one supermask per task over shared weights fixed at a
@@ -28,7 +29,7 @@ class ExSSNeT(SupervisedTemplate):
     paper's non-exclusive ablation.
 
     The model is converted in place by
-    :func:`~avalanche_ctr.exssnet.model.convert_to_supermask`: Linear and
+    :func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`: Linear and
     Conv2d layers become supermask layers (fresh signed-constant weights, no
     bias), BatchNorm becomes per-task BatchNorm, and
     :class:`~avalanche.models.MultiHeadClassifier` heads stay dense per-task
@@ -36,8 +37,9 @@ class ExSSNeT(SupervisedTemplate):
     group and is pointed at the parameters of the current phase.
 
     Needs a task-incremental stream (one task label per experience), e.g.
-    ``SplitMNIST(5, return_task_id=True)``; evaluate a task only after it was
-    trained.
+    ``SplitMNIST(5, return_task_id=True)``. Works in Avalanche's own loops: tasks not
+    trained yet can be evaluated (at chance), evaluation may run during training, and a
+    repeated task label continues that task (``docs/avalanche.md``).
 
     :param model: the model to convert (e.g. ``avalanche.models.MTSimpleMLP``).
     :param optimizer: optimizer whose hyper-parameters are used.
@@ -76,7 +78,6 @@ class ExSSNeT(SupervisedTemplate):
         eval_every: int = -1,
         **base_kwargs,
     ) -> None:
-        density = check_density(density)
         self.exssnet_plugin = ExSSNeTPlugin(
             mask_epochs=mask_epochs, weight_epochs=weight_epochs, exclusive=exclusive, kkt=kkt
         )
@@ -93,10 +94,6 @@ class ExSSNeT(SupervisedTemplate):
             eval_every=eval_every,
             **base_kwargs,
         )
-
-    def make_optimizer(self, **kwargs) -> None:
-        """The plugin points the optimizer at the current phase's parameters in
-        ``before_training_exp``; Avalanche's own ``update_optimizer`` is skipped."""
 
 
 class SupSup(ExSSNeT):

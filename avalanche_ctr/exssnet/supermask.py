@@ -5,7 +5,7 @@ A supermask layer holds one weight tensor shared by all tasks, fixed at a
 signed-constant initialisation, and applies a per-task binary mask to it. The
 mask of the task being trained comes from a real-valued score tensor through a
 top-k selection with a straight-through estimator; the masks of finished tasks
-are kept bit-packed by :class:`~avalanche_ctr.exssnet.model.SupermaskNet` and
+are kept bit-packed by :class:`~avalanche_ctr.exssnet.supermask_net.SupermaskNet` and
 pushed to the layers as masked-weight caches.
 
 Departures from the reference code, chosen deliberately:
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Hashable
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +71,9 @@ class SupermaskLayer(nn.Module):
         self.training_task: int | None = None
         self.active_task: int | None = None
         self.fixed_mask: Tensor | None = None
+        self._fixed_at = 0
         self.max_cached_tasks = max_cached_tasks
-        self._cache: OrderedDict[int, tuple[int, Tensor]] = OrderedDict()
+        self._cache: OrderedDict[Hashable, tuple[int, Tensor]] = OrderedDict()
         self._active: tuple[int, Tensor] | None = None
 
     def init_scores(self, task: int) -> nn.Parameter:
@@ -79,14 +81,34 @@ class SupermaskLayer(nn.Module):
         Kaiming-uniform score initialisation)."""
         scores = torch.empty_like(self.weight)
         nn.init.kaiming_uniform_(scores, a=math.sqrt(5))
+        self.forget(task)
         self.scores = nn.Parameter(scores)
         self.training_task = task
         self.fixed_mask = None
         return self.scores
 
+    def untrained_mask(self, generator: torch.Generator) -> Tensor:
+        """A mask chosen without training: the top-k of scores drawn like
+        :meth:`init_scores` but from ``generator`` (on the CPU), so the global random
+        streams are not touched."""
+        bound = 1 / math.sqrt(nn.init._calculate_correct_fan(self.weight, "fan_in"))
+        scores = torch.empty(self.weight.shape).uniform_(-bound, bound, generator=generator)
+        return topk_mask(scores, self.k).to(self.weight.device)
+
+    def fix_mask(self) -> None:
+        """Freeze the mask of the task in training at the top-k of its scores (end of
+        ExSSNeT's mask phase)."""
+        self.fixed_mask = topk_mask(self.scores, self.k)
+        self._fixed_at = self.scores._version
+
     def current_mask(self) -> Tensor:
-        """Boolean mask of the task in training, from its scores or fixed mask."""
+        """Boolean mask of the task in training, from its scores or fixed mask.
+
+        A fixed mask follows its scores if they were overwritten since it was fixed
+        (e.g. ``EarlyStoppingPlugin`` loading the best state of the mask phase)."""
         if self.fixed_mask is not None:
+            if self.scores is not None and self.scores._version != self._fixed_at:
+                self.fix_mask()
             return self.fixed_mask
         if self.scores is None:
             raise RuntimeError("no task is being trained by this layer")
@@ -98,28 +120,39 @@ class SupermaskLayer(nn.Module):
         self.training_task = None
         self.fixed_mask = None
 
-    def has_cached(self, task: int) -> bool:
+    def has_cached(self, task: Hashable) -> bool:
         entry = self._cache.get(task)
         return entry is not None and entry[0] == self.weight._version
 
-    def cache_task(self, task: int, mask: Tensor) -> None:
-        """Cache ``weight * mask`` of a finished task for fast evaluation."""
+    def cache_task(self, task: Hashable, mask: Tensor) -> None:
+        """Cache ``weight * mask`` of a finished (or an untrained) task for fast evaluation."""
         self._cache[task] = (self.weight._version, (self.weight * mask).detach())
         self._cache.move_to_end(task)
         while len(self._cache) > self.max_cached_tasks:
             self._cache.popitem(last=False)
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
+    def forget(self, task: int) -> None:
+        """Drop ``task``'s cached weight and selection (its mask is about to change)."""
+        self._cache.pop(task, None)
+        if self.active_task == task:
+            self.active_task, self._active = None, None
 
-    def is_selected(self, task: int) -> bool:
+    def cache_state(self) -> tuple:
+        """The cache and the selection, to be put back by :meth:`load_cache_state`."""
+        return OrderedDict(self._cache), self.active_task, self._active
+
+    def load_cache_state(self, state: tuple) -> None:
+        cache, self.active_task, self._active = state
+        self._cache = OrderedDict(cache)
+
+    def is_selected(self, task: Hashable) -> bool:
         """Whether finished task ``task`` is selected and its cached weight still valid."""
         active = self._active
         return (
             self.active_task == task and active is not None and (active[0] == self.weight._version)
         )
 
-    def select(self, task: int) -> None:
+    def select(self, task: Hashable) -> None:
         """Make ``task`` the active task; a finished task must be cached first."""
         self.active_task = task
         if task == self.training_task:
@@ -132,7 +165,7 @@ class SupermaskLayer(nn.Module):
         """The weight of the active task: ``W ⊙ M_task``."""
         if self.training_task is not None and self.active_task == self.training_task:
             if self.fixed_mask is not None:
-                return self.weight * self.fixed_mask
+                return self.weight * self.current_mask()
             return self.weight * TopKStraightThrough.apply(self.scores, self.k)
         if self._active is None or self._active[0] != self.weight._version:
             raise RuntimeError(
@@ -210,6 +243,21 @@ class TaskBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         key = str(self.active_task)
-        if key not in self.per_task:
+        if key in self.per_task:
+            return self.per_task[key](x)
+        if self.training:
             raise RuntimeError(f"no BatchNorm for task {self.active_task}")
-        return self.per_task[key](x)
+        return self.untrained(x)
+
+    def untrained(self, x: Tensor) -> Tensor:
+        """What a freshly built BatchNorm does in evaluation (running mean 0, variance 1,
+        scale 1, shift 0): the normalisation of a task that was never trained."""
+        c = self.config
+        zeros = x.new_zeros(c["num_features"])
+        return F.batch_norm(
+            x,
+            zeros,
+            torch.ones_like(zeros),
+            training=not c["track_running_stats"],
+            eps=c["eps"],
+        )

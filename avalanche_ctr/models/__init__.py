@@ -1,7 +1,7 @@
 """Models of avalanche-ctr."""
 
-from avalanche_ctr.ctr.model import CTRModel
-from avalanche_ctr.exssnet.model import SupermaskNet, convert_to_supermask
+from avalanche_ctr.ctr.ctr_model import CTRModel
+from avalanche_ctr.exssnet.supermask_net import SupermaskNet, convert_to_supermask
 from avalanche_ctr.models.adapter_bert import Adapter, AdapterBERT
 
 __all__ = ["CTRModel", "SupermaskNet", "convert_to_supermask", "AdapterBERT", "Adapter"]

@@ -21,8 +21,14 @@ import torch.nn.functional as F
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 
-from avalanche_ctr.ctr.cl_plugin import PluggedOutput, TaskContext
-from avalanche_ctr.ctr.model import check_pooling, load_encoder, pool_hidden, split_text_inputs
+from avalanche_ctr.text_encoder import (
+    TaskContext,
+    check_pooling,
+    load_encoder,
+    plug_layers,
+    pool_hidden,
+    split_text_inputs,
+)
 
 __all__ = ["Adapter", "AdapterBERT"]
 
@@ -83,17 +89,7 @@ class AdapterBERT(MultiTaskModule):
         self.encoder.requires_grad_(False)
         hidden = self.encoder.config.hidden_size
         if adapters:
-            layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
-            if layers is None:
-                raise ValueError(
-                    f"{type(self.encoder).__name__} has no encoder.layer list; adapters need "
-                    "a BERT-family encoder such as transformers.BertModel"
-                )
-            context = TaskContext()
-            for layer in layers:
-                for owner, name in ((layer.attention, "output"), (layer, "output")):
-                    adapter = Adapter(hidden, bottleneck)
-                    setattr(owner, name, PluggedOutput(getattr(owner, name), adapter, context))
+            plug_layers(self.encoder, lambda width: Adapter(width, bottleneck), TaskContext())
         self.classifier = MultiHeadClassifier(hidden)
         self.pooling = pooling
 

@@ -135,6 +135,29 @@ def test_dsc_structure(dsc_root, tokenizer):
         assert t == i
 
 
+def test_tokenizer_by_folder_or_name_as_transformers_users_expect(dsc_root, tokenizer, tmp_path):
+    folder = tmp_path / "tokenizer"
+    tokenizer.save_pretrained(folder)
+    domains = ["Pet_Supplies"]
+    by_object = DSC(dsc_root, domains=domains, tokenizer=tokenizer, max_length=L)
+    by_folder = DSC(dsc_root, domains=domains, tokenizer=str(folder), max_length=L)
+    assert torch.equal(_stack(by_folder.train_stream[0])[0], _stack(by_object.train_stream[0])[0])
+    with pytest.raises(OSError, match="no-such-tokenizer"):
+        text_benchmark(
+            [(["a"], [0])], [(["a"], [0])], tokenizer=str(tmp_path / "no-such-tokenizer")
+        )
+    with pytest.raises(TypeError, match="tokenizer must be a transformers tokenizer"):
+        text_benchmark([(["a"], [0])], [(["a"], [0])], tokenizer=42)
+
+
+def test_text_benchmark_task_labels_may_repeat(tokenizer):
+    data = [(["good", "bad"], [1, 0])] * 3
+    bm = text_benchmark(data, data, tokenizer=tokenizer, max_length=8, task_labels=[0, 1, 0])
+    assert [exp.task_label for exp in bm.train_stream] == [0, 1, 0]
+    with pytest.raises(ValueError, match="one task label >= 0 per task"):
+        text_benchmark(data, data, tokenizer=tokenizer, task_labels=[0, 1])
+
+
 def test_dsc_default_domains_and_dev(dsc_root, tokenizer):
     bm = DSC(dsc_root, tokenizer=tokenizer, max_length=L, dev=True)
 

@@ -78,11 +78,15 @@ def test_masks_are_sparse_after_training(ctr_run):
             assert (mask.mask(0, 400.0) > 0.5).float().mean() < 0.9
 
 
-def test_stream_reusing_a_task_label_is_refused(tokenizer):
-    texts = (["good book", "bad book"] * 4, [1, 0] * 4)
-    first, second = (
-        text_benchmark([texts], [texts], tokenizer=tokenizer, max_length=8) for _ in range(2)
+def test_a_repeated_task_label_with_more_classes_is_refused(tokenizer):
+    first = text_benchmark(
+        [(["good book", "bad book"] * 4, [1, 0] * 4)],
+        [(["good book", "bad book"], [1, 0])],
+        tokenizer=tokenizer,
+        max_length=8,
     )
+    texts = (["good book", "bad book", "a book"] * 4, [1, 0, 2] * 4)
+    second = text_benchmark([texts], [texts], tokenizer=tokenizer, max_length=8)
     model = tiny_ctr_model(tokenizer)
     strategy = CTR(
         model=model,
@@ -93,8 +97,8 @@ def test_stream_reusing_a_task_label_is_refused(tokenizer):
     strategy.train(first.train_stream[0])
     x, _ = experience_tensors(first.test_stream[0])
     before = task_logits(model, x, 0)
-    with pytest.raises(ValueError, match="task 0 was already trained"):
-        strategy.train(second.train_stream[0])  # task label 0 again
+    with pytest.raises(ValueError, match="repeats task 0 with classes up to 2.*head of 2"):
+        strategy.train(second.train_stream[0])  # task label 0 again, with a third class
     assert torch.equal(task_logits(model, x, 0), before)
     with pytest.raises(ValueError, match="task 5 was never trained"):
         task_logits(model, x, 5)
@@ -104,7 +108,7 @@ def test_ctr_refuses_other_models_and_bad_inputs(tokenizer):
     with pytest.raises(TypeError, match="CTRModel"):
         CTR(model=torch.nn.Linear(2, 2), optimizer=torch.optim.SGD([torch.zeros(1)], lr=0.1))
     model = tiny_ctr_model(tokenizer)
-    model.add_task(0)
+    model.start_task(0)
     with pytest.raises(ValueError, match=r"\(batch, 3, length\)"):
         model(torch.zeros(2, 8, dtype=torch.long), 0)
 

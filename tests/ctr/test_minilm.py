@@ -16,7 +16,7 @@ def test_ctr_trains_a_few_steps_on_the_packaged_minilm_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer, BertModel
 
-    from avalanche_ctr.ctr import default_encoder_path
+    from avalanche_ctr.text_encoder import default_encoder_path
 
     tokenizer = AutoTokenizer.from_pretrained(default_encoder_path())
     model = CTRModel(bottleneck=16, routing_channels=8)

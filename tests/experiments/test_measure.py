@@ -3,8 +3,8 @@ from _helpers import quiet_evaluator, state_bytes
 from avalanche.training import EWC, Cumulative, Naive
 
 from avalanche_ctr.benchmarks import SplitDigits
+from avalanche_ctr.experiments.backbones import MultiHeadMLP
 from avalanche_ctr.experiments.measure import PeakMemory, stored_bytes
-from avalanche_ctr.experiments.models import MultiHeadMLP
 
 
 def _train(cls, n_experiences=2, **kwargs):

@@ -5,15 +5,17 @@ from avalanche_ctr.experiments.report import (
     average_forgetting,
     backward_transfer,
     final_average,
+    forward_transfer,
     markdown_table,
 )
 
-# R[i][j]: accuracy on task j after training task i
+# R[i][j]: accuracy on task j after training task i (j > i: not trained yet)
 MATRIX = [
-    [0.9],
-    [0.8, 0.95],
+    [0.9, 0.55, 0.4],
+    [0.8, 0.95, 0.45],
     [0.7, 0.99, 0.6],
 ]
+INITIAL = [0.5, 0.5, 0.5]
 
 
 def test_final_average_forgetting_and_backward_transfer():
@@ -24,12 +26,19 @@ def test_final_average_forgetting_and_backward_transfer():
     assert average_forgetting([[0.5]]) == backward_transfer([[0.5]]) == 0.0
 
 
+def test_forward_transfer_compares_each_task_before_training_with_before_anything():
+    # task 1 before its training: 0.55 (0.5 untrained); task 2: 0.45 (0.5)
+    assert forward_transfer(MATRIX, INITIAL) == pytest.approx(((0.55 - 0.5) + (0.45 - 0.5)) / 2)
+    assert forward_transfer([[0.9]], [0.5]) == 0.0
+
+
 def summary(acc, time):
     return {
         "final_accuracy": acc,
         "final_macro_f1": acc,
         "forgetting": 0.0,
         "bwt": 0.0,
+        "fwt": 0.0,
         "train_time_s": time,
         "peak_memory_mib": None,
         "bytes_per_task": 8.0,

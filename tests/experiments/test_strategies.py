@@ -1,27 +1,35 @@
-"""Every strategy of the command line learns SplitDigits; the two that need a fix of
-ours (PackNet's heads, SI on CPU) behave as their papers say."""
+"""Every strategy of the command line learns SplitDigits or a tiny text stream, PackNet
+keeps its earlier tasks, and a strategy registered with one record runs through
+``compare`` and the command line."""
+
+import json
 
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
-from avalanche.training.plugins import SynapticIntelligencePlugin
 
 from avalanche_ctr.benchmarks import SplitDigits
-from avalanche_ctr.experiments.runner import Settings
-from avalanche_ctr.experiments.strategies import (
-    BASELINE_HPARAMS,
-    CopyingSIPlugin,
+from avalanche_ctr.experiments import (
+    Option,
+    Settings,
     StrategyContext,
-    default_strategies,
-    get_strategy,
+    StrategyRecord,
+    compare,
+    register,
+    unregister,
 )
+from avalanche_ctr.experiments.strategies import default_strategies, get_strategy
+from avalanche_ctr.text_encoder import load_encoder
 
 
 def build(name: str, epochs: int = 2):
     settings = Settings(benchmark="split_digits", epochs=epochs, hidden_size=64)
+    record = get_strategy(name)
     context = StrategyContext(
         settings=settings,
+        options=settings.strategy_options(record),
         backbone=lambda: settings.spec.backbone(settings),
+        encoder=None,
         common={
             "criterion": torch.nn.CrossEntropyLoss(),
             "train_mb_size": 32,
@@ -31,7 +39,7 @@ def build(name: str, epochs: int = 2):
             "evaluator": quiet_evaluator(),
         },
     )
-    return get_strategy(name).build(context)
+    return record.build(context, record)
 
 
 @pytest.mark.parametrize("name", default_strategies("image"))
@@ -61,21 +69,6 @@ def test_packnet_needs_more_epochs_than_its_fine_tuning():
         build("packnet", epochs=1)
 
 
-def _si_importances(plugin_cls):
-    benchmark = SplitDigits(5, seed=0)
-    strategy = build("naive")
-    plugin = plugin_cls(**BASELINE_HPARAMS["si"])
-    strategy.plugins.append(plugin)
-    strategy.train(benchmark.train_stream[0])
-    return torch.cat([p.data for p in plugin.ewc_data[1].values()])
-
-
-def test_copying_si_plugin_learns_importances_that_avalanche_loses_on_cpu():
-    assert _si_importances(SynapticIntelligencePlugin).abs().max() == 0  # Avalanche 0.6 on CPU
-    importances = _si_importances(CopyingSIPlugin)
-    assert (importances > 0).float().mean() > 0.5
-
-
 @pytest.fixture(scope="module")
 def tiny_text(tmp_path_factory, tokenizer):
     from _text_helpers import save_tiny_encoder, write_dsc
@@ -98,9 +91,12 @@ def tiny_text(tmp_path_factory, tokenizer):
 @pytest.mark.parametrize("name", default_strategies("text"))
 def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
     settings, benchmark = tiny_text
+    record = get_strategy(name)
     context = StrategyContext(
         settings=settings,
+        options=settings.strategy_options(record),
         backbone=None,
+        encoder=lambda: load_encoder(settings.encoder),
         common={
             "criterion": torch.nn.CrossEntropyLoss(),
             "train_mb_size": settings.batch_size,
@@ -111,7 +107,7 @@ def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
         },
     )
     torch.manual_seed(0)
-    strategy = get_strategy(name).build(context)
+    strategy = record.build(context, record)
     for experience in benchmark.train_stream[:2]:
         strategy.train(experience)
     results = strategy.eval(benchmark.test_stream[:2])
@@ -119,24 +115,61 @@ def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
     assert accuracy >= 0.7, (name, accuracy)  # chance: 0.5
 
 
-def test_mas_plugin_trains_through_a_mini_batch_with_zero_loss():
-    from types import SimpleNamespace
+def _toy(ctx: StrategyContext, record) -> object:
+    from avalanche.training import Naive
 
-    from avalanche.training.plugins import MASPlugin
+    model = ctx.model()
+    return Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=ctx.options["toy_lr"]),
+        train_epochs=ctx.settings.epochs,
+        **ctx.common,
+    )
 
-    from avalanche_ctr.experiments.strategies import ZeroLossMASPlugin
 
-    model = torch.nn.Linear(3, 2)
-    for cls in (MASPlugin, ZeroLossMASPlugin):
-        plugin = cls(lambda_reg=1.0)
-        plugin.params = {n: p.detach().clone() for n, p in model.named_parameters()}
-        plugin.importance = {n: torch.ones_like(p) for n, p in model.named_parameters()}
-        strategy = SimpleNamespace(
-            clock=SimpleNamespace(train_exp_counter=1), loss=torch.tensor(0.0), model=model
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be positive, got {value}")
+    return value
+
+
+@pytest.fixture
+def toy():
+    record = register(
+        StrategyRecord(
+            "toy",
+            "SGD fine-tuning (a test's toy)",
+            frozenset({"image"}),
+            _toy,
+            (Option("toy_lr", 0.1, "the toy's SGD learning rate", check=_positive),),
         )
-        if cls is MASPlugin:  # Avalanche 0.6 takes a loss of exactly 0 for a missing one
-            with pytest.raises(ValueError, match="Loss is not available"):
-                plugin.before_backward(strategy)
-        else:
-            plugin.before_backward(strategy)
-            assert 0 < float(strategy.loss) < 1e-30
+    )
+    yield record
+    unregister("toy")
+
+
+def test_a_strategy_registered_with_one_record_runs_through_compare(toy, tmp_path):
+    settings = Settings(benchmark="split_digits", epochs=2, hidden_size=32)
+    (record,) = compare(settings, ["toy"], [0], out=tmp_path, progress=False, log=lambda _: None)
+    assert record["acc_matrix"][-1][-1] >= 0.8  # it learns (and, as Naive, forgets)
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert runs["settings"]["toy_lr"] == 0.1
+    assert "| toy | 1 |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_registered_strategy_gets_its_flag_on_the_command_line(toy, tmp_path, capsys):
+    from avalanche_ctr.cli import main
+
+    argv = ["compare", "--strategies", "toy", "--seeds", "0", "--epochs", "1"]
+    main([*argv, "--hidden-size", "16", "--toy-lr", "0.05", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "runs.json").read_text())["settings"]["toy_lr"] == 0.05
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "--toy-lr" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--toy-lr: must be positive"):
+        main([*argv, "--toy-lr", "-1", "--out", str(tmp_path / "bad"), "--no-progress"])
+
+
+def test_registering_a_taken_name_is_refused(toy):
+    with pytest.raises(ValueError, match="'toy' is already registered"):
+        register(toy)

@@ -9,8 +9,8 @@ from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from avalanche.training import EWC, Naive
 
 from avalanche_ctr.benchmarks import text_benchmark
-from avalanche_ctr.ctr.cl_plugin import PluggedOutput
 from avalanche_ctr.models import Adapter, AdapterBERT
+from avalanche_ctr.text_encoder import PluggedOutput
 
 
 @pytest.fixture(scope="module", autouse=True)

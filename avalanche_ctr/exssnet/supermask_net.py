@@ -24,11 +24,12 @@ from avalanche_ctr.exssnet.supermask import (
     SupermaskLinear,
     TaskBatchNorm,
 )
-from avalanche_ctr.masking import pack_mask, topk_mask, unpack_mask
+from avalanche_ctr.masking import pack_mask, unpack_mask
 
 __all__ = ["SupermaskNet", "convert_to_supermask", "check_density"]
 
 _MASK_PREFIX = "task_mask_"
+_UNTRAINED = "untrained"
 
 
 def check_density(density: float) -> float:
@@ -103,10 +104,13 @@ class SupermaskNet(MultiTaskModule):
         """Unpacked boolean masks of a finished task, one per supermask layer."""
         return self._split(getattr(self, f"{_MASK_PREFIX}{task}"))
 
-    def used_masks(self) -> list[Tensor]:
-        """Union of all finished tasks' masks, one boolean tensor per layer."""
+    def used_masks(self, *, exclude: int | None = None) -> list[Tensor]:
+        """Union of the finished tasks' masks (all but ``exclude``), one boolean tensor
+        per layer."""
         union = None
         for task in self.trained_tasks:
+            if task == exclude:
+                continue
             packed = getattr(self, f"{_MASK_PREFIX}{task}")
             union = packed.clone() if union is None else union.bitwise_or_(packed)
         if union is None:
@@ -138,23 +142,22 @@ class SupermaskNet(MultiTaskModule):
                         bn.add_task(int(task), self._device)
 
     # -------------------------------------------------------- task lifecycle
-    def check_new_task(self, task: int) -> None:
-        """Raise ``ValueError`` if ``task`` was already trained."""
-        if task in self.trained_tasks:
-            raise ValueError(
-                f"task {task} was already trained; supermask methods learn one mask per task "
-                "label and need a task-incremental stream, e.g. SplitMNIST(..., "
-                "return_task_id=True)"
-            )
-
     def start_task(self, task: int) -> None:
-        """Install float scores and a BatchNorm for ``task`` (random mask)."""
-        self.check_new_task(task)
+        """Install float scores and a BatchNorm for ``task`` (random mask).
+
+        A task that was trained before continues: its scores start at its stored
+        mask (:meth:`init_scores_from_task`) and it keeps its BatchNorm, so it goes
+        on from where it stopped. Other tasks' masks and BatchNorms are untouched.
+        """
+        continuing = task in self.trained_tasks
         self.training_task = task
         for layer in self.supermask_layers:
             layer.init_scores(task)
         for bn in self.batchnorms:
-            bn.add_task(task, self._device)
+            if not continuing:
+                bn.add_task(task, self._device)
+        if continuing:
+            self.init_scores_from_task(task)
 
     def init_scores_from_task(self, source: int) -> None:
         """Start the training task's scores from a finished task's mask (KKT).
@@ -173,7 +176,7 @@ class SupermaskNet(MultiTaskModule):
     def fix_mask(self) -> None:
         """Freeze the training task's mask (end of ExSSNeT's mask phase)."""
         for layer in self.supermask_layers:
-            layer.fixed_mask = topk_mask(layer.scores, layer.k)
+            layer.fix_mask()
 
     def finish_task(self) -> None:
         """Store the training task's mask bit-packed and drop its float scores."""
@@ -216,27 +219,59 @@ class SupermaskNet(MultiTaskModule):
     def activate(self, task: int) -> None:
         """Select ``task``'s masks and BatchNorm in every layer (nothing to do when a
         finished ``task`` is still selected with valid cached weights, as in evaluation,
-        which calls this for every mini-batch)."""
-        finished = task != self.training_task
-        if finished and all(layer.is_selected(task) for layer in self._layers):
-            return
-        if finished and f"{_MASK_PREFIX}{task}" not in self._buffers:
-            raise ValueError(
-                f"task {task} was never trained by this model (trained tasks: "
-                f"{self.trained_tasks}); evaluate only experiences seen so far, e.g. "
-                "strategy.eval(test_stream[: i + 1]) after training experience i"
-            )
-        masks = None
-        for index, layer in enumerate(self._layers):
-            if finished and not layer.has_cached(task):
-                masks = self.task_masks(task) if masks is None else masks
-                layer.cache_task(task, masks[index])
-            layer.select(task)
+        which calls this for every mini-batch).
+
+        A task that was never trained gets :meth:`untrained_masks` and the BatchNorm
+        of a fresh layer (see :meth:`TaskBatchNorm.untrained`)."""
+        if task == self.training_task:
+            for layer in self._layers:
+                layer.select(task)
+        else:
+            key = task if f"{_MASK_PREFIX}{task}" in self._buffers else (_UNTRAINED, task)
+            if all(layer.is_selected(key) for layer in self._layers):
+                return
+            masks = None
+            for index, layer in enumerate(self._layers):
+                if not layer.has_cached(key):
+                    if masks is None:
+                        masks = self.task_masks(task) if key == task else self.untrained_masks(task)
+                    layer.cache_task(key, masks[index])
+                layer.select(key)
         for bn in self._bns:
             bn.active_task = task
 
+    def untrained_masks(self, task: int) -> list[Tensor]:
+        """The masks of a task that was never trained, one per supermask layer: the
+        top-k of scores initialised as for training, drawn from a generator seeded by
+        the task label alone. They are deterministic, change no state and touch no
+        global random stream; with an untrained head they predict at chance."""
+        generator = torch.Generator().manual_seed(int(task))
+        return [layer.untrained_mask(generator) for layer in self._layers]
+
+    def eval_state(self) -> list:
+        """The mask caches and selections of every layer and BatchNorm (evaluation
+        changes them; :class:`~avalanche_ctr.tasks.TaskIncrementalPlugin` puts them back)."""
+        return [layer.cache_state() for layer in self._layers] + [
+            bn.active_task for bn in self._bns
+        ]
+
+    def load_eval_state(self, state: list) -> None:
+        n = len(self._layers)
+        for layer, saved in zip(self._layers, state[:n], strict=True):
+            layer.load_cache_state(saved)
+        for bn, active in zip(self._bns, state[n:], strict=True):
+            bn.active_task = active
+
     def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
-        self.activate(int(task_label))
+        task = int(task_label)
+        for head in self.heads:
+            if str(task) not in head.classifiers:
+                raise ValueError(
+                    f"task {task} was never trained by this model and has no head (trained "
+                    f"tasks: {self.trained_tasks}); evaluate it with strategy.eval(...), "
+                    "which gives an untrained task a temporary head, or train it first"
+                )
+        self.activate(task)
         if isinstance(self.net, MultiTaskModule):
             return self.net(x, task_label)
         return self.net(x)

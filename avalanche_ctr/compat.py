@@ -1,0 +1,257 @@
+"""Every workaround for Avalanche behaviour, in one place.
+
+Each entry names the Avalanche behaviour it corrects; all were checked against
+avalanche-lib :data:`CHECKED_AGAINST`. When Avalanche changes, this is the one
+module to revisit.
+
+* :class:`PluginManagedOptimizer` and :func:`reset_optimizer_to_trainable` --
+  ``make_optimizer`` / ``update_optimizer`` fail when frozen parameters are left
+  out of several parameter groups;
+* :class:`CopyingSIPlugin` -- ``SynapticIntelligencePlugin`` keeps views, not
+  copies, of the weights on CPU;
+* :class:`ZeroLossMASPlugin` -- ``MASPlugin`` stops on a loss of exactly 0;
+* :class:`PackNetMultiHead` -- ``PackNetModel`` does not pass task labels to the
+  model it wraps, and the ``PackNet`` strategy drops user plugins;
+* :func:`held_data`, :func:`grow_head_units` and :func:`rebuild_after_restore` --
+  state that Avalanche keeps where a checkpoint or a memory count must look
+  for it (``Cumulative``'s data, an unmasked head's ``active_units``, AGEM's
+  buffer iterator);
+* :class:`EvalAdaptation` -- evaluation adapts the model to every evaluated
+  experience, creating heads for task labels it has not seen;
+* :class:`PostAdaptReplayPlugin` -- Avalanche's own ``ReplayPlugin`` calls a
+  method Avalanche deprecated, and the warning cannot be filtered.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.models.packnet import PackNetModel
+from avalanche.training import Cumulative
+from avalanche.training.plugins import (
+    AGEMPlugin,
+    MASPlugin,
+    ReplayPlugin,
+    SynapticIntelligencePlugin,
+)
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+__all__ = [
+    "CHECKED_AGAINST",
+    "PluginManagedOptimizer",
+    "reset_optimizer_to_trainable",
+    "CopyingSIPlugin",
+    "ZeroLossMASPlugin",
+    "PackNetMultiHead",
+    "held_data",
+    "grow_head_units",
+    "rebuild_after_restore",
+    "EvalAdaptation",
+    "PostAdaptReplayPlugin",
+]
+
+CHECKED_AGAINST = "0.6.0"
+"""The avalanche-lib version every workaround here was checked against."""
+
+
+# ------------------------------------------------------------------ optimizer
+def reset_optimizer_to_trainable(optimizer: Optimizer, model: nn.Module) -> None:
+    """Point ``optimizer`` at the trainable parameters of ``model`` only, with fresh state.
+
+    Replaces Avalanche's ``update_optimizer``, which fails when frozen parameters
+    are left out of several parameter groups. The hyper-parameters of the
+    optimizer's first parameter group (learning rate, momentum, weight decay,
+    ...) are kept. Parameters with ``requires_grad=False`` are left out, so
+    neither momentum nor weight decay can move them.
+
+    :raises ValueError: if ``model`` has no trainable parameter.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter to optimise")
+    hyper = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
+    optimizer.param_groups.clear()
+    optimizer.state = defaultdict(dict)
+    optimizer.add_param_group({**hyper, "params": params})
+
+
+class PluginManagedOptimizer:
+    """Mixin for a ``SupervisedTemplate`` whose plugin points the optimizer at the
+    parameters of the current phase (with :func:`reset_optimizer_to_trainable`).
+
+    Avalanche's ``make_optimizer`` (``update_optimizer``) runs before every
+    experience and fails with frozen parameters in several parameter groups; the
+    plugin does its work instead, so the template's call is skipped.
+    """
+
+    def make_optimizer(self, **kwargs) -> None:
+        """Skipped: the strategy's plugin sets the optimizer's parameters in
+        ``before_training_exp``."""
+
+
+# ------------------------------------------------------------------ baselines
+class CopyingSIPlugin(SynapticIntelligencePlugin):
+    """Avalanche's ``SynapticIntelligencePlugin``, with the reference weights copied.
+
+    The plugin stores reference weights as ``param.detach().cpu().flatten()``. On a
+    CUDA device that is a copy; on CPU it is a view of the parameter itself, so the
+    anchor of the penalty and the "old" weights of the path integral move with the
+    parameters: every importance is 0 and SI trains exactly like Naive whatever
+    ``si_lambda`` is. This subclass replaces the two stored views by copies right
+    after Avalanche takes them; everything else is Avalanche's code.
+    """
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        super().before_training_exp(strategy, **kwargs)
+        _own(self.ewc_data[0])
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        super().before_training_iteration(strategy, **kwargs)
+        _own(self.syn_data["old_theta"])
+
+
+def _own(params: dict) -> None:
+    for param in params.values():
+        param.data = param.data.clone()
+
+
+class ZeroLossMASPlugin(MASPlugin):
+    """Avalanche's ``MASPlugin``, able to train on a mini-batch whose loss is 0.
+
+    Its ``before_backward`` raises "Loss is not available" when ``not strategy.loss``,
+    which is also true for a loss tensor equal to 0.0: a confident network meets such a
+    mini-batch sooner or later (it stopped a split_fmnist run here). This subclass adds
+    the smallest positive float to an exactly-zero loss before Avalanche's check, which
+    changes no gradient; everything else is Avalanche's code.
+    """
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        loss = strategy.loss
+        if isinstance(loss, Tensor) and loss.numel() == 1 and float(loss.detach()) == 0.0:
+            strategy.loss = loss + torch.finfo(loss.dtype).tiny
+        super().before_backward(strategy, **kwargs)
+
+
+class PostAdaptReplayPlugin(ReplayPlugin):
+    """Avalanche's ``ReplayPlugin``, updating its buffer without the deprecated call.
+
+    After each experience ``ReplayPlugin`` calls ``storage_policy.update(strategy)``,
+    which Avalanche deprecated; the deprecation decorator re-enables the warning with
+    ``warnings.simplefilter`` on every call, so it cannot be filtered, and a user of
+    ``Replay`` sees it once per experience. ``update`` only calls
+    ``post_adapt(strategy, strategy.experience)``; this subclass calls that directly.
+    Everything else is Avalanche's code.
+    """
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+
+
+class PackNetMultiHead(PackNetModel):
+    """Avalanche's PackNet over a multi-head backbone, with its per-task heads left dense.
+
+    ``PackNetModel`` calls its wrapped module without the task label, so it cannot
+    hold a :class:`~avalanche.models.MultiHeadClassifier`; the heads sit after it
+    instead. Each head is only ever trained on its own task, so it needs no pruning.
+    Run it as ``Naive`` plus ``PackNetPlugin``: the ``PackNet`` strategy drops the
+    plugins it is given.
+
+    :param model: a multi-head model with a ``features`` backbone and a
+        ``classifier`` (:class:`~avalanche.models.MultiHeadClassifier`), such as
+        :class:`~avalanche_ctr.experiments.backbones.MultiHeadMLP`.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model.features)
+        self.classifier = model.classifier
+
+    def forward(self, x: Tensor, task_labels: Tensor) -> Tensor:
+        return self.classifier(super().forward(x, task_labels), task_labels)
+
+
+# ------------------------------------------------------------------ state
+def held_data(strategy) -> dict[str, Any]:
+    """State a strategy keeps outside its model and plugins: ``Cumulative`` keeps the
+    data seen so far in ``strategy.dataset``."""
+    if isinstance(strategy, Cumulative) and getattr(strategy, "dataset", None) is not None:
+        return {"dataset": strategy.dataset}
+    return {}
+
+
+def grow_head_units(head: nn.Module, saved_units: Tensor | None, device: torch.device) -> None:
+    """Give an unmasked head the ``active_units`` buffer shape a state dict holds:
+    Avalanche grows an unmasked ``IncrementalClassifier``'s weights but not its
+    ``active_units``, so a head with more than two classes has a buffer shorter than
+    the one saved after training."""
+    if saved_units is not None and head.active_units.shape != saved_units.shape:
+        head.register_buffer("active_units", torch.zeros_like(saved_units, device=device))
+
+
+def rebuild_after_restore(plugin) -> None:
+    """Rebuild what a restored plugin derives from its state: ``AGEMPlugin`` draws its
+    memory samples from an iterator over its buffers, which cannot be pickled."""
+    if isinstance(plugin, AGEMPlugin) and plugin.buffers:
+        from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
+
+        plugin.buffer_dataloader = GroupBalancedInfiniteDataLoader(
+            plugin.buffers,
+            batch_size=plugin.sample_size // len(plugin.buffers),
+            num_workers=0,
+            pin_memory=False,
+            persistent_workers=False,
+        )
+        plugin.buffer_dliter = iter(plugin.buffer_dataloader)
+
+
+# ------------------------------------------------------------------ evaluation
+class EvalAdaptation:
+    """What Avalanche's evaluation adds to a model, and its undoing.
+
+    Before evaluating an experience, Avalanche adapts the model to it
+    (``model_adaptation``): a ``MultiHeadClassifier`` creates a randomly initialised
+    head (and its ``active_units_T<t>`` buffer) for a task label it has no head for,
+    and every ``MultiTaskModule`` raises its ``max_class_label``. A head created that
+    way for a task not trained yet would stay and be trained later from that
+    initialisation. :meth:`capture` notes the heads and labels before an evaluation,
+    :meth:`new_heads` lists the heads created since, and :meth:`undo` removes them and
+    puts the labels back.
+
+    :param model: the strategy's model.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.heads = {name: set(m.classifiers) for name, m in _heads(model)}
+        self.max_class_label = {
+            name: m.max_class_label
+            for name, m in model.named_modules()
+            if isinstance(m, MultiTaskModule)
+        }
+
+    @classmethod
+    def capture(cls, model: nn.Module) -> EvalAdaptation:
+        return cls(model)
+
+    def new_heads(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """``(task label, head)`` of every head created since :meth:`capture`."""
+        return [
+            (task, module.classifiers[task])
+            for name, module in _heads(model)
+            for task in sorted(set(module.classifiers) - self.heads.get(name, set()))
+        ]
+
+    def undo(self, model: nn.Module) -> None:
+        for name, module in _heads(model):
+            for task in set(module.classifiers) - self.heads.get(name, set()):
+                del module.classifiers[task]
+                module._buffers.pop(f"active_units_T{task}", None)
+        for name, module in model.named_modules():
+            if name in self.max_class_label and isinstance(module, MultiTaskModule):
+                module.max_class_label = self.max_class_label[name]
+
+
+def _heads(model: nn.Module) -> list[tuple[str, MultiHeadClassifier]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, MultiHeadClassifier)]
