@@ -56,12 +56,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy options (each used by the strategies named)")
     for name, opt in all_options().items():
         users = ", ".join(n for n, r in STRATEGIES.items() if opt in r.options)
+        per_benchmark = [b for b, spec in BENCHMARKS.items() if name in spec.defaults]
+        default = f"per benchmark, else {opt.default}" if per_benchmark else opt.default
         group.add_argument(
             opt.flag,
             dest=f"option_{name}",
+            metavar=name.upper(),
             type=opt.type,
             default=None,
-            help=f"{opt.help}; {users} (default: {opt.default})",
+            help=f"{opt.help}; {users} (default: {default})",
         )
 
 

@@ -228,8 +228,7 @@ def default_strategies(modality: str) -> list[str]:
 DENSITY = Option(
     "density",
     0.1,
-    "supermask density: fraction of each layer's weights a task's mask keeps "
-    "(default: per benchmark)",
+    "supermask density: fraction of each layer's weights a task's mask keeps",
     check=check_density,
 )
 _SUPERMASK_NEEDS = (
