@@ -29,6 +29,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"one of: {', '.join(BENCHMARKS)} (default: split_digits)",
     )
     parser.add_argument(
+        "--n-experiences",
+        type=int,
+        default=None,
+        help="image benchmarks: number of tasks (split_*: must divide the classes; "
+        "permuted_fmnist: any, e.g. 100; default: per benchmark)",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help="epochs per experience (default: per benchmark)"
     )
     parser.add_argument("--batch-size", type=int, default=None, help="training mini-batch size")
@@ -105,6 +112,7 @@ def _settings(args: argparse.Namespace):
 
     return Settings(
         benchmark=args.benchmark,
+        n_experiences=args.n_experiences,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

@@ -144,6 +144,11 @@ def test_run_trains_one_strategy_and_prints_its_table(tmp_path, capsys):
         (["run", "--device", "cuda:7"], r"--device cuda:7: .*use --device cpu"),
         (["run", "--density", "1.5"], r"--density: density must be in \(0, 1\]"),
         (["run", "--epochs", "0"], r"--epochs must be at least 1"),
+        (["run", "--n-experiences", "0"], r"--n-experiences must be at least 1"),
+        (
+            ["run", "--benchmark", "dsc", "--n-experiences", "3", "--data-root", "."],
+            r"--n-experiences applies to the image benchmarks; dsc has a fixed list",
+        ),
         (["run", "--strategy", "packnet", "--epochs", "1"], r"packnet .* needs --epochs >= 2"),
     ],
 )

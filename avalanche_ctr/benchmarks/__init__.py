@@ -3,13 +3,19 @@
 * :func:`SplitDigits` -- task-incremental split of scikit-learn's 8x8 digits.
 * :func:`SplitFashionMNIST` -- Avalanche's Split-FashionMNIST, fed from the
   Debian ``dataset-fashion-mnist`` files via :func:`prepare_fashion_mnist_root`.
+* :func:`PermutedFashionMNIST` -- 10-way tasks with one pixel permutation each, from
+  the same files.
 * :func:`text_benchmark`, :func:`DSC`, :func:`ASC` -- task-incremental text
   streams of the CTR paper, read from local files and tokenized with a
   HuggingFace tokenizer.
 """
 
 from avalanche_ctr.benchmarks.digits import SplitDigits
-from avalanche_ctr.benchmarks.fashion_mnist import SplitFashionMNIST, prepare_fashion_mnist_root
+from avalanche_ctr.benchmarks.fashion_mnist import (
+    PermutedFashionMNIST,
+    SplitFashionMNIST,
+    prepare_fashion_mnist_root,
+)
 from avalanche_ctr.benchmarks.text import ASC, ASC_TASKS, DSC, DSC_DOMAINS, text_benchmark
 
 __all__ = [
@@ -17,6 +23,7 @@ __all__ = [
     "ASC_TASKS",
     "DSC",
     "DSC_DOMAINS",
+    "PermutedFashionMNIST",
     "SplitDigits",
     "SplitFashionMNIST",
     "prepare_fashion_mnist_root",

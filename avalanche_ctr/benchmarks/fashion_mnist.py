@@ -1,4 +1,4 @@
-"""Offline Split-FashionMNIST from the Debian ``dataset-fashion-mnist`` package.
+"""Offline Fashion-MNIST streams from the Debian ``dataset-fashion-mnist`` package.
 
 Avalanche's :func:`~avalanche.benchmarks.classic.SplitFMNIST` loads the data
 through torchvision's :class:`~torchvision.datasets.FashionMNIST` with
@@ -6,6 +6,12 @@ through torchvision's :class:`~torchvision.datasets.FashionMNIST` with
 idx files are already in ``<root>/FashionMNIST/raw/``, so
 :func:`prepare_fashion_mnist_root` puts them there from the gzipped copies
 installed by ``apt-get install dataset-fashion-mnist``.
+
+* :func:`SplitFashionMNIST` -- Avalanche's Split-FashionMNIST (2 classes per task);
+* :func:`PermutedFashionMNIST` -- 10-way tasks, each with its own fixed pixel
+  permutation, built as Avalanche's ``PermutedMNIST`` builds its stream (a task
+  has all ten classes, so a supermask of a few per cent of the weights is a real
+  bottleneck).
 """
 
 from __future__ import annotations
@@ -16,13 +22,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from avalanche.benchmarks import NCScenario
+import numpy as np
+import torch
+from avalanche.benchmarks import NCScenario, nc_benchmark
 from avalanche.benchmarks.classic import SplitFMNIST
+from torch import Tensor
+from torch.utils.data import Dataset
 
 __all__ = [
     "DEFAULT_DATA_ROOT",
     "DEFAULT_FASHION_MNIST_SOURCE",
     "SplitFashionMNIST",
+    "PermutedFashionMNIST",
     "prepare_fashion_mnist_root",
 ]
 
@@ -120,4 +131,82 @@ def SplitFashionMNIST(
         seed=seed,
         dataset_root=root,
         **kwargs,
+    )
+
+
+_MEAN, _STD = 0.2860, 0.3530  # Avalanche's Fashion-MNIST normalisation
+
+
+class _PermutedImages(Dataset):
+    """One task of a permuted stream: 28x28 images whose pixels are reordered by a
+    fixed permutation when read (the images are stored once, for every task), then
+    normalised as Avalanche's Fashion-MNIST transforms do.
+
+    :param images: uint8 tensor ``(N, 28, 28)``.
+    :param targets: int64 tensor ``(N,)``.
+    :param permutation: int64 tensor ``(784,)``.
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor, permutation: Tensor) -> None:
+        self.images = images.view(len(images), -1)
+        self.targets = targets
+        self.permutation = permutation
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        pixels = self.images[index][self.permutation].float().div_(255)
+        return pixels.sub_(_MEAN).div_(_STD).view(1, 28, 28), int(self.targets[index])
+
+
+def PermutedFashionMNIST(
+    n_experiences: int = 10,
+    *,
+    dataset_root: str | Path | None = None,
+    seed: int | None = 0,
+    source: str | Path = DEFAULT_FASHION_MNIST_SOURCE,
+) -> NCScenario:
+    """Permuted Fashion-MNIST, offline: ``n_experiences`` tasks of all 10 classes, task
+    ``i`` with its own pixel permutation, task label ``i`` (task-incremental).
+
+    Built like Avalanche's :func:`~avalanche.benchmarks.classic.PermutedMNIST`: the
+    permutations come from ``numpy.random.RandomState(seed)``, every task is permuted,
+    and each experience holds the whole training (test) set under its permutation.
+    The images are kept once in memory (47 MB) and permuted when read, so 100 tasks
+    cost no more memory than one.
+
+    :param n_experiences: number of tasks (at least 1; 100 works).
+    :param dataset_root: dataset root; defaults to :data:`DEFAULT_DATA_ROOT`.
+    :param seed: seed of the permutations (``None``: NumPy's global state).
+    :param source: directory of the gzipped idx files
+        (:func:`prepare_fashion_mnist_root`).
+    :return: an Avalanche :class:`~avalanche.benchmarks.NCScenario`.
+    :raises ValueError: if ``n_experiences`` is below 1.
+    :raises FileNotFoundError: if the data are neither in ``dataset_root`` nor in
+        ``source``.
+    """
+    if not isinstance(n_experiences, int) or n_experiences < 1:
+        raise ValueError(f"n_experiences must be a positive integer, got {n_experiences!r}")
+    from torchvision.datasets import FashionMNIST
+
+    root = prepare_fashion_mnist_root(
+        DEFAULT_DATA_ROOT if dataset_root is None else dataset_root, source=source
+    )
+    train = FashionMNIST(str(root), train=True, download=False)
+    test = FashionMNIST(str(root), train=False, download=False)
+    rng = np.random.RandomState(seed)
+    trains, tests = [], []
+    for _ in range(n_experiences):
+        permutation = torch.from_numpy(rng.permutation(28 * 28)).long()
+        trains.append(_PermutedImages(train.data, train.targets, permutation))
+        tests.append(_PermutedImages(test.data, test.targets, permutation))
+    return nc_benchmark(
+        trains,
+        tests,
+        n_experiences=n_experiences,
+        task_labels=True,
+        shuffle=False,
+        class_ids_from_zero_in_each_exp=True,
+        one_dataset_per_exp=True,
     )

@@ -50,26 +50,30 @@ def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
 def _split_digits(seed: int, settings) -> Any:
     from avalanche_ctr.benchmarks import SplitDigits
 
-    return SplitDigits(5, seed=seed)
+    return SplitDigits(settings.n_experiences, seed=seed)
 
 
-def _split_fmnist(seed: int, settings) -> Any:
-    from avalanche_ctr.benchmarks import SplitFashionMNIST
+def _fmnist(builder_name: str):
+    def build(seed: int, settings) -> Any:
+        from avalanche_ctr import benchmarks
 
-    try:
-        return SplitFashionMNIST(5, seed=seed, dataset_root=settings.data_root)
-    except FileNotFoundError as error:
-        raise BenchmarkDataError(str(error)) from None
+        builder = getattr(benchmarks, builder_name)
+        try:
+            return builder(settings.n_experiences, seed=seed, dataset_root=settings.data_root)
+        except FileNotFoundError as error:
+            raise BenchmarkDataError(str(error)) from None
+
+    return build
 
 
-def _torchvision_split(builder_name: str, dataset: str, n_experiences: int):
+def _torchvision_split(builder_name: str, dataset: str):
     def build(seed: int, settings) -> Any:
         from avalanche.benchmarks import classic
 
         builder = getattr(classic, builder_name)
         try:
             return builder(
-                n_experiences,
+                settings.n_experiences,
                 return_task_id=True,
                 class_ids_from_zero_in_each_exp=True,
                 seed=seed,
@@ -126,7 +130,13 @@ def _text(name: str):
     return build
 
 
-_IMAGE = {"batch_size": 32, "eval_batch_size": 512, "lr": 0.01, "hidden_size": 256}
+_IMAGE = {
+    "n_experiences": 5,
+    "batch_size": 32,
+    "eval_batch_size": 512,
+    "lr": 0.01,
+    "hidden_size": 256,
+}
 _TEXT = {"batch_size": 32, "eval_batch_size": 128, "lr": 1e-3, "max_length": 128}
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -144,15 +154,31 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "split_fmnist",
             "image",
             "Fashion-MNIST, 5 tasks of 2 classes (Debian package dataset-fashion-mnist)",
-            _split_fmnist,
+            _fmnist("SplitFashionMNIST"),
             {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
+            _mlp(784),
+        ),
+        BenchmarkSpec(
+            "permuted_fmnist",
+            "image",
+            "Fashion-MNIST, 10 tasks of 10 classes, one pixel permutation each "
+            "(--n-experiences; Debian package dataset-fashion-mnist)",
+            _fmnist("PermutedFashionMNIST"),
+            {
+                **_IMAGE,
+                "n_experiences": 10,
+                "batch_size": 128,
+                "epochs": 4,
+                "hidden_layers": 2,
+                "density": 0.05,
+            },
             _mlp(784),
         ),
         BenchmarkSpec(
             "split_mnist",
             "image",
             "MNIST, 5 tasks of 2 classes (torchvision download or --data-root)",
-            _torchvision_split("SplitMNIST", "MNIST", 5),
+            _torchvision_split("SplitMNIST", "MNIST"),
             {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
             _mlp(784),
         ),
@@ -160,9 +186,10 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "split_cifar100",
             "image",
             "CIFAR-100, 10 tasks of 10 classes (torchvision download or --data-root)",
-            _torchvision_split("SplitCIFAR100", "CIFAR-100", 10),
+            _torchvision_split("SplitCIFAR100", "CIFAR-100"),
             {
                 **_IMAGE,
+                "n_experiences": 10,
                 "batch_size": 64,
                 "lr": 1e-3,
                 "epochs": 6,

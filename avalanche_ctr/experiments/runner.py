@@ -71,6 +71,7 @@ class Settings:
     """
 
     benchmark: str = "split_digits"
+    n_experiences: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
     eval_batch_size: int | None = None
@@ -91,7 +92,12 @@ class Settings:
             if key in _COMMON and getattr(self, key) is None:
                 setattr(self, key, value)
         check_device(self.device)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        if self.n_experiences is not None and "n_experiences" not in spec.defaults:
+            raise UsageError(
+                f"--n-experiences applies to the image benchmarks; {self.benchmark} has a "
+                "fixed list of tasks"
+            )
+        for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr is not None and not self.lr > 0:

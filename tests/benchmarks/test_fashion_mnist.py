@@ -62,3 +62,44 @@ def test_missing_source_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist") as err:
         prepare_fashion_mnist_root(tmp_path / "root", source=tmp_path)
     assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(err.value)
+
+
+def _fake_source(folder, n_train=40, n_test=20):
+    """A tiny Fashion-MNIST in the Debian layout (gzipped idx files), 10 classes."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    folder.mkdir()
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.randint(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        with gzip.open(folder / f"{split}-images-idx3-ubyte.gz", "wb") as handle:
+            handle.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(folder / f"{split}-labels-idx1-ubyte.gz", "wb") as handle:
+            handle.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    return folder
+
+
+def test_permuted_fmnist_has_ten_way_tasks_each_with_its_own_permutation(tmp_path):
+    import torch
+
+    from avalanche_ctr.benchmarks import PermutedFashionMNIST
+
+    source = _fake_source(tmp_path / "source")
+    bm = PermutedFashionMNIST(3, seed=0, dataset_root=tmp_path / "root", source=source)
+    assert [exp.task_label for exp in bm.train_stream] == [0, 1, 2]
+    assert [len(exp.dataset) for exp in bm.test_stream] == [20, 20, 20]
+    assert all(sorted(exp.classes_in_this_experience) == list(range(10)) for exp in bm.train_stream)
+    first = [exp.dataset.eval()[0][0].flatten() for exp in bm.train_stream]
+    # the same image under three permutations: same pixel values, other orders
+    assert all(torch.equal(x.sort().values, first[0].sort().values) for x in first)
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    again = PermutedFashionMNIST(3, seed=0, dataset_root=tmp_path / "root", source=source)
+    assert torch.equal(
+        again.train_stream[2].dataset.eval()[0][0], bm.train_stream[2].dataset.eval()[0][0]
+    )
+    with pytest.raises(ValueError, match="positive integer"):
+        PermutedFashionMNIST(0, dataset_root=tmp_path / "root", source=source)
