@@ -16,6 +16,9 @@ module to revisit.
   state that Avalanche keeps where a checkpoint or a memory count must look
   for it (``Cumulative``'s data, an unmasked head's ``active_units``, AGEM's
   buffer iterator);
+* :func:`task_labelled_dataset` -- Avalanche offers no public way to label a
+  classification dataset with its task without reading every target, and its
+  ``nc_benchmark`` reads them one by one;
 * :class:`EvalAdaptation` -- evaluation adapts the model to every evaluated
   experience, creating heads for task labels it has not seen;
 * :class:`PostAdaptReplayPlugin` -- Avalanche's own ``ReplayPlugin`` calls a
@@ -52,6 +55,7 @@ __all__ = [
     "rebuild_after_restore",
     "EvalAdaptation",
     "PostAdaptReplayPlugin",
+    "task_labelled_dataset",
 ]
 
 CHECKED_AGAINST = "0.6.0"
@@ -205,6 +209,25 @@ def rebuild_after_restore(plugin) -> None:
             persistent_workers=False,
         )
         plugin.buffer_dliter = iter(plugin.buffer_dataloader)
+
+
+# ------------------------------------------------------------------ datasets
+def task_labelled_dataset(dataset, task_label: int, targets: Tensor):
+    """``dataset`` as an Avalanche classification dataset of one task, for
+    ``dataset_benchmark``.
+
+    Avalanche 0.6 has no public function for this; its own classic benchmarks
+    (``PermutedMNIST``, ``RotatedMNIST``) call the private
+    ``_make_taskaware_classification_dataset`` used here. The public alternative,
+    ``nc_benchmark`` over one dataset per experience, reads every target one by one
+    through Avalanche's ``FlatData``: about 2.5 s per Fashion-MNIST task, 4 minutes for
+    100 tasks, against well under a second per task here.
+    """
+    from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+
+    return _make_taskaware_classification_dataset(
+        dataset, task_labels=task_label, targets=targets
+    )
 
 
 # ------------------------------------------------------------------ evaluation

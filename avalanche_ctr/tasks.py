@@ -87,7 +87,7 @@ class _EvalSnapshot:
     rng: dict[str, Any]
     adaptation: EvalAdaptation
     model_state: Any = None
-    fresh: set[str] = field(default_factory=set)
+    fresh: set[int] = field(default_factory=set)
 
 
 class TaskIncrementalPlugin(SupervisedPlugin):
@@ -132,9 +132,9 @@ class TaskIncrementalPlugin(SupervisedPlugin):
         if snapshot is None:
             return
         for task, head in snapshot.adaptation.new_heads(strategy.model):
-            if task not in snapshot.fresh:
+            if id(head) not in snapshot.fresh:
                 untrained_head_(head, int(task))
-                snapshot.fresh.add(task)
+                snapshot.fresh.add(id(head))
 
     def after_eval(self, strategy, **kwargs) -> None:
         snapshot, self._snapshot = self._snapshot, None

@@ -103,3 +103,30 @@ def test_permuted_fmnist_has_ten_way_tasks_each_with_its_own_permutation(tmp_pat
     )
     with pytest.raises(ValueError, match="positive integer"):
         PermutedFashionMNIST(0, dataset_root=tmp_path / "root", source=source)
+
+
+def test_permuted_fmnist_trains_ten_way_heads_with_exssnet(tmp_path):
+    import torch
+    from _helpers import quiet_evaluator
+    from avalanche.models import MTSimpleMLP
+
+    from avalanche_ctr.benchmarks import PermutedFashionMNIST
+    from avalanche_ctr.training import ExSSNeT
+
+    source = _fake_source(tmp_path / "source")
+    bm = PermutedFashionMNIST(2, seed=0, dataset_root=tmp_path / "root", source=source)
+    model = MTSimpleMLP(input_size=784, hidden_size=16)
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        mask_epochs=1,
+        weight_epochs=1,
+        train_mb_size=20,
+        evaluator=quiet_evaluator(),
+    )
+    for experience in bm.train_stream:
+        strategy.train(experience)
+    strategy.eval(bm.test_stream)
+    heads = strategy.model.net.classifier.classifiers
+    assert strategy.model.trained_tasks == [0, 1]
+    assert [heads[str(t)].classifier.out_features for t in (0, 1)] == [10, 10]
