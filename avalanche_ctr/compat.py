@@ -239,7 +239,7 @@ class EvalAdaptation:
     head (and its ``active_units_T<t>`` buffer) for a task label it has no head for,
     and every ``MultiTaskModule`` raises its ``max_class_label``. A head created that
     way for a task not trained yet would stay and be trained later from that
-    initialisation. :meth:`capture` notes the heads and labels before an evaluation,
+    initialisation. Built before an evaluation, it notes the heads and labels;
     :meth:`new_heads` lists the heads created since, and :meth:`undo` removes them and
     puts the labels back.
 
@@ -254,12 +254,8 @@ class EvalAdaptation:
             if isinstance(m, MultiTaskModule)
         }
 
-    @classmethod
-    def capture(cls, model: nn.Module) -> EvalAdaptation:
-        return cls(model)
-
     def new_heads(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """``(task label, head)`` of every head created since :meth:`capture`."""
+        """``(task label, head)`` of every head created since this was built."""
         return [
             (task, module.classifiers[task])
             for name, module in _heads(model)

@@ -123,7 +123,7 @@ class TaskIncrementalPlugin(SupervisedPlugin):
         save = getattr(model, "eval_state", None)
         self._snapshot = _EvalSnapshot(
             rng=random_state.capture(),
-            adaptation=EvalAdaptation.capture(model),
+            adaptation=EvalAdaptation(model),
             model_state=save() if save is not None else None,
         )
 

@@ -68,7 +68,7 @@ def test_eval_adaptation_lists_and_removes_the_heads_evaluation_created():
         evaluator=quiet_evaluator(),
     )
     strategy.train(benchmark.train_stream[0])
-    before = EvalAdaptation.capture(model)
+    before = EvalAdaptation(model)
     labels = model.classifier.max_class_label
     strategy.eval(benchmark.test_stream[2:4])  # Avalanche adds heads "2" and "3"
     assert [task for task, _ in before.new_heads(model)] == ["2", "3"]

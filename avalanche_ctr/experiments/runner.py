@@ -191,7 +191,8 @@ def _check_same_run(found: dict[str, Any], expected: dict[str, Any], path: Path)
 
 def check_strategies(settings: Settings, strategies: list[str]) -> list[StrategyRecord]:
     """The records of ``strategies``, each checked against the benchmark's modality and
-    with its options resolved once (:class:`UsageError` saying what to change)."""
+    with its options checked, before any run starts (:class:`UsageError` saying what to
+    change)."""
     modalities = {name: spec.modality for name, spec in BENCHMARKS.items()}
     records = [check_strategy_for(n, settings.spec.modality, modalities) for n in strategies]
     for record in records:
@@ -237,11 +238,12 @@ def _run(
 ) -> dict[str, Any]:
     spec = settings.spec
     strategy_name = registered.name
+    options = settings.strategy_options(registered)
     identity = {
         "strategy": strategy_name,
         "seed": seed,
         "record_format": RECORD_FORMAT,
-        "settings": settings.config([strategy_name]),
+        "settings": {**settings.config(), **options},
     }
     checkpoint_path, record_path = run_paths(out, strategy_name, seed)
     if record_path.is_file():
@@ -267,7 +269,7 @@ def _run(
     )
     context = StrategyContext(
         settings=settings,
-        options=settings.strategy_options(registered),
+        options=options,
         backbone=(lambda: spec.backbone(settings)) if spec.backbone else None,
         encoder=(lambda: load_encoder(settings.encoder)) if spec.modality == "text" else None,
         common={
