@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from avalanche_ctr.checkpoint import CheckpointError
+from avalanche_ctr.distributed import DistributedError
 from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
@@ -39,8 +40,26 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=None, help="epochs per experience (default: per benchmark)"
     )
     parser.add_argument("--batch-size", type=int, default=None, help="training mini-batch size")
+    parser.add_argument(
+        "--eval-batch-size", type=int, default=None, help="evaluation mini-batch size"
+    )
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     parser.add_argument("--hidden-size", type=int, default=None, help="backbone width")
+    parser.add_argument(
+        "--head-units",
+        type=int,
+        default=None,
+        help="image benchmarks: units of every per-task head, unmasked (units beyond a "
+        "task's classes are the superfluous units SupSup's task inference can read; "
+        "default: one per class, masked)",
+    )
+    parser.add_argument(
+        "--task-inference",
+        default=None,
+        help="supermask strategies: after the last task, evaluate again without task "
+        "labels, inferring each test batch's task with these comma-separated methods "
+        "(one_shot, binary, statistics) and report both",
+    )
     parser.add_argument(
         "--data-root",
         default=None,
@@ -56,9 +75,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-length", type=int, default=None, help="text: tokens per input")
     parser.add_argument(
-        "--n-train", type=int, default=None, help="text: training examples kept per task"
+        "--n-train",
+        type=int,
+        default=None,
+        help="text and permuted_fmnist: training examples kept per task (default: per benchmark)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (with compare --jobs: per worker; default: the cores shared "
+        "out over the workers)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     group = parser.add_argument_group("strategy options (each used by the strategies named)")
     for name, opt in all_options().items():
@@ -83,7 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="benchmarks:\n"
         + "\n".join(f"  {n:15s} {s.description}" for n, s in BENCHMARKS.items())
         + "\nstrategies:\n"
-        + "\n".join(f"  {n:15s} {s.description}" for n, s in STRATEGIES.items()),
+        + "\n".join(f"  {n:15s} {s.description}" for n, s in STRATEGIES.items())
+        + "\nmore than one process or GPU:\n"
+        "  compare --jobs N                     N runs (strategy x seed) at once\n"
+        "  torchrun --nproc_per_node N -m avalanche_ctr.cli run|compare ...\n"
+        "                                       one run data-parallel over N processes "
+        "(gloo on cpu, nccl with --device cuda)",
     )
     sub = parser.add_subparsers(dest="command")
     compare = sub.add_parser("compare", help="compare strategies over seeds on one benchmark")
@@ -94,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated names (default: every strategy for the benchmark's modality)",
     )
     compare.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    compare.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes for the independent runs (strategy x seed), each pinned to "
+        "a device (--device cuda: the visible GPUs in turn); same results as --jobs 1 "
+        "(default: 1, one run after another)",
+    )
     compare.add_argument(
         "--out", default=None, help="output folder (default: runs/compare-<benchmark>)"
     )
@@ -115,6 +156,7 @@ def _settings(args: argparse.Namespace):
         n_experiences=args.n_experiences,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
         lr=args.lr,
         hidden_size=args.hidden_size,
         data_root=args.data_root,
@@ -122,6 +164,8 @@ def _settings(args: argparse.Namespace):
         encoder=args.encoder,
         max_length=args.max_length,
         n_train=args.n_train,
+        head_units=args.head_units,
+        task_inference=args.task_inference,
         options={name: getattr(args, f"option_{name}") for name in all_options()},
     )
 
@@ -136,7 +180,8 @@ def _names(text: str, what: str) -> list[str]:
 def _execute(args: argparse.Namespace) -> int:
     import torch
 
-    from avalanche_ctr.experiments.report import aggregate, markdown_table
+    from avalanche_ctr.distributed import finish_distributed, init_distributed, is_main_process
+    from avalanche_ctr.experiments.report import aggregate, inference_table, markdown_table
     from avalanche_ctr.experiments.runner import compare
 
     spec = get_benchmark(args.benchmark)
@@ -159,9 +204,29 @@ def _execute(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = _settings(args)
-    records = compare(settings, strategies, seeds, out=out, progress=not args.no_progress, log=_log)
+    init_distributed(settings.device)  # under torchrun: one rank of a data-parallel run
+    main_process = is_main_process()
+    try:
+        records = compare(
+            settings,
+            strategies,
+            seeds,
+            out=out,
+            progress=not args.no_progress,
+            log=_log,
+            jobs=getattr(args, "jobs", 1),
+            threads=args.threads,
+        )
+    finally:
+        finish_distributed()
+    if not main_process:
+        return 0
     print()
-    print(markdown_table(aggregate(records)))
+    rows = aggregate(records)
+    print(markdown_table(rows))
+    if inferred := inference_table(rows):
+        print()
+        print(inferred)
     print(
         f"\nresults: {out / 'results.md'}, {out / 'results.csv'}; plots: {out}/*.png; "
         f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}"
@@ -184,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _execute(args)
-    except (UsageError, BenchmarkDataError, CheckpointError) as error:
+    except (UsageError, BenchmarkDataError, CheckpointError, DistributedError) as error:
         raise SystemExit(f"avalanche-ctr: error: {error}") from None
 
 

@@ -16,21 +16,30 @@ module to revisit.
   state that Avalanche keeps where a checkpoint or a memory count must look
   for it (``Cumulative``'s data, an unmasked head's ``active_units``, AGEM's
   buffer iterator);
+* :func:`widest_head` -- a ``MultiTaskModule`` sizes its output for a batch of
+  several tasks by the classes seen, not by its heads' ``initial_out_features``,
+  so a model with heads wider than their classes cannot run such a batch;
 * :func:`task_labelled_dataset` -- Avalanche offers no public way to label a
   classification dataset with its task without reading every target, and its
   ``nc_benchmark`` reads them one by one;
 * :class:`EvalAdaptation` -- evaluation adapts the model to every evaluated
   experience, creating heads for task labels it has not seen;
 * :class:`PostAdaptReplayPlugin` -- Avalanche's own ``ReplayPlugin`` calls a
-  method Avalanche deprecated, and the warning cannot be filtered.
+  method Avalanche deprecated, and the warning cannot be filtered;
+* :class:`RankSlicedLoader` and :func:`unsharded_loader` -- in a distributed run
+  Avalanche's data loaders shard every dataset with a ``DistributedSampler`` they create
+  anew each epoch with seed 0 (the same order in every epoch, experience and run seed),
+  and shard the evaluation data too, though its metrics are not reduced across ranks.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.packnet import PackNetModel
 from avalanche.training import Cumulative
@@ -42,6 +51,7 @@ from avalanche.training.plugins import (
 )
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.utils.data import Sampler
 
 __all__ = [
     "CHECKED_AGAINST",
@@ -55,7 +65,10 @@ __all__ = [
     "rebuild_after_restore",
     "EvalAdaptation",
     "PostAdaptReplayPlugin",
+    "widest_head",
     "task_labelled_dataset",
+    "RankSlicedLoader",
+    "unsharded_loader",
 ]
 
 CHECKED_AGAINST = "0.6.0"
@@ -211,6 +224,16 @@ def rebuild_after_restore(plugin) -> None:
         plugin.buffer_dliter = iter(plugin.buffer_dataloader)
 
 
+def widest_head(module: MultiTaskModule) -> None:
+    """Raise ``module.max_class_label`` to the width of the widest
+    :class:`MultiHeadClassifier` inside it. ``MultiTaskModule.forward`` with a
+    tensor of task labels allocates ``max_class_label`` columns, which Avalanche
+    counts from the classes seen only; a head built with more units
+    (``initial_out_features``, e.g. superfluous units) would not fit."""
+    widths = [m.max_class_label for _, m in _heads(module)]
+    module.max_class_label = max([module.max_class_label, *widths])
+
+
 # ------------------------------------------------------------------ datasets
 def task_labelled_dataset(dataset, task_label: int, targets: Tensor):
     """``dataset`` as an Avalanche classification dataset of one task, for
@@ -225,9 +248,7 @@ def task_labelled_dataset(dataset, task_label: int, targets: Tensor):
     """
     from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 
-    return _make_taskaware_classification_dataset(
-        dataset, task_labels=task_label, targets=targets
-    )
+    return _make_taskaware_classification_dataset(dataset, task_labels=task_label, targets=targets)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -274,3 +295,105 @@ class EvalAdaptation:
 
 def _heads(model: nn.Module) -> list[tuple[str, MultiHeadClassifier]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, MultiHeadClassifier)]
+
+
+# ------------------------------------------------------------------ distributed
+def _loader_arguments(loader: MultiDatasetDataLoader) -> dict[str, Any]:
+    """What rebuilds ``loader`` (any of Avalanche's data loaders) without sharding."""
+    if loader.never_ending:
+        raise TypeError(
+            f"{type(loader).__name__} never ends; a distributed run needs a data loader "
+            "with epochs (Avalanche's TaskBalancedDataLoader, ReplayDataLoader, ...)"
+        )
+    return {
+        "datasets": loader.datasets,
+        "batch_sizes": loader.batch_sizes,
+        "termination_dataset": loader.termination_dataset,
+        "oversample_small_datasets": loader.oversample_small_datasets,
+        "distributed_sampling": False,
+        **loader.loader_kwargs,
+    }
+
+
+def unsharded_loader(loader: MultiDatasetDataLoader) -> MultiDatasetDataLoader:
+    """``loader`` over all of its data in every process.
+
+    In a distributed run Avalanche's evaluation loader gives each rank a shard of the
+    experience (padded with repeated samples), but Avalanche's metrics are not reduced
+    across ranks: each rank would report the accuracy of its own shard. With this loader
+    every rank evaluates the whole experience, so each reports what a single process does.
+    A loader that does not shard is returned as it is.
+
+    :raises TypeError: if ``loader`` is not one of Avalanche's data loaders.
+    """
+    if not isinstance(loader, MultiDatasetDataLoader):
+        raise TypeError(
+            f"a distributed run needs one of Avalanche's data loaders, got {type(loader).__name__}"
+        )
+    if not loader.distributed_sampling:
+        return loader
+    return MultiDatasetDataLoader(**_loader_arguments(loader))
+
+
+class _RankSlices(Sampler[list[int]]):
+    """Rank ``rank``'s part of every mini-batch of ``batches`` (see :class:`RankSlicedLoader`)."""
+
+    def __init__(self, batches: Sampler[list[int]], rank: int, world_size: int) -> None:
+        self.batches = batches
+        self.rank = rank
+        self.world_size = world_size
+        self.counts: list[int] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        parts, counts = [], []
+        for batch in self.batches:
+            size, extra = divmod(len(batch), self.world_size)
+            start = self.rank * size + min(self.rank, extra)
+            part = list(batch[start : start + size + (self.rank < extra)])
+            counts.append(len(part))
+            parts.append(part or list(batch[:1]))
+        self.counts = counts
+        yield from parts
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class RankSlicedLoader(MultiDatasetDataLoader):
+    """An Avalanche training data loader whose every mini-batch is this rank's part of
+    the mini-batch a single process draws.
+
+    In a distributed run Avalanche's data loaders shard each dataset with a
+    ``DistributedSampler`` that they create anew every epoch with ``seed=0`` and
+    ``epoch=0``: every epoch of every experience, whatever the run's seed, visits the data
+    in the same order, and a run's mini-batches depend on the number of processes. This
+    loader draws the global mini-batches exactly as a single process does (Avalanche's own
+    samplers, drawing from the global random stream, which the ranks share) and gives rank
+    ``r`` the ``r``-th of ``world_size`` contiguous, near-equal parts of each. A part that
+    would be empty (a last mini-batch with fewer samples than ranks) holds the mini-batch's
+    first sample instead, counted 0 in :attr:`counts`. A whole epoch's mini-batches are
+    drawn when its first one is.
+
+    :param loader: the loader Avalanche built (its datasets, batch sizes and arguments).
+    :param rank: this process's rank.
+    :param world_size: the number of processes.
+    """
+
+    def __init__(self, loader: MultiDatasetDataLoader, rank: int, world_size: int) -> None:
+        super().__init__(**_loader_arguments(loader))
+        self.rank = rank
+        self.world_size = world_size
+        self._slices: _RankSlices | None = None
+
+    @property
+    def counts(self) -> list[int]:
+        """Per iteration of the current epoch, the samples of the global mini-batch this
+        rank holds (0 for a stand-in)."""
+        return self._slices.counts if self._slices is not None else []
+
+    def _make_pytorch_loader(self, datasets, batch_sampler):
+        self._slices = _RankSlices(batch_sampler, self.rank, self.world_size)
+        return super()._make_pytorch_loader(datasets, self._slices)
+
+    def _make_ffcv_loader(self, datasets, batch_sampler):
+        raise TypeError("a distributed run cannot use Avalanche's FFCV loading")

@@ -37,7 +37,7 @@ def task_data(domain: str, n: int, seed: int, flip: bool = False) -> tuple[list[
     return [sentence(rng, domain, bool(y) != flip) for y in labels], labels
 
 
-def tiny_bert(tokenizer) -> BertModel:
+def tiny_bert(tokenizer, dropout: float = 0.1) -> BertModel:
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(tokenizer.get_vocab()),
@@ -46,12 +46,16 @@ def tiny_bert(tokenizer) -> BertModel:
         num_attention_heads=2,
         intermediate_size=128,
         max_position_embeddings=LENGTH,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     return BertModel(config)
 
 
-def tiny_ctr_model(tokenizer) -> CTRModel:
-    return CTRModel(tiny_bert(tokenizer), bottleneck=32, capsule_hidden=8, routing_channels=8)
+def tiny_ctr_model(tokenizer, dropout: float = 0.1) -> CTRModel:
+    return CTRModel(
+        tiny_bert(tokenizer, dropout), bottleneck=32, capsule_hidden=8, routing_channels=8
+    )
 
 
 def make_tokenizer(folder: Path) -> BertTokenizerFast:

@@ -95,6 +95,17 @@ def test_compare_logs_every_strategy_and_seed_to_tensorboard(compared):
             assert any(tag.startswith("MacroF1_Exp") for tag in tags)
 
 
+def test_compare_reports_exssnets_diagnostics(compared):
+    text = (compared / "results.md").read_text()
+    section = text.split("## ExSSNeT diagnostics")[1]
+    assert "| exssnet |" in section and "| naive |" not in section
+    runs = json.loads((compared / "runs.json").read_text())["runs"]
+    exssnet = next(r for r in runs if r["strategy"] == "exssnet")
+    assert len(exssnet["diagnostics"]) == exssnet["n_experiences"]
+    assert exssnet["diagnostics"][0]["ExclusiveFraction"] == 1.0
+    assert 0.0 <= exssnet["summary"]["exclusive_fraction"] <= 1.0
+
+
 def test_compare_draws_both_plots(compared):
     for name in ("accuracy_matrices.png", "final_accuracy_forgetting.png"):
         image = matplotlib.image.imread(compared / name)
@@ -125,9 +136,35 @@ def test_run_trains_one_strategy_and_prints_its_table(tmp_path, capsys):
     assert float(row["forgetting_mean"]) == 0.0  # SupSup never changes an old task
 
 
+def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_path, capsys):
+    argv = ["compare", "--strategies", "supsup,naive", "--seeds", "0", "--epochs", "2"]
+    argv += ["--hidden-size", "32", "--head-units", "4", "--eval-batch-size", "64"]
+    argv += ["--task-inference", "statistics,one_shot"]
+    main([*argv, "--out", str(tmp_path), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "| supsup | statistics |" in printed and "| supsup | one_shot |" in printed
+    assert "| naive | statistics |" not in printed  # only the supermask strategies infer
+    assert "## Without task labels" in (tmp_path / "results.md").read_text()
+    (supsup, naive) = json.loads((tmp_path / "runs.json").read_text())["runs"]
+    assert naive["inferred"] == {}
+    statistics = supsup["inferred"]["statistics"]
+    # the digits' class pairs are told apart by their pixel statistics: every batch right,
+    # so the accuracy equals the accuracy with the given labels
+    assert statistics["task_acc"] == [1.0] * 5
+    assert statistics["acc"] == supsup["acc_matrix"][-1]
+    assert 0.0 <= supsup["summary"]["task_inference_one_shot"] <= 1.0
+    assert supsup["summary"]["inference_time_ratio_statistics"] > 0
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["compare", "--task-inference", "guess"], r"unknown --task-inference .* \['guess'\]"),
+        (["run", "--head-units", "0"], r"--head-units must be at least 1"),
+        (
+            ["run", "--n-train", "10"],
+            r"--n-train applies to the text benchmarks and permuted_fmnist",
+        ),
         (["run", "--strategy", "nope"], r"unknown strategy 'nope'; choose one of: exssnet, .*ewc"),
         (
             ["compare", "--benchmark", "nope"],

@@ -34,7 +34,6 @@ def test_copying_si_plugin_learns_importances_that_avalanche_loses_on_cpu():
     assert (importances > 0).float().mean() > 0.5
 
 
-
 def test_mas_plugin_trains_through_a_mini_batch_with_zero_loss():
     from types import SimpleNamespace
 
@@ -99,3 +98,30 @@ def test_replay_fills_its_buffer_without_avalanches_deprecation_warning():
             strategy.train(experience)
     assert not [w for w in caught if issubclass(w.category, DeprecationWarning)]
     assert len(plugin.storage_policy.buffer) == 20
+
+
+@pytest.mark.parametrize("supermask", [False, True])
+def test_heads_wider_than_their_classes_run_a_batch_of_several_tasks(supermask):
+    """With superfluous head units (10 units for 2 classes) a mini-batch that mixes tasks
+    needs the model's output as wide as the heads (``widest_head``)."""
+    from avalanche.models.dynamic_modules import avalanche_model_adaptation
+
+    from avalanche_ctr.exssnet import convert_to_supermask
+
+    benchmark = SplitDigits(5, seed=0)
+    model = MultiHeadMLP(64, (32,), head_units=10)
+    if supermask:
+        model = convert_to_supermask(model, density=0.5)
+    for experience in benchmark.train_stream[:2]:
+        avalanche_model_adaptation(model, experience)
+    assert model.max_class_label == 10
+    x = torch.rand(4, 64)
+    out = model(x, torch.tensor([0, 1, 0, 1]))
+    assert out.shape == (4, 10)
+    for i, task in enumerate([0, 1, 0, 1]):
+        torch.testing.assert_close(out[i], model(x[i : i + 1], task)[0])
+
+
+def test_head_units_must_be_positive():
+    with pytest.raises(ValueError, match="head_units must be a positive number of units, got 0"):
+        MultiHeadMLP(64, (32,), head_units=0)

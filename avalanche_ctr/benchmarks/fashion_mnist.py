@@ -168,6 +168,7 @@ def PermutedFashionMNIST(
     dataset_root: str | Path | None = None,
     seed: int | None = 0,
     source: str | Path = DEFAULT_FASHION_MNIST_SOURCE,
+    n_train: int | None = None,
 ) -> GenericCLScenario:
     """Permuted Fashion-MNIST, offline: ``n_experiences`` tasks of all 10 classes, task
     ``i`` with its own pixel permutation, task label ``i`` (task-incremental).
@@ -185,13 +186,18 @@ def PermutedFashionMNIST(
     :param seed: seed of the permutations (``None``: NumPy's global state).
     :param source: directory of the gzipped idx files
         (:func:`prepare_fashion_mnist_root`).
+    :param n_train: keep this many training images (the same random ones in every
+        task, drawn from a generator seeded by ``seed``); ``None`` keeps all 60,000.
+        The test sets stay whole.
     :return: an Avalanche benchmark with ``train_stream`` and ``test_stream``.
-    :raises ValueError: if ``n_experiences`` is below 1.
+    :raises ValueError: if ``n_experiences`` or ``n_train`` is below 1.
     :raises FileNotFoundError: if the data are neither in ``dataset_root`` nor in
         ``source``.
     """
     if not isinstance(n_experiences, int) or n_experiences < 1:
         raise ValueError(f"n_experiences must be a positive integer, got {n_experiences!r}")
+    if n_train is not None and n_train < 1:
+        raise ValueError(f"n_train must be a positive number of images or None, got {n_train}")
     from torchvision.datasets import FashionMNIST
 
     root = prepare_fashion_mnist_root(
@@ -199,11 +205,19 @@ def PermutedFashionMNIST(
     )
     train = FashionMNIST(str(root), train=True, download=False)
     test = FashionMNIST(str(root), train=False, download=False)
+    train_data, train_targets = train.data, train.targets
+    if n_train is not None and n_train < len(train_targets):
+        generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        kept = torch.randperm(len(train_targets), generator=generator)[:n_train].sort().values
+        train_data, train_targets = train_data[kept], train_targets[kept]
     rng = np.random.RandomState(seed)
     trains, tests = [], []
     for task in range(n_experiences):
         permutation = torch.from_numpy(rng.permutation(28 * 28)).long()
-        for split, out in ((train, trains), (test, tests)):
-            images = _PermutedImages(split.data, split.targets, permutation)
-            out.append(task_labelled_dataset(images, task, split.targets))
+        for data, targets, out in (
+            (train_data, train_targets, trains),
+            (test.data, test.targets, tests),
+        ):
+            images = _PermutedImages(data, targets, permutation)
+            out.append(task_labelled_dataset(images, task, targets))
     return dataset_benchmark(trains, tests)

@@ -11,7 +11,7 @@ from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_t
 __all__ = ["CTRPlugin"]
 
 
-class CTRPlugin(TaskIncrementalPlugin):
+class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
     """Trains a :class:`CTRModel` task by task (CTR, Ke et al., NeurIPS 2021).
 
     * ``before_train_dataset_adaptation``: refuses an experience without a single

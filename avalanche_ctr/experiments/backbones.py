@@ -17,7 +17,26 @@ from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.packnet import PackNetModel
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadMLP", "MultiHeadConvNet", "PackNetMultiHead"]
+from avalanche_ctr.compat import widest_head
+
+__all__ = ["multi_head", "MultiHeadMLP", "MultiHeadConvNet", "PackNetMultiHead"]
+
+
+def multi_head(feature_size: int, head_units: int | None = None) -> MultiHeadClassifier:
+    """Avalanche's per-task heads.
+
+    :param head_units: ``None``: heads as wide as their task's classes, units of
+        classes a task never saw masked (Avalanche's default). ``N``: every head has
+        ``N`` units, unmasked, so the units beyond the task's classes are
+        *superfluous*: training pushes their logits down on the task's inputs,
+        which SupSup's task inference reads (its SplitMNIST setting has 10 units
+        for 2 classes; :mod:`avalanche_ctr.exssnet.task_inference`).
+    """
+    if head_units is None:
+        return MultiHeadClassifier(feature_size)
+    if head_units < 1:
+        raise ValueError(f"head_units must be a positive number of units, got {head_units}")
+    return MultiHeadClassifier(feature_size, initial_out_features=head_units, masking=False)
 
 
 class _MultiHeadNet(MultiTaskModule):
@@ -25,10 +44,11 @@ class _MultiHeadNet(MultiTaskModule):
 
     features: nn.Module
 
-    def __init__(self, features: nn.Module, feature_size: int) -> None:
+    def __init__(self, features: nn.Module, feature_size: int, head_units: int | None) -> None:
         super().__init__()
         self.features = features
-        self.classifier = MultiHeadClassifier(feature_size)
+        self.classifier = multi_head(feature_size, head_units)
+        widest_head(self)
 
     def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
         return self.classifier(self.features(x), task_label)
@@ -39,15 +59,21 @@ class MultiHeadMLP(_MultiHeadNet):
 
     :param input_size: number of input features after flattening.
     :param hidden_sizes: width of each hidden layer.
+    :param head_units: see :func:`multi_head`.
     """
 
-    def __init__(self, input_size: int, hidden_sizes: tuple[int, ...] = (256, 256)) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        head_units: int | None = None,
+    ) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         width = input_size
         for hidden in hidden_sizes:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
-        super().__init__(nn.Sequential(*layers), width)
+        super().__init__(nn.Sequential(*layers), width, head_units)
 
 
 class MultiHeadConvNet(_MultiHeadNet):
@@ -59,10 +85,16 @@ class MultiHeadConvNet(_MultiHeadNet):
     :param image_size: image height and width (divisible by 4).
     :param channels: channels of the first two convolutions.
     :param hidden_size: width of the fully connected layer.
+    :param head_units: see :func:`multi_head`.
     """
 
     def __init__(
-        self, in_channels: int = 3, image_size: int = 32, channels: int = 32, hidden_size: int = 256
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        channels: int = 32,
+        hidden_size: int = 256,
+        head_units: int | None = None,
     ) -> None:
         wide = 2 * channels
         features = nn.Sequential(
@@ -80,7 +112,7 @@ class MultiHeadConvNet(_MultiHeadNet):
             nn.Linear(wide * (image_size // 4) ** 2, hidden_size),
             nn.ReLU(),
         )
-        super().__init__(features, hidden_size)
+        super().__init__(features, hidden_size, head_units)
 
 
 class PackNetMultiHead(PackNetModel):

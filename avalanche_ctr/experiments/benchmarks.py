@@ -44,7 +44,9 @@ class BenchmarkSpec:
 
 
 def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
-    return lambda s: MultiHeadMLP(input_size, (s.hidden_size,) * s.hidden_layers)
+    return lambda s: MultiHeadMLP(
+        input_size, (s.hidden_size,) * s.hidden_layers, head_units=s.head_units
+    )
 
 
 def _split_digits(seed: int, settings) -> Any:
@@ -58,8 +60,11 @@ def _fmnist(builder_name: str):
         from avalanche_ctr import benchmarks
 
         builder = getattr(benchmarks, builder_name)
+        kwargs = {"n_train": settings.n_train} if builder_name == "PermutedFashionMNIST" else {}
         try:
-            return builder(settings.n_experiences, seed=seed, dataset_root=settings.data_root)
+            return builder(
+                settings.n_experiences, seed=seed, dataset_root=settings.data_root, **kwargs
+            )
         except FileNotFoundError as error:
             raise BenchmarkDataError(str(error)) from None
 
@@ -196,7 +201,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
                 "hidden_layers": 1,
                 "density": 0.1,
             },
-            lambda s: MultiHeadConvNet(3, 32, hidden_size=s.hidden_size),
+            lambda s: MultiHeadConvNet(3, 32, hidden_size=s.hidden_size, head_units=s.head_units),
         ),
         BenchmarkSpec(
             "dsc",

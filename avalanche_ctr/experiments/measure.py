@@ -27,7 +27,7 @@ from avalanche_ctr.compat import held_data
 __all__ = ["IterationTimer", "ProgressBar", "PeakMemory", "stored_bytes"]
 
 
-class IterationTimer(SupervisedPlugin):
+class IterationTimer(SupervisedPlugin, supports_distributed=True):
     """Wall time of each training iteration, in seconds, per experience (``times``)."""
 
     def __init__(self) -> None:
@@ -45,7 +45,7 @@ class IterationTimer(SupervisedPlugin):
         self.times[-1].append(time.perf_counter() - self._start)
 
 
-class ProgressBar(SupervisedPlugin):
+class ProgressBar(SupervisedPlugin, supports_distributed=True):
     """A tqdm bar over the training iterations of each experience.
 
     :param label: shown before the experience counter (e.g. ``"ewc seed 0"``).

@@ -15,6 +15,12 @@ after training experience ``i``; every ``j``, tasks not trained yet included) of
   an untrained task is predicted by its untrained head, so methods whose untrained
   prediction does not depend on the shared parts (our strategies) score 0.
 
+With task inference (``compare --task-inference``), the supermask strategies'
+final test stream is evaluated once more per inference method, without task
+labels: the final average accuracy with inferred tasks, the task-inference accuracy
+(fraction of test samples whose mini-batch was assigned its true task) and the
+time of that evaluation relative to the labelled one (:data:`INFERENCE_METRICS`).
+
 The report of a comparison (:func:`write_report`) is ``results.csv`` and
 ``results.md`` (per strategy, mean and sample standard deviation over seeds),
 ``accuracy_matrices.png`` (each strategy's mean accuracy matrix) and
@@ -31,6 +37,8 @@ from typing import Any
 
 __all__ = [
     "METRICS",
+    "INFERENCE_METRICS",
+    "DIAGNOSTICS",
     "summarize",
     "final_average",
     "average_forgetting",
@@ -52,6 +60,21 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "bytes_per_task": ("bytes added / task", 1.0, ",.0f"),
 }
 """Reported metrics: column title, display scale and format."""
+
+DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
+    "exclusive_fraction": ("exclusive fraction of a new mask (%)", 100.0, ".1f"),
+    "kkt_source_rate": ("tasks KKT initialised (%)", 100.0, ".0f"),
+    "kkt_margin": ("KKT margin (pts)", 100.0, ".1f"),
+}
+"""ExSSNeT diagnostics of the supermask strategies
+(:mod:`avalanche_ctr.exssnet.diagnostics`), averaged over the tasks after the first."""
+
+INFERENCE_METRICS: dict[str, tuple[str, float, str]] = {
+    "inferred_accuracy": ("final acc., inferred tasks (%)", 100.0, ".2f"),
+    "task_inference": ("task inference (%)", 100.0, ".2f"),
+    "inference_time_ratio": ("eval time vs labelled", 1.0, ".2f"),
+}
+"""Per task-inference method ``m``, summary keys ``<metric>_<m>``."""
 
 
 def final_average(matrix: list[list[float]]) -> float:
@@ -109,7 +132,30 @@ def summarize(record: dict[str, Any]) -> dict[str, float | None]:
         / iterations
         if iterations
         else None,
+        **_inference_summary(record),
+        **_diagnostics_summary(record),
     }
+
+
+def _diagnostics_summary(record: dict[str, Any]) -> dict[str, float]:
+    later = record.get("diagnostics", [])[1:]
+    if not later:
+        return {}
+    summary = {"exclusive_fraction": statistics.fmean(d["ExclusiveFraction"] for d in later)}
+    kkt = [d for d in later if "KKTSource" in d]
+    if kkt:
+        summary["kkt_source_rate"] = statistics.fmean(d["KKTSource"] >= 0 for d in kkt)
+        summary["kkt_margin"] = statistics.fmean(d["KKTMargin"] for d in kkt)
+    return summary
+
+
+def _inference_summary(record: dict[str, Any]) -> dict[str, float]:
+    summary = {}
+    for method, result in record.get("inferred", {}).items():
+        summary[f"inferred_accuracy_{method}"] = statistics.fmean(result["acc"])
+        summary[f"task_inference_{method}"] = statistics.fmean(result["task_acc"])
+        summary[f"inference_time_ratio_{method}"] = result["eval_s"] / record["eval_s"][-1]
+    return summary
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,7 +169,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in order:
         runs = [r["summary"] for r in records if r["strategy"] == name]
         row: dict[str, Any] = {"strategy": name, "seeds": len(runs)}
-        for metric in [*METRICS, "iteration_s"]:
+        inference = [key for key in dict.fromkeys(k for run in runs for k in run) if _method(key)]
+        for metric in [*METRICS, "iteration_s", *DIAGNOSTICS, *inference]:
             values = [run[metric] for run in runs if run.get(metric) is not None]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
             row[f"{metric}_std"] = (
@@ -133,13 +180,57 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(row: dict[str, Any], metric: str) -> str:
-    _, scale, spec = METRICS[metric]
-    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+def _cell(row: dict[str, Any], metric: str, display: tuple[str, float, str] | None = None) -> str:
+    _, scale, spec = METRICS[metric] if display is None else display
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     text = format(mean * scale, spec)
     return f"{text} ± {format(std * scale, spec)}" if row["seeds"] > 1 else text
+
+
+def _method(key: str) -> tuple[str, str] | None:
+    """``(metric, method)`` of a task-inference summary key, else ``None``."""
+    for metric in INFERENCE_METRICS:
+        if key.startswith(f"{metric}_"):
+            return metric, key[len(metric) + 1 :]
+    return None
+
+
+def inference_table(rows: list[dict[str, Any]]) -> str:
+    """Accuracy with given labels next to accuracy with inferred tasks, per strategy
+    and inference method (empty when no run inferred tasks)."""
+    header = ["strategy", "method", METRICS["final_accuracy"][0]]
+    header += [title for title, _, _ in INFERENCE_METRICS.values()]
+    lines = []
+    for row in rows:
+        methods = dict.fromkeys(
+            found[1] for key in row if key.endswith("_mean") and (found := _method(key[:-5]))
+        )
+        for method in methods:
+            cells = [row["strategy"], method, _cell(row, "final_accuracy")]
+            for metric, spec in INFERENCE_METRICS.items():
+                cells.append(_cell(row, f"{metric}_{method}", spec))
+            lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2), *lines]
+    )
+
+
+def diagnostics_table(rows: list[dict[str, Any]]) -> str:
+    """The ExSSNeT diagnostics of the strategies that have them (empty if none)."""
+    header = ["strategy", *(title for title, _, _ in DIAGNOSTICS.values())]
+    lines = []
+    for row in rows:
+        if row.get("exclusive_fraction_mean") is not None:
+            cells = [row["strategy"], *(_cell(row, m, DIAGNOSTICS[m]) for m in DIAGNOSTICS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    rule = "|---|" + "---:|" * len(DIAGNOSTICS)
+    return "\n".join(["| " + " | ".join(header) + " |", rule, *lines])
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -163,6 +254,8 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
     seeds = sorted({r["seed"] for r in records})
     names = list(dict.fromkeys(record["strategy"] for record in records))
     config = ", ".join(f"{k}={v}" for k, v in settings.config(names).items() if v is not None)
+    inferred = inference_table(rows)
+    diagnosed = diagnostics_table(rows)
     (out / "results.md").write_text(
         f"# {settings.benchmark}: {len(rows)} strategies, seeds {seeds}\n\n"
         f"{markdown_table(rows)}\n\n"
@@ -174,6 +267,8 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
         "task: growth of what the strategy stores (model state and plugin buffers) per "
         "task.\n\n"
         f"Settings: {config}.\n"
+        + (f"\n## Without task labels\n\n{inferred}\n" if inferred else "")
+        + (f"\n## ExSSNeT diagnostics\n\n{diagnosed}\n" if diagnosed else "")
     )
     _plot_matrices(records, rows, settings, out / "accuracy_matrices.png")
     _plot_bars(rows, settings, seeds, out / "final_accuracy_forgetting.png")

@@ -33,6 +33,13 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from avalanche_ctr.distributed import (
+    DistributedTraining,
+    barrier,
+    is_distributed,
+    is_main_process,
+    unsupported_plugins,
+)
 from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkSpec, get_benchmark
 from avalanche_ctr.experiments.errors import UsageError
 from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
@@ -45,6 +52,9 @@ from avalanche_ctr.experiments.strategies import (
     get_strategy,
     resolve_options,
 )
+from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics
+from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
+from avalanche_ctr.exssnet.task_inference import task_inference_metrics
 from avalanche_ctr.metrics import macro_f1_metrics
 from avalanche_ctr.text_encoder import load_encoder
 
@@ -84,6 +94,8 @@ class Settings:
     max_length: int | None = None
     n_train: int | None = None
     bottleneck: int = 128
+    head_units: int | None = None
+    task_inference: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,6 +112,22 @@ class Settings:
         for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.n_train is not None and spec.modality == "image":
+            if self.benchmark != "permuted_fmnist":
+                raise UsageError(
+                    f"--n-train applies to the text benchmarks and permuted_fmnist, not to "
+                    f"{self.benchmark}; leave it out"
+                )
+            if self.n_train < 1:
+                raise UsageError(f"--n-train must be at least 1, got {self.n_train}")
+        if self.head_units is not None and self.head_units < 1:
+            raise UsageError(f"--head-units must be at least 1, got {self.head_units}")
+        unknown_methods = [m for m in self.inference_methods if m not in INFERENCE_METHODS]
+        if unknown_methods:
+            raise UsageError(
+                f"unknown --task-inference method(s) {unknown_methods}; use a comma-separated "
+                f"list of {', '.join(INFERENCE_METHODS)}"
+            )
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
         unknown = set(self.options) - set(all_options())
@@ -109,6 +137,12 @@ class Settings:
                 f"take: {', '.join(sorted(all_options()))}"
             )
         self.options = {k: v for k, v in self.options.items() if v is not None}
+
+    @property
+    def inference_methods(self) -> tuple[str, ...]:
+        """The task-inference methods of ``task_inference`` (comma-separated)."""
+        text = self.task_inference or ""
+        return tuple(m.strip() for m in text.split(",") if m.strip())
 
     @property
     def spec(self) -> BenchmarkSpec:
@@ -238,6 +272,7 @@ def _run(
 ) -> dict[str, Any]:
     spec = settings.spec
     strategy_name = registered.name
+    log = log if is_main_process() else _quiet
     options = settings.strategy_options(registered)
     identity = {
         "strategy": strategy_name,
@@ -255,17 +290,22 @@ def _run(
     benchmark = spec.build(seed, settings)
     n = len(benchmark.train_stream)
     timer = IterationTimer()
-    plugins: list = [timer]
-    if progress:
+    main = is_main_process()  # under torchrun only rank 0 writes files, logs and bars
+    plugins: list = [DistributedTraining(), timer] if is_distributed() else [timer]
+    if progress and main:
         plugins.append(ProgressBar(f"{strategy_name} seed {seed}", n))
-    logger = TensorboardLogger(out / "tensorboard" / strategy_name / f"seed{seed}")
+    tensorboard = out / "tensorboard" / strategy_name / f"seed{seed}"
+    logger = TensorboardLogger(tensorboard) if main else None
+    diagnostics = ExSSNeTDiagnostics()
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
         loss_metrics(epoch=True, experience=True),
         forgetting_metrics(experience=True, stream=True),
         bwt_metrics(experience=True, stream=True),
         *macro_f1_metrics(experience=True, stream=True),
-        loggers=[logger],
+        *task_inference_metrics(experience=True, stream=True),
+        diagnostics,
+        loggers=[logger] if logger is not None else [],
     )
     context = StrategyContext(
         settings=settings,
@@ -282,6 +322,13 @@ def _run(
         },
     )
     strategy = registered.build(context, registered)
+    unsupported = unsupported_plugins(strategy) if is_distributed() else []
+    if unsupported:
+        raise UsageError(
+            f"{strategy_name} uses plugins that do not support distributed training "
+            f"({', '.join(unsupported)}); run it without torchrun, e.g. several runs at "
+            "once with compare --jobs N"
+        )
     record: dict[str, Any] = {
         "strategy": strategy_name,
         "seed": seed,
@@ -297,6 +344,7 @@ def _run(
         "iterations": [],
         "stored_bytes": [],
         "peak_memory_bytes": None,
+        "diagnostics": [],
     }
     if checkpoint_path.is_file():
         meta = load_checkpoint(strategy, checkpoint_path)
@@ -327,20 +375,57 @@ def _run(
             _record_experience(record, accuracies, f1s, memory, timer, strategy)
             record["train_s"].append(trained - start)
             record["eval_s"].append(done - trained)
-            save_checkpoint(
-                strategy, checkpoint_path, meta={"identity": identity, "record": record}
-            )
+            if diagnostics.result():
+                record.setdefault("diagnostics", []).append(diagnostics.result())
+            if i == n - 1:
+                record["inferred"] = _evaluate_inferring(strategy, benchmark, settings, n)
+            if main:
+                save_checkpoint(
+                    strategy, checkpoint_path, meta={"identity": identity, "record": record}
+                )
     finally:
-        logger.writer.close()
+        if logger is not None:
+            logger.writer.close()
     record["summary"] = summarize(record)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps({"identity": identity, "record": record}, indent=1) + "\n")
+    if main:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(
+            json.dumps({"identity": identity, "record": record}, indent=1) + "\n"
+        )
+    barrier()
     s = record["summary"]
     log(
         f"{strategy_name} seed {seed}: final accuracy {100 * s['final_accuracy']:.2f}%, "
         f"forgetting {100 * s['forgetting']:.2f} pts, train {s['train_time_s']:.1f} s"
     )
     return record
+
+
+def _evaluate_inferring(strategy, benchmark, settings: Settings, n: int) -> dict[str, Any]:
+    """The test stream evaluated once per task-inference method, without task labels
+    (strategies with an ``exssnet_plugin`` only): per test experience the accuracy
+    with inferred tasks and the task-inference accuracy, and the evaluation time."""
+    plugin = getattr(strategy, "exssnet_plugin", None)
+    if plugin is None:
+        return {}
+    results = {}
+    for method in settings.inference_methods:
+        plugin.task_inference = method
+        start = time.perf_counter()
+        try:
+            metrics = strategy.eval(benchmark.test_stream)
+        finally:
+            plugin.task_inference = None
+        results[method] = {
+            "acc": [experience_metric(metrics, "Top1_Acc_Exp", j) for j in range(n)],
+            "task_acc": [experience_metric(metrics, "TaskInference_Acc_Exp", j) for j in range(n)],
+            "eval_s": time.perf_counter() - start,
+        }
+    return results
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0 under torchrun: rank 0 says it once."""
 
 
 def _record_experience(record, accuracies, f1s, memory, timer, strategy) -> None:
@@ -363,22 +448,47 @@ def compare(
     out: Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every strategy with every seed on ``settings.benchmark`` and write the
     report to ``out``: ``results.csv``, ``results.md``, ``runs.json``, the PNG plots and
-    the TensorBoard logs. Returns the per-run records."""
+    the TensorBoard logs. Returns the per-run records.
+
+    :param jobs: worker processes; above 1 the runs go to
+        :func:`~avalanche_ctr.experiments.parallel.run_parallel` (same records, no
+        progress bars), each worker with ``threads`` intra-op threads.
+    """
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > 1 and is_distributed():
+        raise UsageError(
+            "--jobs runs several runs at once, torchrun trains one run over several "
+            "processes: use one of them"
+        )
+    log = log if is_main_process() else _quiet
     checked = check_strategies(settings, strategies)
     log(
         f"{settings.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs "
         f"{settings.epochs}, batch {settings.batch_size}, lr {settings.lr}; output in {out}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for registered in checked:
-        for seed in seeds:
-            records.append(_run(settings, registered, seed, out=out, progress=progress, log=log))
-    (out / "runs.json").write_text(
-        json.dumps({"settings": settings.config(strategies), "runs": records}, indent=1) + "\n"
-    )
-    write_report(records, settings, out)
+    if jobs > 1:
+        from avalanche_ctr.experiments.parallel import run_parallel
+
+        runs = [(registered.name, seed) for registered in checked for seed in seeds]
+        records = run_parallel(
+            run_one, settings, runs, out=out, jobs=jobs, threads=threads, log=log
+        )
+    else:
+        records = [
+            _run(settings, registered, seed, out=out, progress=progress, log=log)
+            for registered in checked
+            for seed in seeds
+        ]
+    if is_main_process():
+        (out / "runs.json").write_text(
+            json.dumps({"settings": settings.config(strategies), "runs": records}, indent=1) + "\n"
+        )
+        write_report(records, settings, out)
     return records

@@ -247,6 +247,7 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
         model=model,
         optimizer=optimizer,
         train_epochs=ctx.settings.epochs,
+        input_statistics="statistics" in ctx.settings.inference_methods,
         **ctx.keywords(record),
         **ctx.common,
     )
@@ -265,6 +266,7 @@ def _exssnet(exclusive: bool):
             mask_epochs=mask_epochs,
             weight_epochs=epochs - mask_epochs,
             exclusive=exclusive,
+            input_statistics="statistics" in ctx.settings.inference_methods,
             **ctx.keywords(record),
             **ctx.common,
         )

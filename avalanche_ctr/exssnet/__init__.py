@@ -3,10 +3,13 @@
 Modules follow the paper's parts: :mod:`.supermask` (supermask layers),
 :mod:`.supermask_net` (``SupermaskNet``, model conversion, bit-packed task masks),
 :mod:`.exclusive` (exclusive weight training), :mod:`.kkt` (KNN-based knowledge
-transfer), :mod:`.lifecycle` (``ExSSNeTPlugin``, the Avalanche plugin that runs the
-phases) and :mod:`.strategy` (Avalanche strategies).
+transfer), :mod:`.task_inference` (SupSup's task inference without task labels, and
+its Avalanche metric), :mod:`.diagnostics` (exclusive fraction, mask overlaps and
+KKT choices as Avalanche metrics), :mod:`.lifecycle` (``ExSSNeTPlugin``, the Avalanche plugin
+that runs the phases) and :mod:`.strategy` (Avalanche strategies).
 """
 
+from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics, mask_diagnostics
 from avalanche_ctr.exssnet.exclusive import exclusive_update, free_weights
 from avalanche_ctr.exssnet.kkt import KKTChoice, knn_accuracy, select_source_task
 from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
@@ -18,6 +21,12 @@ from avalanche_ctr.exssnet.supermask import (
     signed_constant_,
 )
 from avalanche_ctr.exssnet.supermask_net import SupermaskNet, convert_to_supermask
+from avalanche_ctr.exssnet.task_inference import (
+    infer,
+    infer_task,
+    predict_without_task,
+    task_inference_metrics,
+)
 
 __all__ = [
     "ExSSNeT",
@@ -34,4 +43,10 @@ __all__ = [
     "KKTChoice",
     "knn_accuracy",
     "select_source_task",
+    "infer",
+    "infer_task",
+    "predict_without_task",
+    "task_inference_metrics",
+    "ExSSNeTDiagnostics",
+    "mask_diagnostics",
 ]

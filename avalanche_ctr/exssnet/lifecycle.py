@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.exssnet.exclusive import exclusive_update
 from avalanche_ctr.exssnet.kkt import KKTChoice, select_source_task
-from avalanche_ctr.exssnet.supermask_net import SupermaskNet
+from avalanche_ctr.exssnet.supermask_net import SupermaskNet, input_sums, merge_input_sums
+from avalanche_ctr.exssnet.task_inference import HEAD_RULES, METHODS, infer
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
-__all__ = ["ExSSNeTPlugin"]
+__all__ = ["ExSSNeTPlugin", "BatchInference", "kkt_seed"]
 
 
-class ExSSNeTPlugin(TaskIncrementalPlugin):
+@dataclass(frozen=True)
+class BatchInference:
+    """The task inferred for the last evaluated mini-batch, next to its true task.
+
+    :param true_tasks: the task labels the experience gave, shape ``(B,)``.
+    :param task: the inferred task label (one per mini-batch).
+    """
+
+    true_tasks: Tensor
+    task: int
+
+    @property
+    def n_correct(self) -> int:
+        """Samples whose inferred task is their true task."""
+        return int((self.true_tasks == self.task).sum())
+
+
+class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
     """Supermask learning, exclusive weight training and KKT for any strategy.
 
     Per experience (task ``t``):
@@ -31,7 +52,8 @@ class ExSSNeTPlugin(TaskIncrementalPlugin):
       ``M_t`` and, with ``exclusive=True``, in no earlier mask (ExSSNeT,
       Sec. 3.2): ``after_backward`` masks the gradients, ``after_update`` puts
       back any other weight an optimizer's momentum or weight decay moved;
-    * ``after_training_exp``: stores ``M_t`` bit-packed and freezes the task.
+    * ``after_training_exp``: stores ``M_t`` bit-packed and the task's classes
+      (task inference reads them), and freezes the task.
 
     A task label seen before continues that task: its scores start at its stored
     mask (no KKT), it keeps its BatchNorm and head, and the weight phase trains
@@ -50,8 +72,23 @@ class ExSSNeTPlugin(TaskIncrementalPlugin):
     :param exclusive: train only weights no earlier task uses (ExSSNeT);
         ``False`` gives SSNeT, which may forget.
     :param kkt: initialise each new mask from the most similar earlier task.
-    :param kkt_samples: training samples of the new task that KKT uses.
+    :param kkt_samples: training samples of the new task that KKT uses, drawn at
+        random without replacement (a new draw for every run seed and task).
     :param kkt_k: neighbours of the KKT classifier.
+    :param task_inference: ``None`` (default): evaluation uses the experience's
+        task labels. ``"one_shot"``, ``"binary"`` or ``"statistics"``: evaluation
+        ignores them and infers each mini-batch's task among the finished tasks
+        with :func:`~avalanche_ctr.exssnet.task_inference.infer` (SupSup's GN
+        setting); :attr:`last_inference` holds the inferred and the true tasks for
+        :func:`~avalanche_ctr.exssnet.task_inference.task_inference_metrics`.
+        Before any task is finished there is nothing to infer and the given
+        labels are used. May be changed between evaluations.
+    :param head_rule: the head rule of the gradient methods (``None``: the
+        default of :func:`~avalanche_ctr.exssnet.task_inference.infer`).
+    :param input_statistics: record each task's input statistics while training,
+        in its first epoch (what ``task_inference="statistics"`` reads:
+        ``(C + 1)·(D + 1)`` float64 numbers per task of ``C`` classes and inputs of
+        ``D`` features). ``None``: only when ``task_inference="statistics"``.
     """
 
     def __init__(
@@ -63,8 +100,18 @@ class ExSSNeTPlugin(TaskIncrementalPlugin):
         kkt: bool = True,
         kkt_samples: int = 256,
         kkt_k: int = 5,
+        task_inference: str | None = None,
+        head_rule: str | None = None,
+        input_statistics: bool | None = None,
     ) -> None:
         super().__init__()
+        if task_inference is not None and task_inference not in METHODS:
+            raise ValueError(
+                f"unknown task_inference {task_inference!r}; use None (given task labels) "
+                f"or one of {METHODS}"
+            )
+        if head_rule is not None and head_rule not in HEAD_RULES:
+            raise ValueError(f"unknown head_rule {head_rule!r}; use None or one of {HEAD_RULES}")
         if mask_epochs < 1 or weight_epochs < 0:
             raise ValueError(
                 f"need mask_epochs >= 1 and weight_epochs >= 0, got {mask_epochs}, {weight_epochs}"
@@ -76,7 +123,14 @@ class ExSSNeTPlugin(TaskIncrementalPlugin):
         self.kkt_samples = kkt_samples
         self.kkt_k = kkt_k
         self.last_kkt: KKTChoice | None = None
+        self.task_inference = task_inference
+        self.head_rule = head_rule
+        self.input_statistics = (
+            task_inference == "statistics" if input_statistics is None else input_statistics
+        )
+        self.last_inference: BatchInference | None = None
         self._update: PartialFreeze | None = None
+        self._input_sums: Tensor | None = None
 
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """Refuse an experience that does not fit before Avalanche adapts the model
@@ -97,9 +151,10 @@ class ExSSNeTPlugin(TaskIncrementalPlugin):
         task = single_task_label(strategy.experience, "ExSSNeT")
         continuing = task in model.trained_tasks
         model.start_task(task)
+        self._input_sums = None
         self.last_kkt = None
         if self.kkt and model.trained_tasks and not continuing:
-            x, y = self._sample(strategy)
+            x, y = self._sample(strategy, task)
             n_classes = len(strategy.experience.classes_in_this_experience)
             self.last_kkt = select_source_task(model, x, y, n_classes=n_classes, k=self.kkt_k)
             if self.last_kkt.source is not None:
@@ -124,22 +179,63 @@ class ExSSNeTPlugin(TaskIncrementalPlugin):
         if self._update is not None:
             self._update.restore()
 
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        if self.input_statistics and strategy.clock.train_exp_epochs == 0:
+            # as many class rows as the experience has, so every rank's sums align
+            n_classes = max(strategy.experience.classes_in_this_experience) + 1
+            sums = input_sums(strategy.mb_x, strategy.mb_y, n_classes)
+            self._input_sums = (
+                sums if self._input_sums is None else merge_input_sums(self._input_sums, sums)
+            )
+
+    def before_eval_forward(self, strategy, **kwargs) -> None:
+        """With ``task_inference``, replace the mini-batch's task labels by the
+        inferred task (the true ones come back in :meth:`after_eval_forward`)."""
+        self.last_inference = None
+        model = strategy.model
+        if self.task_inference is None or not isinstance(model, SupermaskNet):
+            return
+        if not model.trained_tasks:
+            return
+        result = infer(model, strategy.mb_x, method=self.task_inference, head_rule=self.head_rule)
+        true_tasks = strategy.mbatch[-1]
+        self.last_inference = BatchInference(true_tasks, result.task)
+        strategy.mbatch[-1] = torch.full_like(true_tasks, result.task)
+
+    def after_eval_forward(self, strategy, **kwargs) -> None:
+        if self.last_inference is not None:
+            strategy.mbatch[-1] = self.last_inference.true_tasks
+
     def after_training_exp(self, strategy, **kwargs) -> None:
         model = _supermask_model(strategy)
-        model.finish_task()
+        if self._input_sums is not None:
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(self._input_sums)  # each rank saw its part of every batch
+            model.add_input_sums(model.training_task, self._input_sums)
+            self._input_sums = None
+        model.finish_task(strategy.experience.classes_in_this_experience)
         self._update = None
         for param in model.parameters():
             param.requires_grad_(False)
 
-    def _sample(self, strategy) -> tuple[Tensor, Tensor]:
+    def _sample(self, strategy, task: int) -> tuple[Tensor, Tensor]:
+        """KKT's sample of the new task: drawn from a generator seeded by the run's
+        seed (``torch.initial_seed()``, which ``torch.manual_seed`` and Avalanche's
+        ``RNGManager.set_random_seeds`` set) and the task label, so it follows the
+        run seed without drawing from the global stream that training uses."""
         dataset = strategy.experience.dataset.eval()
-        generator = torch.Generator().manual_seed(len(dataset))
+        generator = torch.Generator().manual_seed(kkt_seed(torch.initial_seed(), task))
         n = min(self.kkt_samples, len(dataset))
         indices = torch.randperm(len(dataset), generator=generator)[:n].tolist()
         items = [dataset[i] for i in indices]
         x = torch.stack([item[0] for item in items]).to(strategy.device)
         y = torch.as_tensor([int(item[1]) for item in items], device=strategy.device)
         return x, y
+
+
+def kkt_seed(run_seed: int, task: int) -> int:
+    """The seed of KKT's sample for ``task`` in a run seeded with ``run_seed``."""
+    return (run_seed * 1_000_003 + task) % 2**63
 
 
 def _supermask_model(strategy) -> SupermaskNet:

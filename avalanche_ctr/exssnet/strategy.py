@@ -50,6 +50,14 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
     :param kkt: KNN-based knowledge transfer for the mask initialisation.
     :param exclusive: ``False`` gives SSNeT (weights shared with earlier tasks
         are trained too, so earlier tasks may be forgotten).
+    :param task_inference: ``None``: evaluation uses the experience's task labels;
+        ``"one_shot"``, ``"binary"`` or ``"statistics"``: it infers each
+        mini-batch's task instead (:class:`ExSSNeTPlugin`;
+        ``strategy.exssnet_plugin.task_inference`` may be changed between
+        evaluations).
+    :param head_rule: head rule of the gradient task-inference methods.
+    :param input_statistics: record the input statistics ``"statistics"``
+        inference reads (default: only with ``task_inference="statistics"``).
     :param train_mb_size: training mini-batch size.
     :param eval_mb_size: evaluation mini-batch size.
     :param device: where the model runs.
@@ -70,6 +78,9 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         weight_epochs: int = 1,
         kkt: bool = True,
         exclusive: bool = True,
+        task_inference: str | None = None,
+        head_rule: str | None = None,
+        input_statistics: bool | None = None,
         train_mb_size: int = 1,
         eval_mb_size: int | None = None,
         device: str = "cpu",
@@ -79,7 +90,13 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         **base_kwargs,
     ) -> None:
         self.exssnet_plugin = ExSSNeTPlugin(
-            mask_epochs=mask_epochs, weight_epochs=weight_epochs, exclusive=exclusive, kkt=kkt
+            mask_epochs=mask_epochs,
+            weight_epochs=weight_epochs,
+            exclusive=exclusive,
+            kkt=kkt,
+            task_inference=task_inference,
+            head_rule=head_rule,
+            input_statistics=input_statistics,
         )
         super().__init__(
             model=convert_to_supermask(model, density=density),
@@ -114,6 +131,9 @@ class SupSup(ExSSNeT):
         density: float = 0.1,
         train_epochs: int = 1,
         kkt: bool = False,
+        task_inference: str | None = None,
+        head_rule: str | None = None,
+        input_statistics: bool | None = None,
         train_mb_size: int = 1,
         eval_mb_size: int | None = None,
         device: str = "cpu",
@@ -130,6 +150,9 @@ class SupSup(ExSSNeT):
             mask_epochs=train_epochs,
             weight_epochs=0,
             kkt=kkt,
+            task_inference=task_inference,
+            head_rule=head_rule,
+            input_statistics=input_statistics,
             train_mb_size=train_mb_size,
             eval_mb_size=eval_mb_size,
             device=device,

@@ -13,11 +13,14 @@ per parameter").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from avalanche_ctr.compat import widest_head
 from avalanche_ctr.exssnet.supermask import (
     SupermaskConv2d,
     SupermaskLayer,
@@ -29,6 +32,8 @@ from avalanche_ctr.masking import pack_mask, unpack_mask
 __all__ = ["SupermaskNet", "convert_to_supermask", "check_density"]
 
 _MASK_PREFIX = "task_mask_"
+_CLASSES_PREFIX = "task_classes_"
+_INPUTS_PREFIX = "task_input_sums_"
 _UNTRAINED = "untrained"
 
 
@@ -67,6 +72,7 @@ class SupermaskNet(MultiTaskModule):
                 "the model has no Linear or Conv2d layer outside its MultiHeadClassifier heads: "
                 "there is nothing to mask; give ExSSNeT/SupSup a model with at least one such layer"
             )
+        widest_head(self)
         feature_name = self._head_names[-1] if self._head_names else self._layer_names[-1]
         self._capture = False
         self._features: Tensor | None = None
@@ -104,6 +110,33 @@ class SupermaskNet(MultiTaskModule):
         """Unpacked boolean masks of a finished task, one per supermask layer."""
         return self._split(getattr(self, f"{_MASK_PREFIX}{task}"))
 
+    def task_classes(self, task: int) -> list[int]:
+        """Class labels a finished task was trained on: stored by :meth:`finish_task`
+        for unmasked heads, else the active units of a masked head (empty for a task
+        not trained). Task inference reads them to tell a head's real output units
+        from its superfluous ones."""
+        stored = self._buffers.get(f"{_CLASSES_PREFIX}{task}")
+        if stored is not None:
+            return [int(c) for c in stored.tolist()]
+        for head in self.heads:
+            units = head._buffers.get(f"active_units_T{task}")
+            if head.masking and units is not None:
+                return [int(c) for c in units.nonzero().flatten().tolist()]
+        return []
+
+    def add_input_sums(self, task: int, sums: Tensor) -> None:
+        """Add input sums of ``task`` (see :func:`input_sums`) to what the model
+        stores for it (:meth:`input_sums`)."""
+        name = f"{_INPUTS_PREFIX}{task}"
+        stored = self._buffers.get(name)
+        total = sums.to(self._device, torch.float64)
+        self.register_buffer(name, total if stored is None else merge_input_sums(stored, total))
+
+    def input_sums(self, task: int) -> Tensor | None:
+        """The input sums recorded for ``task`` (:func:`input_sums`), or ``None`` when
+        none were (``ExSSNeTPlugin(input_statistics=True)`` records them)."""
+        return self._buffers.get(f"{_INPUTS_PREFIX}{task}")
+
     def used_masks(self, *, exclude: int | None = None) -> list[Tensor]:
         """Union of the finished tasks' masks (all but ``exclude``), one boolean tensor
         per layer."""
@@ -130,7 +163,8 @@ class SupermaskNet(MultiTaskModule):
         state dict of this model trained further, so that it can be loaded."""
         for key, value in state.items():
             name = key[len(prefix) :]
-            if key.startswith(prefix) and name.startswith(_MASK_PREFIX) and "." not in name:
+            per_task = name.startswith((_MASK_PREFIX, _CLASSES_PREFIX, _INPUTS_PREFIX))
+            if key.startswith(prefix) and per_task and "." not in name:
                 if name not in self._buffers:
                     self.register_buffer(name, torch.empty_like(value, device=self._device))
         for bn_name, bn in zip(self._bn_names, self._bns, strict=True):
@@ -178,11 +212,24 @@ class SupermaskNet(MultiTaskModule):
         for layer in self.supermask_layers:
             layer.fix_mask()
 
-    def finish_task(self) -> None:
-        """Store the training task's mask bit-packed and drop its float scores."""
+    def finish_task(self, classes: Sequence[int] = ()) -> None:
+        """Store the training task's mask bit-packed and drop its float scores.
+
+        :param classes: the class labels the task was trained on. A model with an
+            unmasked :class:`MultiHeadClassifier` stores them (:meth:`task_classes`;
+            a continued task keeps its earlier ones); a masked head records them
+            itself, so nothing else is stored and a task adds exactly its bit-packed
+            mask and its head.
+        """
         task = self._require_training_task()
         masks = [layer.current_mask().reshape(-1) for layer in self.supermask_layers]
         self.register_buffer(f"{_MASK_PREFIX}{task}", pack_mask(torch.cat(masks)))
+        if any(not head.masking for head in self.heads):
+            known = set(self.task_classes(task)) | {int(c) for c in classes}
+            self.register_buffer(
+                f"{_CLASSES_PREFIX}{task}",
+                torch.tensor(sorted(known), dtype=torch.long, device=self._device),
+            )
         for layer in self.supermask_layers:
             layer.release_scores()
         self.training_task = None
@@ -290,6 +337,38 @@ class SupermaskNet(MultiTaskModule):
     def _keep_features(self, _module: nn.Module, args: tuple) -> None:
         if self._capture:
             self._features = args[0]
+
+
+def input_sums(x: Tensor, y: Tensor, n_classes: int | None = None) -> Tensor:
+    """Sufficient statistics of a mini-batch for task inference by input statistics,
+    float64 of shape ``(C + 1, D + 1)`` for ``C`` classes (``n_classes``, default
+    ``max(y) + 1``) and ``D`` input features: row ``c < C`` is
+    ``[n_c, Σ_{y_i=c} x_i]``, the last row ``[n, Σ_i x_i²]``. Sums of batches add
+    (:func:`merge_input_sums`)."""
+    flat = x.detach().flatten(1).to(torch.float64)
+    labels = y.detach().long().to(flat.device)
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    sums = flat.new_zeros(n_classes + 1, flat.shape[1] + 1)
+    sums[:n_classes, 0] = torch.bincount(labels, minlength=n_classes).to(flat.dtype)
+    sums[:n_classes, 1:].index_add_(0, labels, flat)
+    sums[n_classes, 0] = flat.shape[0]
+    sums[n_classes, 1:] = flat.pow(2).sum(0)
+    return sums
+
+
+def merge_input_sums(a: Tensor, b: Tensor) -> Tensor:
+    """The input sums of two sets of inputs together (their class rows aligned)."""
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"input sums of {a.shape[1] - 1} and {b.shape[1] - 1} input features cannot be "
+            "merged: every input of a task must have the same size"
+        )
+    n_classes = max(a.shape[0], b.shape[0]) - 1
+    merged = a.new_zeros(n_classes + 1, a.shape[1])
+    merged[: a.shape[0] - 1] += a[:-1]
+    merged[: b.shape[0] - 1] += b[:-1].to(a)
+    merged[-1] = a[-1] + b[-1].to(a)
+    return merged
 
 
 def _convertible_leaf(module: nn.Module, density: float, max_cached_tasks: int) -> nn.Module | None:

@@ -122,14 +122,59 @@ Without a ``MultiHeadClassifier`` (the model's last layer is a supermask
 layer, as in SupSup's GN experiments) the entropy of the model's output is used
 and ``head_rule`` does not matter.
 
-With two-class heads (Split MNIST / Fashion-MNIST with a head per task)
-entropy does not identify the task: every task's two-class head is confident
-on any input, whatever its task. On Split-FashionMNIST (MLP 784-256-256,
-density 0.05, 4 epochs, test batches of 128, 5 tasks: chance 20 %) one-shot
-inference picks the right task for 31 % (SupSup) and 20 % (ExSSNeT) of the
-batches, binary for 23 % and 20 %, and running every task separately to take
-the one of lowest entropy does hardly better (35 %, 24 %). SupSup's GN
-experiments on SplitMNIST keep a shared ten-way output instead.
+* ``"superfluous"``: SupSup's ``G`` objective (Sec. 3.3, "superfluous
+  neurons"; ``se_oneshot_g_minimization`` in the official code) for heads with
+  more units than classes (``MultiHeadClassifier(in_features,
+  initial_out_features=N, masking=False)``; the command line's
+  ``--head-units N``). Training pushes a task's unused units down on its own
+  inputs; ``G = logsumexp(z)`` of the superposed logits ``z = Σ_t α_t z_t``
+  with every head's real classes held constant, so ``∂G/∂α_t`` asks how much
+  task ``t``'s subnetwork and head lower the superfluous units. The classes a
+  task was trained on are stored with its mask
+  (:meth:`~avalanche_ctr.exssnet.supermask_net.SupermaskNet.task_classes`).
+  Default (:func:`default_head_rule`) whenever every candidate's head has
+  superfluous units, as in SupSup's SplitMNIST setting (10 units for 2 classes).
+
+Where the gradient methods fail: split streams
+----------------------------------------------
+With two-class tasks of one dataset (Split MNIST / Fashion-MNIST) the model's
+output does not identify the task: every task's subnetwork is confident on any
+Fashion-MNIST input, whatever its task. Measured on Split-FashionMNIST (MLP
+784-256-256, density 0.05, 4 epochs, test batches of 128, 5 tasks: chance 20 %;
+``benchmarks/RESULTS.md``), one-shot and binary inference pick the right task
+for 20-40 % of the batches with every head rule. The exhaustive oracle, which
+runs every task's network and takes the one of lowest entropy or, with 10-unit
+heads, of lowest ``G``, does no better (``benchmarks/task_inference_rules.py
+--oracle``): no approximation of the gradient can beat the objective it
+approximates.
+
+The statistics method (ours)
+----------------------------
+``method="statistics"`` does not use the network. While a task trains, its first
+epoch records sufficient statistics of its inputs
+(:func:`~avalanche_ctr.exssnet.supermask_net.input_sums`: per class the count
+and the sum of the flattened inputs, and the sum of squares; ``(C+1)·(D+1)``
+float64 numbers per task, stored with the task's mask only when
+``input_statistics=True`` or ``task_inference="statistics"``). At test time
+every input feature is standardised by the within-class variance pooled over
+the candidate tasks (plus :data:`VARIANCE_FLOOR` of its mean), and the batch is
+given to the task whose class means' convex hull is nearest to the batch's mean
+input (:func:`hull_distance`). A batch of one task is a mixture of that task's
+classes, so its mean lies near that hull whatever its class proportions:
+Avalanche evaluates experiences in dataset order, where a test batch of 128 is
+often one class, while shuffled batches mix the classes. Measured on the data
+alone over four seeds (``benchmarks/task_inference_rules.py``), the hull
+distance picks the right task for every batch in both orders; the nearest class
+mean does too in dataset order but falls to 44-89 % on shuffled batches, and a
+per-class diagonal-Gaussian likelihood of the batch falls to 89 % in dataset
+order on one seed.
+It does not run the network: its cost is the hull distance's fixed number of
+small ``C × C`` steps per batch, whatever the model's size (the measured cost
+against labelled evaluation is in ``benchmarks/RESULTS.md``,
+``benchmarks/task_inference_cost.py``). It is a departure from SupSup, which
+stores nothing but masks; it identifies the task from the inputs' first
+moments, so two tasks over inputs with the same class means (e.g. the same
+images with different labels) cannot be told apart by it.
 
 Per-task BatchNorm (:class:`~avalanche_ctr.exssnet.supermask.TaskBatchNorm`)
 is superposed like the masks: ``BN_α(x) = Σ_t α_t BN_t(x)`` with each
@@ -158,6 +203,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
+from avalanche.evaluation import GenericPluginMetric, Metric
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 
@@ -168,25 +214,45 @@ __all__ = [
     "HEAD_RULES",
     "DEFAULT_HEAD_RULE",
     "METHODS",
+    "default_head_rule",
     "InferenceRound",
     "TaskInference",
     "Prediction",
     "infer",
     "infer_task",
     "predict_without_task",
+    "class_statistics",
+    "hull_distance",
+    "TaskInferenceAccuracy",
+    "ExperienceTaskInference",
+    "StreamTaskInference",
+    "task_inference_metrics",
 ]
 
-Method = Literal["one_shot", "binary"]
-HeadRule = Literal["mean", "mixture", "logits"]
+Method = Literal["one_shot", "binary", "statistics"]
+HeadRule = Literal["mean", "mixture", "logits", "superfluous"]
 
-METHODS: tuple[str, ...] = ("one_shot", "binary")
-"""Inference methods: SupSup's one-shot (Sec. 3.3) and binary (Sec. 3.4) algorithms."""
+METHODS: tuple[str, ...] = ("one_shot", "binary", "statistics")
+"""Inference methods: SupSup's one-shot (Sec. 3.3) and binary (Sec. 3.4) algorithms,
+and the input-statistics rule (ours; see the module notes)."""
 
-HEAD_RULES: tuple[str, ...] = ("mean", "mixture", "logits")
+VARIANCE_FLOOR = 0.1
+"""The statistics method standardises every input feature by its within-class
+variance plus this fraction of the mean variance, so that nearly constant
+features (an image's border) do not dominate the distance."""
+
+HULL_ITERATIONS = 100
+"""Accelerated projected-gradient steps of :func:`hull_distance`. On the class means of
+scikit-learn's digits, 100 steps leave a relative error of 2e-4 in the distance (200:
+6e-6) and never changed which hull is nearest."""
+
+HEAD_RULES: tuple[str, ...] = ("mean", "mixture", "logits", "superfluous")
 """How per-task heads enter the entropy (see the module notes)."""
 
 DEFAULT_HEAD_RULE: dict[str, str] = {"one_shot": "mean", "binary": "mixture"}
-"""The head rule each method uses by default (the one that inferred best)."""
+"""The head rule each method uses by default when the heads have no superfluous
+units (the one that inferred best); with superfluous units the default is
+``"superfluous"`` (see :func:`default_head_rule`)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +262,9 @@ class InferenceRound:
     :param candidates: task labels superposed with ``α_t = 1 / len(candidates)``.
     :param scores: ``-∂H/∂α_t`` for each candidate, in the order of ``candidates``:
         shape ``(T,)`` for the batch, or ``(B, T)`` with ``per_sample=True``.
-    :param entropy: the objective ``H`` of this round, averaged over the batch.
+    :param entropy: the objective ``H`` (or ``G``) of this round, averaged over the
+        batch; NaN for the statistics method, whose scores are minus the hull
+        distances.
     """
 
     candidates: tuple[int, ...]
@@ -259,32 +327,38 @@ def infer(
         :class:`~avalanche_ctr.training.ExSSNeT` or :class:`~avalanche_ctr.training.SupSup`).
     :param x: a mini-batch of inputs, all assumed to come from one task
         (``per_sample=True`` drops that assumption).
-    :param method: ``"one_shot"`` (Sec. 3.3: one forward and backward pass) or
-        ``"binary"`` (Sec. 3.4: halve the candidates ``⌈log2 T⌉`` times).
+    :param method: ``"one_shot"`` (Sec. 3.3: one forward and backward pass),
+        ``"binary"`` (Sec. 3.4: halve the candidates ``⌈log2 T⌉`` times) or
+        ``"statistics"`` (the likelihood of the inputs under each task's stored
+        input statistics; no pass through the network).
     :param per_sample: also infer one task per sample (one-shot only); the batch
         decision is unchanged.
     :param tasks: candidate task labels (default: every finished task, in
         training order).
-    :param head_rule: how per-task heads enter the entropy: ``"mean"``,
-        ``"mixture"`` or ``"logits"`` (see the module notes); ``None`` takes
-        :data:`DEFAULT_HEAD_RULE` of the method.
+    :param head_rule: how per-task heads enter the objective: ``"mean"``,
+        ``"mixture"``, ``"logits"`` or ``"superfluous"`` (see the module notes);
+        ``None`` takes :func:`default_head_rule`.
     :raises ValueError: if the model learned no task yet, the batch is empty, or
         an argument is invalid; the message says how to fix it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    head_rule = DEFAULT_HEAD_RULE[method] if head_rule is None else head_rule
-    if head_rule not in HEAD_RULES:
+    if head_rule is not None and head_rule not in HEAD_RULES:
         raise ValueError(f"unknown head_rule {head_rule!r}; use one of {HEAD_RULES} or None")
-    if per_sample and method != "one_shot":
+    if per_sample and method == "binary":
         raise ValueError(
-            "per_sample=True is only offered with method='one_shot': in the binary method "
-            "every sample would keep its own candidate set; use method='one_shot' or "
-            "per_sample=False"
+            "per_sample=True is not offered with method='binary': every sample would keep "
+            "its own candidate set; use method='one_shot' or 'statistics', or per_sample=False"
         )
     candidates = _candidates(model, tasks)
     x = _check_batch(x)
+    if method == "statistics":
+        return _by_statistics(model, x, candidates, per_sample)
     head = _output_head(model)
+    if head_rule is None:
+        head_rule = default_head_rule(model, method, candidates)
+    elif head_rule == "superfluous":
+        _check_superfluous(model, head, candidates)
     with _inference_mode(model):
         if method == "one_shot":
             first = _round(model, x, candidates, head, head_rule, per_sample)
@@ -301,6 +375,19 @@ def infer(
             rounds.append(step)
             remaining = _top_half(remaining, step.scores)
         return TaskInference(remaining[0], method, candidates, tuple(rounds))
+
+
+def default_head_rule(
+    model: SupermaskNet, method: Method = "one_shot", tasks: Sequence[int] | None = None
+) -> str:
+    """The head rule :func:`infer` uses when given none: ``"superfluous"`` when every
+    candidate task's head has superfluous units (an unmasked head wider than the
+    classes the task was trained on), else :data:`DEFAULT_HEAD_RULE` of the method."""
+    candidates = _candidates(model, tasks)
+    head = _output_head(model)
+    if head is not None and all(_superfluous_units(model, head, t).any() for t in candidates):
+        return "superfluous"
+    return DEFAULT_HEAD_RULE[method]
 
 
 def infer_task(
@@ -343,6 +430,102 @@ def predict_without_task(
         if saved is not None:
             load(saved)
     return Prediction(logits, task)
+
+
+def _by_statistics(
+    model: SupermaskNet, x: Tensor, candidates: tuple[int, ...], per_sample: bool
+) -> TaskInference:
+    """The candidate whose class means' convex hull is nearest to the batch's mean
+    input (see the module notes)."""
+    flat = x.detach().flatten(1).to(torch.float64)
+    stats = []
+    for task in candidates:
+        sums = model.input_sums(task)
+        if sums is None:
+            raise ValueError(
+                f"task {task} has no stored input statistics, so method='statistics' cannot "
+                "score it; record them while training (ExSSNeTPlugin(input_statistics=True), "
+                "or task_inference='statistics' on the ExSSNeT / SupSup strategy), or use "
+                "method='one_shot' or 'binary'"
+            )
+        if sums.shape[1] - 1 != flat.shape[1]:
+            raise ValueError(
+                f"the batch has {flat.shape[1]} input features per sample but task {task} "
+                f"stored statistics of {sums.shape[1] - 1}; pass inputs of the training shape"
+            )
+        stats.append(class_statistics(sums.to(flat.device)))
+    total = sum(n for _, _, n in stats)
+    pooled = sum(within * n for _, within, n in stats) / total
+    scale = (pooled + VARIANCE_FLOOR * pooled.mean() + 1e-12).rsqrt()
+    points = (flat if per_sample else flat.mean(0, keepdim=True)) * scale
+    widest = max(means.shape[0] for means, _, _ in stats)
+    hulls = torch.stack(
+        [torch.cat([means, means[:1].expand(widest - len(means), -1)]) for means, _, _ in stats]
+    )
+    scores = -hull_distance(points, hulls * scale)
+    task = candidates[_argmax(scores.mean(0))]
+    sample_tasks = None
+    if per_sample:
+        sample_tasks = torch.tensor(candidates, device=scores.device)[scores.argmax(dim=1)]
+    step = InferenceRound(candidates, (scores if per_sample else scores[0]).float(), float("nan"))
+    return TaskInference(task, "statistics", candidates, (step,), sample_tasks)
+
+
+def class_statistics(sums: Tensor) -> tuple[Tensor, Tensor, float]:
+    """From a task's input sums (:func:`~avalanche_ctr.exssnet.supermask_net.input_sums`):
+    the mean input of each class it saw (``(C, D)``), the within-class variance of
+    every feature (``(D,)``) and the number of inputs."""
+    counts = sums[:-1, 0]
+    seen = counts > 0
+    means = sums[:-1, 1:][seen] / counts[seen, None]
+    n = float(sums[-1, 0])
+    within = (sums[-1, 1:] - (counts[seen, None] * means**2).sum(0)) / n
+    return means, within.clamp_min(0.0), n
+
+
+def hull_distance(points: Tensor, vertices: Tensor) -> Tensor:
+    """Mean squared distance per feature of each point (``(B, D)``) to the convex hull
+    of ``vertices`` (``(C, D)``; or ``(T, C, D)`` for ``T`` hulls at once, giving
+    ``(B, T)``): ``min_w ‖p - wᵀV‖² / D`` over the probability simplex, by
+    :data:`HULL_ITERATIONS` accelerated projected-gradient (FISTA) steps of size
+    ``1/L`` (``L`` the largest eigenvalue of ``VVᵀ``) from the hull's centroid, on
+    the ``C × C`` Gram matrix. Hulls with fewer vertices can be padded by repeating one of theirs,
+    which leaves the hull unchanged."""
+    single = vertices.dim() == 2
+    sets = vertices[None] if single else vertices
+    gram = sets @ sets.transpose(1, 2)  # (T, C, C)
+    step = 1.0 / torch.linalg.matrix_norm(gram, ord=2).clamp_min(1e-12)[:, None, None]
+    target = torch.einsum("bd,tcd->tbc", points, sets)  # (T, B, C)
+    n_sets, n_vertices = sets.shape[0], sets.shape[1]
+    weights = points.new_full((n_sets, points.shape[0], n_vertices), 1.0 / n_vertices)
+    if n_vertices > 1:
+        # FISTA (Beck & Teboulle, 2009): projected gradient with Nesterov momentum
+        ahead, momentum = weights, 1.0
+        for _ in range(HULL_ITERATIONS):
+            moved = ahead - step * (ahead @ gram - target)
+            new = _simplex_projection(moved.flatten(0, 1)).view_as(weights)
+            following = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
+            ahead = new + ((momentum - 1) / following) * (new - weights)
+            weights, momentum = new, following
+    # ‖p - wᵀV‖² = ‖p‖² - 2 wᵀ(Vp) + wᵀ G w, without forming wᵀV
+    squared = (
+        points.pow(2).sum(1)[None]
+        - 2 * (weights * target).sum(2)
+        + ((weights @ gram) * weights).sum(2)
+    )
+    distance = squared.clamp_min(0.0).T / points.shape[1]  # (B, T)
+    return distance[:, 0] if single else distance
+
+
+def _simplex_projection(v: Tensor) -> Tensor:
+    """Each row of ``v`` projected onto the probability simplex (Duchi et al., ICML
+    2008, Fig. 1)."""
+    u, _ = v.sort(dim=1, descending=True)
+    cumulative = u.cumsum(dim=1) - 1
+    k = torch.arange(1, v.shape[1] + 1, dtype=v.dtype, device=v.device)
+    last = ((u - cumulative / k) > 0).to(v.dtype).cumsum(dim=1).argmax(dim=1, keepdim=True)
+    theta = cumulative.gather(1, last) / (last + 1).to(v.dtype)
+    return (v - theta).clamp_min(0.0)
 
 
 # ------------------------------------------------------------------ checks
@@ -393,6 +576,37 @@ def _output_head(model: SupermaskNet) -> MultiHeadClassifier | None:
             "one, producing the model's output (or none, with a masked output layer)"
         )
     return heads[0] if heads else None
+
+
+def _superfluous_units(model: SupermaskNet, head: MultiHeadClassifier, task: int) -> Tensor:
+    """Boolean ``(width,)``: the units of ``task``'s head that it was never trained to
+    predict (none for a masked head, whose other units are constant)."""
+    width = head.classifiers[str(task)].classifier.out_features
+    extra = torch.zeros(width, dtype=torch.bool)
+    classes = model.task_classes(task)
+    if head.masking or not classes:
+        return extra
+    extra[:] = True
+    extra[[c for c in classes if c < width]] = False
+    return extra
+
+
+def _check_superfluous(
+    model: SupermaskNet, head: MultiHeadClassifier | None, candidates: tuple[int, ...]
+) -> None:
+    lacking = (
+        list(candidates)
+        if head is None
+        else [t for t in candidates if not _superfluous_units(model, head, t).any()]
+    )
+    if lacking:
+        raise ValueError(
+            f"head_rule='superfluous' needs per-task heads with superfluous units, and the "
+            f"heads of tasks {lacking} have none; build the model with "
+            "MultiHeadClassifier(in_features, initial_out_features=N, masking=False) with N "
+            "larger than the classes per task (e.g. 10 for two-class tasks), or use another "
+            "head_rule"
+        )
 
 
 # ---------------------------------------------------------- model state
@@ -466,6 +680,8 @@ def _round(
         if head is not None:
             # "mean" does not superpose the heads: α reaches them through the features only
             head_alpha = alpha.detach() if head_rule == "mean" else alpha
+            if head_rule == "superfluous":
+                mixed["superfluous"] = [_superfluous_units(model, head, t) for t in candidates]
             forward = _mixed_head(head, candidates, head_alpha, mixed)
             stack.enter_context(_override(head, "forward", forward))
         if isinstance(model.net, MultiTaskModule):
@@ -648,6 +864,8 @@ def _objective(out: Tensor, head: MultiHeadClassifier | None, rule: str, mixed: 
         )
     if rule == "logits":
         return _entropy(out, mixed["union"])
+    if rule == "superfluous":
+        return _superfluous_objective(mixed)
     # Σ_t α_t Ĥ_t; for "mean" the α here are detached (uniform): the mean of the Ĥ_t
     total = out.new_zeros(out.shape[0])
     for j, (z, own) in enumerate(zip(mixed["logits"], mixed["owns"], strict=True)):
@@ -655,6 +873,24 @@ def _objective(out: Tensor, head: MultiHeadClassifier | None, rule: str, mixed: 
         if n_classes > 1:  # a one-class head is always sure: entropy 0
             total = total + mixed["alpha"][:, j] * _entropy(z, own) / math.log(n_classes)
     return total
+
+
+def _superfluous_objective(mixed: dict) -> Tensor:
+    """SupSup's ``G`` objective (Sec. 3.3, "superfluous neurons"), per sample:
+    ``logsumexp`` of the superposed logits ``z = Σ_t α_t z_t`` with the real
+    classes' logits held constant, so that ``∂G/∂α_t`` is the softmax-weighted
+    change of the superfluous units only. Every task's head was trained to push
+    its superfluous units down on its own inputs, so the task whose subnetwork and
+    head lower them most is the likeliest."""
+    alpha = mixed["alpha"]
+    width = max(z.shape[-1] for z in mixed["logits"])
+    total = None
+    for j, (z, extra) in enumerate(zip(mixed["logits"], mixed["superfluous"], strict=True)):
+        term = _per_sample(alpha, j, z) * z
+        keep = extra.to(device=z.device, dtype=z.dtype)
+        term = _pad(term * keep + (term * (1 - keep)).detach(), width)
+        total = term if total is None else total + term
+    return total.logsumexp(dim=1)
 
 
 def _argmax(scores: Tensor) -> int:
@@ -668,3 +904,78 @@ def _top_half(candidates: tuple[int, ...], scores: Tensor) -> tuple[int, ...]:
     order = sorted(range(len(candidates)), key=lambda j: (-values[j], j))
     keep = sorted(order[: math.ceil(len(candidates) / 2)])
     return tuple(candidates[j] for j in keep)
+
+
+# ------------------------------------------------------------ Avalanche metrics
+class TaskInferenceAccuracy(Metric[float]):
+    """Fraction of evaluated samples whose inferred task is their true task."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.correct = 0
+        self.count = 0
+
+    def update(self, n_correct: int, n_samples: int) -> None:
+        self.correct += n_correct
+        self.count += n_samples
+
+    def result(self) -> float:
+        """The fraction; 0 before any inferred mini-batch."""
+        return self.correct / self.count if self.count else 0.0
+
+
+class _TaskInferencePluginMetric(GenericPluginMetric[float, TaskInferenceAccuracy]):
+    def __init__(self, reset_at: str, emit_at: str) -> None:
+        super().__init__(TaskInferenceAccuracy(), reset_at=reset_at, emit_at=emit_at, mode="eval")
+
+    def reset(self) -> None:
+        self._metric.reset()
+
+    def result(self) -> float:
+        return self._metric.result()
+
+    def update(self, strategy) -> None:
+        for plugin in strategy.plugins:
+            inference = getattr(plugin, "last_inference", None)
+            if inference is not None:
+                self._metric.update(inference.n_correct, len(inference.true_tasks))
+                return
+
+    def _package_result(self, strategy) -> list:
+        # nothing inferred (inference off, or no task finished yet): nothing to report
+        return super()._package_result(strategy) if self._metric.count else []
+
+
+class ExperienceTaskInference(_TaskInferencePluginMetric):
+    """Task-inference accuracy of each evaluated experience
+    (``TaskInference_Acc_Exp``): the fraction of its samples whose mini-batch was
+    assigned its true task. Emitted only when evaluation inferred tasks
+    (``task_inference`` of :class:`~avalanche_ctr.exssnet.lifecycle.ExSSNeTPlugin`)."""
+
+    def __init__(self) -> None:
+        super().__init__(reset_at="experience", emit_at="experience")
+
+    def __str__(self) -> str:
+        return "TaskInference_Acc_Exp"
+
+
+class StreamTaskInference(_TaskInferencePluginMetric):
+    """Task-inference accuracy over the evaluated stream (``TaskInference_Acc_Stream``)."""
+
+    def __init__(self) -> None:
+        super().__init__(reset_at="stream", emit_at="stream")
+
+    def __str__(self) -> str:
+        return "TaskInference_Acc_Stream"
+
+
+def task_inference_metrics(*, experience: bool = False, stream: bool = False) -> list:
+    """Plugin metrics for an ``EvaluationPlugin``, like ``accuracy_metrics``."""
+    metrics: list = []
+    if experience:
+        metrics.append(ExperienceTaskInference())
+    if stream:
+        metrics.append(StreamTaskInference())
+    return metrics

@@ -105,6 +105,33 @@ def test_permuted_fmnist_has_ten_way_tasks_each_with_its_own_permutation(tmp_pat
         PermutedFashionMNIST(0, dataset_root=tmp_path / "root", source=source)
 
 
+def test_permuted_fmnist_keeps_n_train_images_the_same_in_every_task(tmp_path):
+    import torch
+
+    from avalanche_ctr.benchmarks import PermutedFashionMNIST
+
+    source = _fake_source(tmp_path / "source")
+    root = tmp_path / "root"
+    full = PermutedFashionMNIST(2, seed=3, dataset_root=root, source=source)
+    bm = PermutedFashionMNIST(2, seed=3, dataset_root=root, source=source, n_train=15)
+    assert [len(exp.dataset) for exp in bm.train_stream] == [15, 15]
+    assert [len(exp.dataset) for exp in bm.test_stream] == [20, 20]  # test sets stay whole
+    kept = [exp.dataset.eval() for exp in bm.train_stream]
+    pool = [full.train_stream[0].dataset.eval()[i][0] for i in range(40)]
+    # every kept image is one of the 40 (under task 0's permutation), none twice
+    found = [
+        next(j for j, x in enumerate(pool) if torch.equal(x, kept[0][i][0])) for i in range(15)
+    ]
+    assert len(set(found)) == 15
+    # task 1 keeps the same images: same pixel values in another order
+    for i in range(15):
+        assert torch.equal(
+            kept[0][i][0].flatten().sort().values, kept[1][i][0].flatten().sort().values
+        )
+    with pytest.raises(ValueError, match="n_train must be a positive number of images"):
+        PermutedFashionMNIST(2, dataset_root=root, source=source, n_train=0)
+
+
 def test_permuted_fmnist_trains_ten_way_heads_with_exssnet(tmp_path):
     import torch
     from _helpers import quiet_evaluator

@@ -90,3 +90,45 @@ def test_knn_accuracy_is_leave_one_out():
     # alternating labels: each point's nearest other point has the other label; a KNN
     # that counted the point itself as its own neighbour would score 1.0 here
     assert knn_accuracy(features, torch.tensor([0, 1, 0, 1, 0, 1]), k=1) == 0.0
+
+
+class SampleRecorder(SupervisedPlugin):
+    """Records the inputs of KKT's sample (what ``ExSSNeTPlugin._sample`` drew)."""
+
+    def __init__(self, plugin):
+        super().__init__()
+        self.samples = []
+        draw = plugin._sample
+
+        def recording(strategy, task):
+            x, y = draw(strategy, task)
+            self.samples.append(x.clone())
+            return x, y
+
+        plugin._sample = recording
+
+
+def kkt_samples(seed: int) -> list[torch.Tensor]:
+    tasks = [digits_task([0, 1, 2, 3, 4]), digits_task([5, 6, 7, 8, 9])]
+    benchmark = tensors_benchmark(train_tensors=tasks, test_tensors=tasks, task_labels=[0, 1])
+    torch.manual_seed(seed)
+    model = MTSimpleMLP(input_size=64, hidden_size=16)
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        mask_epochs=1,
+        weight_epochs=0,
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    recorder = SampleRecorder(strategy.exssnet_plugin)
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+    return recorder.samples
+
+
+def test_kkts_sample_follows_the_run_seed():
+    first, again, other = kkt_samples(0), kkt_samples(0), kkt_samples(1)
+    assert len(first) == 1 and first[0].shape == (256, 64)
+    assert torch.equal(first[0], again[0])
+    assert not torch.equal(first[0], other[0])

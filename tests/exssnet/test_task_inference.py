@@ -12,15 +12,20 @@ import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
 from avalanche.benchmarks import nc_benchmark
+from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.training.plugins import EvaluationPlugin
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from avalanche_ctr.exssnet import convert_to_supermask
+from avalanche_ctr.exssnet import ExSSNeTPlugin, convert_to_supermask, task_inference_metrics
 from avalanche_ctr.exssnet.task_inference import (
     _override,
+    class_statistics,
+    default_head_rule,
+    hull_distance,
     infer,
     infer_task,
     predict_without_task,
@@ -67,13 +72,21 @@ class MLP(MultiTaskModule):
     """``initial_out_features=10``: heads of the permuted digits have ten classes from the
     start."""
 
-    def __init__(self, hidden: int = 128, batchnorm: bool = False, initial_classes: int = 10):
+    def __init__(
+        self,
+        hidden: int = 128,
+        batchnorm: bool = False,
+        initial_classes: int = 10,
+        masking: bool = True,
+    ):
         super().__init__()
         norm = [nn.BatchNorm1d(hidden)] if batchnorm else []
         self.features = nn.Sequential(
             nn.Linear(64, hidden), *norm, nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
-        self.classifier = MultiHeadClassifier(hidden, initial_out_features=initial_classes)
+        self.classifier = MultiHeadClassifier(
+            hidden, initial_out_features=initial_classes, masking=masking
+        )
 
     def forward_single_task(self, x, task_label):
         return self.classifier(self.features(x), task_label)
@@ -104,8 +117,8 @@ def stream():
 def models(stream):
     benchmark, _ = stream
     return {
-        "supsup": train(SupSup, benchmark, train_epochs=3),
-        "exssnet": train(ExSSNeT, benchmark, mask_epochs=2, weight_epochs=1),
+        "supsup": train(SupSup, benchmark, train_epochs=3, input_statistics=True),
+        "exssnet": train(ExSSNeT, benchmark, mask_epochs=2, weight_epochs=1, input_statistics=True),
     }
 
 
@@ -201,7 +214,7 @@ def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("method", ["one_shot", "binary"])
+@pytest.mark.parametrize("method", ["one_shot", "binary", "statistics"])
 def test_inference_changes_nothing(stream, models, method):
     model = models["exssnet"]
     _, test = stream
@@ -241,7 +254,7 @@ def test_inference_changes_nothing(stream, models, method):
 
 def test_deterministic_for_a_batch(stream, models):
     x = next(batches(stream))[1]
-    for method in ("one_shot", "binary"):
+    for method in ("one_shot", "binary", "statistics"):
         first = infer(models["exssnet"], x, method=method)
         second = infer(models["exssnet"], x.clone(), method=method)
         assert first.task == second.task
@@ -351,9 +364,184 @@ def test_bad_arguments_are_clear_errors(models):
         infer(model, x, method="exhaustive")
     with pytest.raises(ValueError, match="unknown head_rule"):
         infer(model, x, head_rule="max")
-    with pytest.raises(ValueError, match="per_sample=True is only offered"):
+    with pytest.raises(ValueError, match="per_sample=True is not offered with method='binary'"):
         infer(model, x, method="binary", per_sample=True)
     with pytest.raises(ValueError, match=r"tasks \[7\] were never trained"):
         infer(model, x, tasks=[0, 7])
     with pytest.raises(TypeError, match="needs a SupermaskNet"):
         infer(nn.Linear(64, 2), x)
+    with pytest.raises(ValueError, match="head_rule='superfluous' needs per-task heads"):
+        infer(model, x, head_rule="superfluous")  # masked heads as wide as their classes
+    with pytest.raises(ValueError, match="32 input features per sample but task 0 stored .* 64"):
+        infer(model, torch.zeros(4, 32), method="statistics")
+
+
+# ------------------------------------------------------- input statistics
+@pytest.mark.parametrize("name", ["supsup", "exssnet"])
+def test_statistics_infer_every_batch(stream, models, name):
+    model = models[name]
+    outcomes = [infer_task(model, x, method="statistics") == t for t, x in batches(stream)]
+    assert all(outcomes), (name, sum(outcomes), len(outcomes))
+    x = next(batches(stream))[1]
+    result = infer(model, x, method="statistics", per_sample=True)
+    assert result.scores.shape == (BATCH, N_TASKS)
+    assert result.sample_tasks.shape == (BATCH,)
+
+
+def test_statistics_are_the_class_means_and_within_class_variance(stream, models):
+    benchmark, _ = stream
+    x, y = experience_tensors(benchmark.train_stream[2])
+    means, within, n = class_statistics(models["supsup"].input_sums(2))
+    x, y = x.double(), y
+    assert n == len(x)
+    torch.testing.assert_close(means, torch.stack([x[y == c].mean(0) for c in range(10)]))
+    residual = x - means[y]
+    torch.testing.assert_close(within, residual.pow(2).mean(0), atol=1e-9, rtol=1e-6)
+
+
+def test_hull_distance_is_the_distance_to_the_convex_hull():
+    generator = torch.Generator().manual_seed(0)
+    vertices = torch.randn(2, 5, generator=generator, dtype=torch.float64)
+    t = torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.7], dtype=torch.float64)
+    along = vertices[0] + t[:, None] * (vertices[1] - vertices[0])
+    normal = torch.randn(5, generator=generator, dtype=torch.float64)
+    direction = vertices[1] - vertices[0]
+    normal -= (normal @ direction) / (direction @ direction) * direction  # orthogonal
+    points = along + normal
+    nearest = vertices[0] + t.clamp(0, 1)[:, None] * direction  # closest point of the segment
+    expected = (points - nearest).pow(2).mean(1)
+    torch.testing.assert_close(hull_distance(points, vertices), expected)
+    # a point inside a triangle is at distance 0
+    triangle = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    inside = torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64) @ triangle
+    assert hull_distance(inside, triangle).item() == pytest.approx(0.0, abs=1e-12)
+    # several hulls at once, the segment padded by repeating a vertex: the same distances
+    padded = torch.cat([vertices, vertices[:1]])
+    both = hull_distance(points, torch.stack([padded, triangle]))
+    torch.testing.assert_close(both[:, 0], expected)
+    torch.testing.assert_close(both[:, 1], hull_distance(points, triangle))
+
+
+def test_statistics_not_recorded_are_a_clear_error(stream):
+    benchmark, _ = stream
+    model = train(SupSup, benchmark, train_epochs=1)
+    assert model.input_sums(0) is None
+    with pytest.raises(ValueError, match="no stored input statistics.*input_statistics=True"):
+        infer(model, torch.zeros(4, 64), method="statistics")
+
+
+# ------------------------------------------------------- superfluous units
+def superposed_g_gradient(model, x, tasks):
+    """Reference: -dG/dα by autograd, G = logsumexp of the α-superposed heads' logits
+    with the real classes' logits held constant (SupSup's G objective)."""
+    alpha = torch.full((len(tasks),), 1.0 / len(tasks), requires_grad=True)
+    masks = [model.task_masks(t) for t in tasks]
+    head = model.net.classifier
+    with ExitStack() as stack:
+        for i, layer in enumerate(model.supermask_layers):
+
+            def weight(i=i, layer=layer):
+                return layer.weight * sum(a * m[i] for a, m in zip(alpha, masks, strict=True))
+
+            stack.enter_context(_override(layer, "masked_weight", weight))
+        model.eval()
+        features = model.net.features(x)
+        z = 0
+        for a, t in zip(alpha, tasks, strict=True):
+            real = torch.zeros(head.classifiers[str(t)].classifier.out_features)
+            real[model.task_classes(t)] = 1
+            term = a * head.classifiers[str(t)](features)
+            z = z + term * (1 - real) + (term * real).detach()
+        (grad,) = torch.autograd.grad(z.logsumexp(1).mean(), alpha)
+    return -grad
+
+
+def test_superfluous_units_give_supsups_g_objective(stream):
+    benchmark, _ = stream
+    model = train(SupSup, benchmark, train_epochs=3, model=MLP(initial_classes=16, masking=False))
+    assert model.task_classes(1) == list(range(10))
+    assert default_head_rule(model) == "superfluous"
+    x = next(batches(stream))[1]
+    result = infer(model, x)
+    torch.testing.assert_close(
+        result.scores, superposed_g_gradient(model, x, model.trained_tasks), rtol=1e-4, atol=1e-5
+    )
+    outcomes = [infer_task(model, x) == task for task, x in batches(stream)]
+    assert sum(outcomes) / len(outcomes) >= 0.9
+
+
+# ------------------------------------------------------- in Avalanche's loop
+def exp_metrics(metrics, name):
+    return [v for k, v in sorted(metrics.items()) if k.startswith(f"{name}/eval_phase/")]
+
+
+def test_evaluation_without_task_labels_in_avalanches_loop(stream):
+    benchmark, _ = stream
+    torch.manual_seed(0)
+    model = MLP(hidden=64)
+    evaluator = EvaluationPlugin(
+        accuracy_metrics(experience=True),
+        task_inference_metrics(experience=True, stream=True),
+        loggers=[],
+    )
+    strategy = SupSup(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        train_epochs=2,
+        density=0.1,
+        train_mb_size=64,
+        eval_mb_size=BATCH,
+        task_inference="statistics",
+        evaluator=evaluator,
+    )
+    # nothing learned yet: the given labels are used and no inference is reported
+    assert not exp_metrics(strategy.eval(benchmark.test_stream), "TaskInference_Acc_Exp")
+    for experience in benchmark.train_stream[:2]:
+        strategy.train(experience)
+    halfway = strategy.eval(benchmark.test_stream)
+    # tasks 0 and 1 are recognised; tasks 2 and 3 cannot be, as they were never learned
+    assert exp_metrics(halfway, "TaskInference_Acc_Exp") == [1.0, 1.0, 0.0, 0.0]
+    for experience in benchmark.train_stream[2:]:
+        strategy.train(experience)
+    before = state(strategy.model)
+    inferred = strategy.eval(benchmark.test_stream)
+    assert exp_metrics(inferred, "TaskInference_Acc_Exp") == [1.0] * N_TASKS
+    assert exp_metrics(inferred, "TaskInference_Acc_Stream") == [1.0]
+    strategy.exssnet_plugin.task_inference = None
+    labelled = strategy.eval(benchmark.test_stream)
+    # every batch inferred right: the same predictions as with the given labels
+    assert exp_metrics(inferred, "Top1_Acc_Exp") == exp_metrics(labelled, "Top1_Acc_Exp")
+    assert min(exp_metrics(labelled, "Top1_Acc_Exp")) > 0.6  # learned (chance: 0.1)
+    after = strategy.model.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+
+
+def test_wrong_inference_uses_the_inferred_tasks_network(stream):
+    """A batch inferred as the wrong task is classified by that task's network, so the
+    accuracy with inferred tasks can fall below the labelled one."""
+    benchmark, _ = stream
+    torch.manual_seed(0)
+    model = MLP(hidden=32)
+    strategy = SupSup(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        train_epochs=1,
+        density=0.1,
+        train_mb_size=64,
+        eval_mb_size=BATCH,
+        task_inference="one_shot",
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+    )
+    strategy.train(benchmark.train_stream[0])
+    metrics = strategy.eval(benchmark.test_stream[1:2])
+    # the only learned task is task 0: task 1's batches all go to task 0's network
+    x, y = experience_tensors(benchmark.test_stream[1])
+    expected = (task_logits(strategy.model, x, 0).argmax(1) == y).float().mean().item()
+    assert exp_metrics(metrics, "Top1_Acc_Exp") == [pytest.approx(expected)]
+
+
+def test_bad_task_inference_options_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown task_inference 'exhaustive'"):
+        ExSSNeTPlugin(task_inference="exhaustive")
+    with pytest.raises(ValueError, match="unknown head_rule 'max'"):
+        ExSSNeTPlugin(head_rule="max")
