@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes for the independent runs (strategy x seed), each pinned to "
         "a device (--device cuda: the visible GPUs in turn); same results as --jobs 1 "
-        "(default: 1, one run after another)",
+        "with the same --threads (default: 1, one run after another)",
     )
     compare.add_argument(
         "--out", default=None, help="output folder (default: runs/compare-<benchmark>)"

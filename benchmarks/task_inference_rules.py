@@ -6,7 +6,8 @@ Two measurements behind the notes of ``avalanche_ctr/exssnet/task_inference.py``
   units for 2 classes) on Split-FashionMNIST and, for every test batch of 128, runs
   every task's network separately and picks the task of lowest mean entropy over its
   real classes (``H``) or of lowest ``G`` (SupSup's superfluous-unit objective): the
-  exhaustive oracles that SupSup's one-shot gradient approximates.
+  exhaustive oracles that SupSup's one-shot gradient approximates; and, on the same
+  model, SupSup's one-shot and binary inference with the ``superfluous`` head rule.
 * the input-statistics rules, on the data alone (no network): per task, the class
   means and the within-class variance of the flattened training inputs; a test
   batch goes to the task whose class means' convex hull is nearest to its mean input
@@ -33,7 +34,12 @@ from torch.utils.data import DataLoader
 
 from avalanche_ctr.benchmarks import SplitFashionMNIST
 from avalanche_ctr.exssnet.supermask_net import input_sums
-from avalanche_ctr.exssnet.task_inference import VARIANCE_FLOOR, class_statistics, hull_distance
+from avalanche_ctr.exssnet.task_inference import (
+    VARIANCE_FLOOR,
+    class_statistics,
+    hull_distance,
+    infer_task,
+)
 
 BATCH = 128
 
@@ -110,11 +116,14 @@ def oracle(seed: int) -> dict[str, float]:
     for experience in benchmark.train_stream:
         strategy.train(experience, eval_streams=[])
     net = strategy.model.eval()
-    right = {"H": 0, "G": 0}
+    right = {"H": 0, "G": 0, "one_shot": 0, "binary": 0}
     n = 0
     with torch.no_grad():
         for experience in benchmark.test_stream:
             for x, _, _ in DataLoader(experience.dataset.eval(), batch_size=BATCH):
+                for method in ("one_shot", "binary"):
+                    found = infer_task(net, x, method=method, head_rule="superfluous")
+                    right[method] += found == experience.task_label
                 entropy, g = [], []
                 for task in net.trained_tasks:
                     z = net(x, task)
@@ -126,7 +135,9 @@ def oracle(seed: int) -> dict[str, float]:
                 right["H"] += int(torch.stack(entropy).argmin()) == experience.task_label
                 right["G"] += int(torch.stack(g).argmin()) == experience.task_label
                 n += 1
-    return {f"oracle {k}": v / n for k, v in right.items()}
+    return {
+        (f"oracle {k}" if k in ("H", "G") else f"{k}, superfluous"): v / n for k, v in right.items()
+    }
 
 
 def convergence() -> None:

@@ -81,7 +81,7 @@ one dense head per task, possibly with different numbers of classes, that no
 mask covers. Every candidate head ``t`` reads the superposed features ``h(α)``
 and gives logits ``z_t``; ``Ĥ_t = H(softmax(z_t)) / log n_t`` is its entropy over
 its own ``n_t`` classes (the head's active units), normalised so that heads with
-different numbers of classes are comparable (a uniform guess scores 1). Three
+different numbers of classes are comparable (a uniform guess scores 1). Four
 rules (``head_rule``) turn these into the objective:
 
 * ``"mean"``: ``H = (1/T) Σ_t Ĥ_t``. The heads are not superposed; α reaches
