@@ -54,6 +54,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "default: one per class, masked)",
     )
     parser.add_argument(
+        "--output-layer",
+        default="heads",
+        help="MLP benchmarks: heads (Avalanche's per-task heads, default) or masked (one "
+        "output layer of --head-units units, default 10, shared by every task: the "
+        "supermask strategies mask it per task, as the official SupSup/ExSSNeT models)",
+    )
+    parser.add_argument(
         "--task-inference",
         default=None,
         help="supermask strategies: after the last task, evaluate again without task "
@@ -165,6 +172,7 @@ def _settings(args: argparse.Namespace):
         max_length=args.max_length,
         n_train=args.n_train,
         head_units=args.head_units,
+        output_layer=args.output_layer,
         task_inference=args.task_inference,
         options={name: getattr(args, f"option_{name}") for name in all_options()},
     )

@@ -162,6 +162,14 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
         (["compare", "--task-inference", "guess"], r"unknown --task-inference .* \['guess'\]"),
         (["run", "--head-units", "0"], r"--head-units must be at least 1"),
         (
+            ["run", "--benchmark", "split_cifar100", "--output-layer", "masked"],
+            r"--output-layer 'masked' is not offered for split_cifar100; use one of: heads",
+        ),
+        (
+            ["run", "--strategy", "packnet", "--output-layer", "masked"],
+            r"run it with --output-layer heads",
+        ),
+        (
             ["run", "--n-train", "10"],
             r"--n-train applies to the text benchmarks and permuted_fmnist",
         ),

@@ -16,13 +16,23 @@ from avalanche_ctr.benchmarks.fashion_mnist import (
     SplitFashionMNIST,
     prepare_fashion_mnist_root,
 )
-from avalanche_ctr.benchmarks.text import ASC, ASC_TASKS, DSC, DSC_DOMAINS, text_benchmark
+from avalanche_ctr.benchmarks.text import (
+    ASC,
+    ASC_TASKS,
+    DSC,
+    DSC_DOMAINS,
+    DSCDomainError,
+    dsc_domains,
+    text_benchmark,
+)
 
 __all__ = [
     "ASC",
     "ASC_TASKS",
     "DSC",
     "DSC_DOMAINS",
+    "DSCDomainError",
+    "dsc_domains",
     "PermutedFashionMNIST",
     "SplitDigits",
     "SplitFashionMNIST",

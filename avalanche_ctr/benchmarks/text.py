@@ -4,7 +4,8 @@
   (single sentences or sentence pairs) and integer labels, tokenized with a
   HuggingFace tokenizer into one ``(3, max_length)`` LongTensor per sample.
 * :func:`DSC` -- document sentiment classification, one task per Amazon
-  product domain (10 domains, 2 classes each).
+  product domain (2 classes each): the paper's 10 domains by default, or any
+  domain whose files are in the data folder (:func:`dsc_domains` lists them).
 * :func:`ASC` -- aspect sentiment classification, 19 tasks (SemEval-14
   laptop/restaurant with 3 classes, 17 Bing products with 2 classes), with the
   (aspect term, sentence) pair as input.
@@ -42,7 +43,16 @@ from avalanche_ctr.text_encoder import load_tokenizer
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["ASC", "ASC_LABELS", "ASC_TASKS", "DSC", "DSC_DOMAINS", "text_benchmark"]
+__all__ = [
+    "ASC",
+    "ASC_LABELS",
+    "ASC_TASKS",
+    "DSC",
+    "DSC_DOMAINS",
+    "DSCDomainError",
+    "dsc_domains",
+    "text_benchmark",
+]
 
 TextInput = str | tuple[str, str]
 """One input text: a single sentence, or a ``(first, second)`` sentence pair."""
@@ -348,6 +358,64 @@ def _build_from_files(
 # --------------------------------------------------------------------------- DSC
 
 
+class DSCDomainError(FileNotFoundError, ValueError):
+    """A requested DSC domain has no file in the data folder (a missing file and an
+    unknown domain name at once, hence both bases)."""
+
+
+def _dsc_splits(dev: bool) -> tuple[str, ...]:
+    return ("train", "test", "dev") if dev else ("train", "test")
+
+
+def dsc_domains(root: str | os.PathLike[str], *, dev: bool = False) -> list[str]:
+    """The DSC domains whose files are in ``root``: every ``<Domain>`` with both
+    ``<Domain>_train.tsv`` and ``<Domain>_test.tsv`` (and ``<Domain>_dev.tsv`` with
+    ``dev=True``). The paper's domains come first, in the order of :data:`DSC_DOMAINS`,
+    then the others in alphabetical order, so ``DSC(root, domains=dsc_domains(root))``
+    extends the paper's task sequence.
+
+    :param root: The ``dsc`` folder holding the ``.tsv`` files.
+    :param dev: Only list domains that also have a dev file.
+    :raises FileNotFoundError: If ``root`` is not a directory.
+    """
+    base = _check_root(root, "DSC", _DSC_LAYOUT)
+    suffix = "_train.tsv"
+    found = {path.name[: -len(suffix)] for path in base.glob(f"*{suffix}") if path.is_file()}
+    usable = {
+        domain
+        for domain in found
+        if all((base / f"{domain}_{split}.tsv").is_file() for split in _dsc_splits(dev))
+    }
+    return [d for d in DSC_DOMAINS if d in usable] + sorted(usable - set(DSC_DOMAINS))
+
+
+def _check_dsc_domains(base: Path, given: Sequence[str] | None, dev: bool) -> list[str]:
+    """The requested domains (default: the paper's), refusing duplicates, an empty list
+    and a domain none of whose files is in ``base``. A domain missing only some of its
+    files is left to the per-file check, which names the missing file."""
+    if given is None:
+        return list(DSC_DOMAINS)
+    names = [given] if isinstance(given, str) else list(given)
+    if not names:
+        raise ValueError(
+            f"at least one DSC domain is needed; domains with files in {str(base)!r}: "
+            f"{', '.join(dsc_domains(base, dev=dev)) or 'none'}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate DSC domain in {names}; name each domain once")
+    splits = _dsc_splits(dev)
+    absent = [n for n in names if not any((base / f"{n}_{s}.tsv").is_file() for s in splits)]
+    if absent:
+        missing = ", ".join(f"{name}_{split}.tsv" for name in absent for split in splits)
+        raise DSCDomainError(
+            f"unknown DSC domain {absent}: none of its files is in {str(base)!r} (missing "
+            f"{missing}); domains with files there: "
+            f"{', '.join(dsc_domains(base, dev=dev)) or 'none'}. Pick domains among them or "
+            f"add the files: {_DSC_LAYOUT}"
+        )
+    return names
+
+
 def _read_dsc(path: Path) -> tuple[list[TextInput], list[int]]:
     texts: list[TextInput] = []
     labels: list[int] = []
@@ -386,8 +454,9 @@ def DSC(
     the CTR code.
 
     :param root: The ``dsc`` folder holding the ``.tsv`` files.
-    :param domains: Domains to use, in task order; default
-        :data:`DSC_DOMAINS` (the CTR paper's order, 10 domains).
+    :param domains: Domains to use, in task order: any domain whose files are in
+        ``root`` (:func:`dsc_domains` lists them, e.g. the full Amazon collection's
+        24); default :data:`DSC_DOMAINS` (the CTR paper's order, 10 domains).
     :param n_train: If given, keep at most this many training examples per
         task: a seeded subsample, stratified by label (uniformly random when
         stratifying is impossible). Test (and dev) sets are kept whole.
@@ -397,15 +466,18 @@ def DSC(
     :param seed: Seed of the ``n_train`` subsample.
     :param dev: Also read the dev files and expose them as ``dev_stream``.
     :return: The benchmark of :func:`text_benchmark`, task names = domains.
+    :raises DSCDomainError: If a requested domain has no file in ``root`` (the
+        message names the missing files and the domains that have files).
     :raises FileNotFoundError: If ``root`` or a needed ``.tsv`` file is missing.
-    :raises ValueError: On an unknown domain name, a bad ``n_train`` or a
+    :raises ValueError: On a duplicate or empty ``domains``, a bad ``n_train`` or a
         malformed line.
     """
+    base = _check_root(root, "DSC", _DSC_LAYOUT)
     return _build_from_files(
         "DSC",
         _DSC_LAYOUT,
-        root,
-        _check_names(domains, DSC_DOMAINS, "DSC domain"),
+        base,
+        _check_dsc_domains(base, domains, dev),
         lambda base, name, split: base / f"{name}_{split}.tsv",
         _read_dsc,
         n_train=n_train,

@@ -6,13 +6,16 @@ Modules follow the paper's parts: :mod:`.capsules` (task capsule layer),
 :mod:`.task_masks` (Task Specific Module with HAT masks), :mod:`.cl_plugin`
 (the CL-plugin), :mod:`.ctr_model` (``CTRModel``: the encoder with its
 CL-plugins and heads), :mod:`.lifecycle` (``CTRPlugin``, the Avalanche plugin that
-trains it task by task) and :mod:`.strategy` (the ``CTR`` strategy). The encoder
+trains it task by task), :mod:`.strategy` (the ``CTR`` strategy) and
+:mod:`.diagnostics` (``CTRDiagnostics``, Avalanche metrics of free capacity, mask
+movement, transfer size and gate use). The encoder
 mechanics CTR shares with its baselines are in :mod:`avalanche_ctr.text_encoder`.
 """
 
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer, squash
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
 from avalanche_ctr.ctr.ctr_model import CTRModel
+from avalanche_ctr.ctr.diagnostics import CTRDiagnostics
 from avalanche_ctr.ctr.lifecycle import CTRPlugin
 from avalanche_ctr.ctr.routing import TransferRouting, binary_gate
 from avalanche_ctr.ctr.strategy import CTR
@@ -22,6 +25,7 @@ __all__ = [
     "CTR",
     "CTRPlugin",
     "CTRModel",
+    "CTRDiagnostics",
     "CLPlugin",
     "CLPluginConfig",
     "TaskCapsuleLayer",

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from avalanche_ctr.compat import widest_head
 
-__all__ = ["multi_head", "MultiHeadMLP", "MultiHeadConvNet", "PackNetMultiHead"]
+__all__ = ["multi_head", "MultiHeadMLP", "MaskedOutputMLP", "MultiHeadConvNet", "PackNetMultiHead"]
 
 
 def multi_head(feature_size: int, head_units: int | None = None) -> MultiHeadClassifier:
@@ -74,6 +74,39 @@ class MultiHeadMLP(_MultiHeadNet):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
         super().__init__(nn.Sequential(*layers), width, head_units)
+
+
+class MaskedOutputMLP(nn.Module):
+    """``Flatten → (Linear → ReLU) × len(hidden_sizes) → Linear(·, outputs)``: one output
+    layer shared by every task, no per-task heads.
+
+    The supermask strategies mask the output layer per task like every other layer,
+    as the official SupSup and ExSSNeT models do (``small.py``: every layer masked, no
+    bias), so a task's classifier is its mask over the shared output weights; dense
+    strategies train it as a single head shared by all tasks.
+
+    :param input_size: number of input features after flattening.
+    :param hidden_sizes: width of each hidden layer.
+    :param outputs: output units (at least the classes of any task; more are
+        superfluous units).
+    """
+
+    def __init__(
+        self, input_size: int, hidden_sizes: tuple[int, ...] = (256, 256), outputs: int = 10
+    ) -> None:
+        super().__init__()
+        if outputs < 1:
+            raise ValueError(f"outputs must be a positive number of units, got {outputs}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = input_size
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.features = nn.Sequential(*layers)
+        self.output = nn.Linear(width, outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.features(x))
 
 
 class MultiHeadConvNet(_MultiHeadNet):

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from avalanche_ctr.experiments.backbones import MultiHeadConvNet, MultiHeadMLP
+from avalanche_ctr.experiments.backbones import MaskedOutputMLP, MultiHeadConvNet, MultiHeadMLP
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 
 __all__ = ["BenchmarkSpec", "BENCHMARKS", "BenchmarkDataError", "get_benchmark", "text_root"]
@@ -33,6 +33,11 @@ class BenchmarkSpec:
     :param build: ``build(seed, settings) -> benchmark``.
     :param defaults: default settings (epochs, batch size, learning rate, ...).
     :param backbone: ``backbone(settings) -> model`` for image benchmarks.
+    :param output_layers: the ``--output-layer`` values the backbone offers:
+        ``"heads"`` (Avalanche's per-task heads) and, for the MLP benchmarks,
+        ``"masked"`` (one output layer shared by all tasks,
+        :class:`~avalanche_ctr.experiments.backbones.MaskedOutputMLP`, which the
+        supermask strategies mask per task as the official models do).
     """
 
     name: str
@@ -41,12 +46,17 @@ class BenchmarkSpec:
     build: Callable[[int, Any], Any]
     defaults: dict[str, Any] = field(default_factory=dict)
     backbone: Callable[[Any], nn.Module] | None = None
+    output_layers: tuple[str, ...] = ("heads",)
 
 
 def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
-    return lambda s: MultiHeadMLP(
-        input_size, (s.hidden_size,) * s.hidden_layers, head_units=s.head_units
-    )
+    def build(s) -> nn.Module:
+        hidden = (s.hidden_size,) * s.hidden_layers
+        if s.output_layer == "masked":
+            return MaskedOutputMLP(input_size, hidden, outputs=s.head_units or 10)
+        return MultiHeadMLP(input_size, hidden, head_units=s.head_units)
+
+    return build
 
 
 def _split_digits(seed: int, settings) -> Any:
@@ -154,6 +164,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             _split_digits,
             {**_IMAGE, "epochs": 4, "hidden_layers": 2, "density": 0.1},
             _mlp(64),
+            ("heads", "masked"),
         ),
         BenchmarkSpec(
             "split_fmnist",
@@ -162,6 +173,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             _fmnist("SplitFashionMNIST"),
             {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
             _mlp(784),
+            ("heads", "masked"),
         ),
         BenchmarkSpec(
             "permuted_fmnist",
@@ -178,6 +190,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
                 "density": 0.05,
             },
             _mlp(784),
+            ("heads", "masked"),
         ),
         BenchmarkSpec(
             "split_mnist",
@@ -186,6 +199,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             _torchvision_split("SplitMNIST", "MNIST"),
             {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
             _mlp(784),
+            ("heads", "masked"),
         ),
         BenchmarkSpec(
             "split_cifar100",

@@ -39,6 +39,7 @@ __all__ = [
     "METRICS",
     "INFERENCE_METRICS",
     "DIAGNOSTICS",
+    "CTR_DIAGNOSTICS",
     "summarize",
     "final_average",
     "average_forgetting",
@@ -68,6 +69,19 @@ DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
 }
 """ExSSNeT diagnostics of the supermask strategies
 (:mod:`avalanche_ctr.exssnet.diagnostics`), averaged over the tasks after the first."""
+
+CTR_DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
+    "ctr_free_fraction": ("TSM units free at the end (%)", 100.0, ".1f"),
+    "ctr_mask_movement": ("mask embedding movement (RMS)", 1.0, ".3f"),
+    "ctr_ksm_ratio": ("‖KSM(h)‖ / ‖h‖", 1.0, ".3f"),
+    "ctr_gate_on_rate": ("earlier tasks' gates on (%)", 100.0, ".1f"),
+    "ctr_self_gate_on_rate": ("own gate on (%)", 100.0, ".1f"),
+}
+"""CTR diagnostics of the strategies with a ``CTRModel``
+(:mod:`avalanche_ctr.ctr.diagnostics`), each the mean over its CL-plugins and masks or
+sources: the fraction of TSM units no task uses after the last task, and over the
+tasks (after the first for the earlier tasks' gates) the movement of the task's mask
+embeddings, the size of the KSM output relative to its input and the gate on-rates."""
 
 INFERENCE_METRICS: dict[str, tuple[str, float, str]] = {
     "inferred_accuracy": ("final acc., inferred tasks (%)", 100.0, ".2f"),
@@ -134,6 +148,7 @@ def summarize(record: dict[str, Any]) -> dict[str, float | None]:
         else None,
         **_inference_summary(record),
         **_diagnostics_summary(record),
+        **_ctr_diagnostics_summary(record),
     }
 
 
@@ -147,6 +162,25 @@ def _diagnostics_summary(record: dict[str, Any]) -> dict[str, float]:
         summary["kkt_source_rate"] = statistics.fmean(d["KKTSource"] >= 0 for d in kkt)
         summary["kkt_margin"] = statistics.fmean(d["KKTMargin"] for d in kkt)
     return summary
+
+
+def _ctr_diagnostics_summary(record: dict[str, Any]) -> dict[str, float]:
+    per_task = record.get("ctr_diagnostics", [])
+    if not per_task:
+        return {}
+
+    def mean(dicts: list[dict[str, float]], name: str) -> float | None:
+        values = [v for d in dicts for k, v in d.items() if k.partition("/")[0] == name]
+        return statistics.fmean(values) if values else None
+
+    summary = {
+        "ctr_free_fraction": mean(per_task[-1:], "FreeFraction"),
+        "ctr_mask_movement": mean(per_task, "MaskMovement"),
+        "ctr_ksm_ratio": mean(per_task, "KSMRatio"),
+        "ctr_gate_on_rate": mean(per_task[1:], "GateOnRate"),
+        "ctr_self_gate_on_rate": mean(per_task, "SelfGateOnRate"),
+    }
+    return {key: value for key, value in summary.items() if value is not None}
 
 
 def _inference_summary(record: dict[str, Any]) -> dict[str, float]:
@@ -170,7 +204,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r["summary"] for r in records if r["strategy"] == name]
         row: dict[str, Any] = {"strategy": name, "seeds": len(runs)}
         inference = [key for key in dict.fromkeys(k for run in runs for k in run) if _method(key)]
-        for metric in [*METRICS, "iteration_s", *DIAGNOSTICS, *inference]:
+        for metric in [*METRICS, "iteration_s", *DIAGNOSTICS, *CTR_DIAGNOSTICS, *inference]:
             values = [run[metric] for run in runs if run.get(metric) is not None]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
             row[f"{metric}_std"] = (
@@ -233,6 +267,21 @@ def diagnostics_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", rule, *lines])
 
 
+def ctr_diagnostics_table(rows: list[dict[str, Any]]) -> str:
+    """The CTR diagnostics of the strategies that have them (empty if none; ``n/a`` for
+    the KSM columns of a CTR without KSM)."""
+    header = ["strategy", *(title for title, _, _ in CTR_DIAGNOSTICS.values())]
+    lines = []
+    for row in rows:
+        if row.get("ctr_free_fraction_mean") is not None:
+            cells = [row["strategy"], *(_cell(row, m, CTR_DIAGNOSTICS[m]) for m in CTR_DIAGNOSTICS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    rule = "|---|" + "---:|" * len(CTR_DIAGNOSTICS)
+    return "\n".join(["| " + " | ".join(header) + " |", rule, *lines])
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The aggregated rows as a markdown table (mean ± std over seeds)."""
     header = ["strategy", "seeds", *(METRICS[m][0] for m in METRICS)]
@@ -256,6 +305,7 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
     config = ", ".join(f"{k}={v}" for k, v in settings.config(names).items() if v is not None)
     inferred = inference_table(rows)
     diagnosed = diagnostics_table(rows)
+    ctr_diagnosed = ctr_diagnostics_table(rows)
     (out / "results.md").write_text(
         f"# {settings.benchmark}: {len(rows)} strategies, seeds {seeds}\n\n"
         f"{markdown_table(rows)}\n\n"
@@ -269,6 +319,7 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
         f"Settings: {config}.\n"
         + (f"\n## Without task labels\n\n{inferred}\n" if inferred else "")
         + (f"\n## ExSSNeT diagnostics\n\n{diagnosed}\n" if diagnosed else "")
+        + (f"\n## CTR diagnostics\n\n{ctr_diagnosed}\n" if ctr_diagnosed else "")
     )
     _plot_matrices(records, rows, settings, out / "accuracy_matrices.png")
     _plot_bars(rows, settings, seeds, out / "final_accuracy_forgetting.png")

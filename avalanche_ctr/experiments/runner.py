@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from avalanche_ctr.ctr.diagnostics import CTRDiagnostics
 from avalanche_ctr.distributed import (
     DistributedTraining,
     barrier,
@@ -95,6 +96,7 @@ class Settings:
     n_train: int | None = None
     bottleneck: int = 128
     head_units: int | None = None
+    output_layer: str = "heads"
     task_inference: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -120,6 +122,11 @@ class Settings:
                 )
             if self.n_train < 1:
                 raise UsageError(f"--n-train must be at least 1, got {self.n_train}")
+        if self.output_layer not in spec.output_layers:
+            raise UsageError(
+                f"--output-layer {self.output_layer!r} is not offered for {self.benchmark}; "
+                f"use one of: {', '.join(spec.output_layers)}"
+            )
         if self.head_units is not None and self.head_units < 1:
             raise UsageError(f"--head-units must be at least 1, got {self.head_units}")
         unknown_methods = [m for m in self.inference_methods if m not in INFERENCE_METHODS]
@@ -201,8 +208,19 @@ def run_paths(out: Path, strategy_name: str, seed: int) -> tuple[Path, Path]:
     return out / "checkpoints" / f"{name}.pt", out / "runs" / f"{name}.json"
 
 
-def _check_same_run(found: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
-    """Refuse to continue a run whose strategy, seed or settings differ from this one's."""
+def _check_same_run(
+    found: dict[str, Any], expected: dict[str, Any], path: Path, spec: BenchmarkSpec
+) -> None:
+    """Refuse to continue a run whose strategy, seed or settings differ from this one's.
+
+    A setting or option the earlier run does not record did not exist then; it counts
+    as its default (the benchmark's, else the option's, else ``None``), which is what
+    that run used."""
+    defaults = {
+        **{f.name: f.default for f in fields(Settings) if f.default is not MISSING},
+        **{name: opt.default for name, opt in all_options().items()},
+        **spec.defaults,
+    }
 
     def flat(identity: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -214,7 +232,7 @@ def _check_same_run(found: dict[str, Any], expected: dict[str, Any], path: Path)
     differences = [
         f"{key}={there.get(key)!r} there, {value!r} here"
         for key, value in here.items()
-        if there.get(key) != value
+        if there.get(key, defaults.get(key)) != value
     ]
     if differences:
         raise CheckpointError(
@@ -248,8 +266,9 @@ def run_one(
     The record holds the accuracy and macro-F1 matrices (row ``i``: after training
     experience ``i``; column ``j``: test experience ``j <= i``), per experience the
     training and evaluation seconds, the mean training-iteration seconds and the
-    bytes stored, the peak memory, and :func:`~avalanche_ctr.experiments.report.summarize`'s
-    metrics.
+    bytes stored, the peak memory, the diagnostics of ExSSNeT and CTR models (keys
+    ``diagnostics`` and ``ctr_diagnostics``, one dict per experience), and
+    :func:`~avalanche_ctr.experiments.report.summarize`'s metrics.
 
     After each experience the run saves a checkpoint in ``out/checkpoints`` (see
     :mod:`avalanche_ctr.checkpoint`); a finished run leaves its record in ``out/runs``.
@@ -283,7 +302,7 @@ def _run(
     checkpoint_path, record_path = run_paths(out, strategy_name, seed)
     if record_path.is_file():
         finished = json.loads(record_path.read_text())
-        _check_same_run(finished.get("identity", {}), identity, record_path)
+        _check_same_run(finished.get("identity", {}), identity, record_path, spec)
         log(f"{strategy_name} seed {seed}: finished earlier, kept ({record_path})")
         return finished["record"]
     RNGManager.set_random_seeds(seed)
@@ -297,6 +316,7 @@ def _run(
     tensorboard = out / "tensorboard" / strategy_name / f"seed{seed}"
     logger = TensorboardLogger(tensorboard) if main else None
     diagnostics = ExSSNeTDiagnostics()
+    ctr_diagnostics = CTRDiagnostics()
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
         loss_metrics(epoch=True, experience=True),
@@ -305,6 +325,7 @@ def _run(
         *macro_f1_metrics(experience=True, stream=True),
         *task_inference_metrics(experience=True, stream=True),
         diagnostics,
+        ctr_diagnostics,
         loggers=[logger] if logger is not None else [],
     )
     context = StrategyContext(
@@ -345,11 +366,15 @@ def _run(
         "stored_bytes": [],
         "peak_memory_bytes": None,
         "diagnostics": [],
+        "ctr_diagnostics": [],
     }
     if checkpoint_path.is_file():
         meta = load_checkpoint(strategy, checkpoint_path)
-        _check_same_run(meta.get("identity", {}), identity, checkpoint_path)
+        _check_same_run(meta.get("identity", {}), identity, checkpoint_path, spec)
         record = meta["record"]
+        # loading replaced the evaluator's metric objects with the saved ones
+        diagnostics = _evaluator_metric(strategy, ExSSNeTDiagnostics)
+        ctr_diagnostics = _evaluator_metric(strategy, CTRDiagnostics)
         log(
             f"{strategy_name} seed {seed}: resuming after experience {len(record['acc_matrix'])}"
             f" of {n} ({checkpoint_path})"
@@ -377,6 +402,8 @@ def _run(
             record["eval_s"].append(done - trained)
             if diagnostics.result():
                 record.setdefault("diagnostics", []).append(diagnostics.result())
+            if ctr_diagnostics.result():
+                record.setdefault("ctr_diagnostics", []).append(ctr_diagnostics.result())
             if i == n - 1:
                 record["inferred"] = _evaluate_inferring(strategy, benchmark, settings, n)
             if main:
@@ -399,6 +426,12 @@ def _run(
         f"forgetting {100 * s['forgetting']:.2f} pts, train {s['train_time_s']:.1f} s"
     )
     return record
+
+
+def _evaluator_metric(strategy, cls: type):
+    """The evaluator's metric of class ``cls``."""
+    (metric,) = [m for m in strategy.evaluator.metrics if isinstance(m, cls)]
+    return metric
 
 
 def _evaluate_inferring(strategy, benchmark, settings: Settings, n: int) -> dict[str, Any]:

@@ -57,6 +57,9 @@ __all__ = [
     "all_options",
     "resolve_options",
     "DENSITY",
+    "MASK_LR",
+    "WEIGHT_LR",
+    "LR_SCHEDULE",
 ]
 
 
@@ -231,6 +234,41 @@ DENSITY = Option(
     "supermask density: fraction of each layer's weights a task's mask keeps",
     check=check_density,
 )
+
+
+def _positive_or_none(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ValueError(f"must be a positive learning rate, got {value}")
+    return value
+
+
+def _lr_schedule(value: str) -> str:
+    from avalanche_ctr.exssnet.lifecycle import LR_SCHEDULES
+
+    if value not in LR_SCHEDULES:
+        raise ValueError(f"unknown schedule {value!r}; use one of {', '.join(LR_SCHEDULES)}")
+    return value
+
+
+MASK_LR = Option(
+    "mask_lr",
+    None,
+    "learning rate of the supermask phase (default: --lr)",
+    check=_positive_or_none,
+)
+WEIGHT_LR = Option(
+    "weight_lr",
+    None,
+    "learning rate of ExSSNeT's weight phase (default: --lr)",
+    check=_positive_or_none,
+)
+LR_SCHEDULE = Option(
+    "lr_schedule",
+    "constant",
+    "learning-rate schedule within each supermask phase: constant or cosine",
+    type=str,
+    check=_lr_schedule,
+)
 _SUPERMASK_NEEDS = (
     "it masks the Linear / Conv2d layers of a network trained from scratch, and text "
     "benchmarks use a frozen BERT-family encoder"
@@ -345,6 +383,11 @@ def _packnet(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate
             f"packnet prunes after epochs - {post_prune} epochs and fine-tunes after; it "
             f"needs --epochs >= {post_prune + 1}, got {ctx.settings.epochs}"
         )
+    if ctx.settings.output_layer != "heads":
+        raise UsageError(
+            "packnet keeps per-task heads outside the pruned network; run it with "
+            "--output-layer heads"
+        )
     model = PackNetMultiHead(ctx.backbone())
     common = dict(ctx.common)
     common["plugins"] = [*common["plugins"], PackNetPlugin(**ctx.keywords(record))]
@@ -379,7 +422,7 @@ for _record in (
         "ExSSNeT (ours): supermasks + exclusive weights + KKT",
         _IMAGE,
         _exssnet(exclusive=True),
-        (DENSITY,),
+        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
         _SUPERMASK_NEEDS,
         ours=True,
     ),
@@ -388,7 +431,7 @@ for _record in (
         "SSNeT (ours): ExSSNeT without exclusivity",
         _IMAGE,
         _exssnet(exclusive=False),
-        (DENSITY,),
+        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
         _SUPERMASK_NEEDS,
         ours=True,
     ),
@@ -397,7 +440,7 @@ for _record in (
         "SupSup (ours): one supermask per task, fixed weights",
         _IMAGE,
         _supsup,
-        (DENSITY,),
+        (DENSITY, MASK_LR, LR_SCHEDULE),
         _SUPERMASK_NEEDS,
         ours=True,
     ),

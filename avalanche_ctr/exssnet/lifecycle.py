@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ from avalanche_ctr.exssnet.task_inference import HEAD_RULES, METHODS, infer
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
-__all__ = ["ExSSNeTPlugin", "BatchInference", "kkt_seed"]
+__all__ = ["ExSSNeTPlugin", "BatchInference", "LR_SCHEDULES", "phase_lr", "kkt_seed"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,14 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         labels are used. May be changed between evaluations.
     :param head_rule: the head rule of the gradient methods (``None``: the
         default of :func:`~avalanche_ctr.exssnet.task_inference.infer`).
+    :param mask_lr: learning rate of the mask phase (``None``: the optimizer's).
+    :param weight_lr: learning rate of the weight phase (``None``: the optimizer's).
+    :param lr_schedule: ``"constant"`` (default) or ``"cosine"``: the learning rate
+        of each phase falls from the phase's rate to 0 along a half cosine over the
+        phase's iterations (the official code anneals per epoch; per iteration also
+        anneals a one-epoch phase). With the defaults the optimizer's learning rate
+        is left alone (e.g. for Avalanche's ``LRSchedulerPlugin``); otherwise the
+        plugin sets it before every training iteration.
     :param input_statistics: record each task's input statistics while training,
         in its first epoch (what ``task_inference="statistics"`` reads:
         ``(C + 1)·(D + 1)`` float64 numbers per task of ``C`` classes and inputs of
@@ -103,8 +112,16 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
+        mask_lr: float | None = None,
+        weight_lr: float | None = None,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {lr_schedule!r}; use one of {LR_SCHEDULES}")
+        for name, lr in (("mask_lr", mask_lr), ("weight_lr", weight_lr)):
+            if lr is not None and not lr > 0:
+                raise ValueError(f"{name} must be a positive learning rate or None, got {lr}")
         if task_inference is not None and task_inference not in METHODS:
             raise ValueError(
                 f"unknown task_inference {task_inference!r}; use None (given task labels) "
@@ -129,6 +146,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
             task_inference == "statistics" if input_statistics is None else input_statistics
         )
         self.last_inference: BatchInference | None = None
+        self.mask_lr = mask_lr
+        self.weight_lr = weight_lr
+        self.lr_schedule = lr_schedule
         self._update: PartialFreeze | None = None
         self._input_sums: Tensor | None = None
 
@@ -178,6 +198,24 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
     def after_update(self, strategy, **kwargs) -> None:
         if self._update is not None:
             self._update.restore()
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        if self.mask_lr is None and self.weight_lr is None and self.lr_schedule == "constant":
+            return
+        epoch = strategy.clock.train_exp_epochs
+        weight_phase = epoch >= self.mask_epochs
+        group = strategy.optimizer.param_groups[0]
+        # the optimizer's own rate, kept in its parameter group across phase resets
+        base = group.setdefault("base_lr", group["lr"])
+        chosen = self.weight_lr if weight_phase else self.mask_lr
+        lr = base if chosen is None else chosen
+        if self.lr_schedule == "cosine":
+            epochs = self.weight_epochs if weight_phase else self.mask_epochs
+            per_epoch = len(strategy.dataloader)
+            done = (epoch - (self.mask_epochs if weight_phase else 0)) * per_epoch
+            lr = phase_lr(lr, done + strategy.clock.train_epoch_iterations, epochs * per_epoch)
+        for each in strategy.optimizer.param_groups:
+            each["lr"] = lr
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         if self.input_statistics and strategy.clock.train_exp_epochs == 0:
@@ -231,6 +269,16 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         x = torch.stack([item[0] for item in items]).to(strategy.device)
         y = torch.as_tensor([int(item[1]) for item in items], device=strategy.device)
         return x, y
+
+
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+"""Learning-rate schedules of a phase (:class:`ExSSNeTPlugin`'s ``lr_schedule``)."""
+
+
+def phase_lr(lr: float, step: int, steps: int) -> float:
+    """Cosine annealing within a phase: ``lr · (1 + cos(π · step / steps)) / 2``, from
+    ``lr`` at the phase's first iteration towards 0 at its end."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
 def kkt_seed(run_seed: int, task: int) -> int:

@@ -58,6 +58,10 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
     :param head_rule: head rule of the gradient task-inference methods.
     :param input_statistics: record the input statistics ``"statistics"``
         inference reads (default: only with ``task_inference="statistics"``).
+    :param mask_lr: learning rate of the mask phase (``None``: the optimizer's).
+    :param weight_lr: learning rate of the weight phase (``None``: the optimizer's).
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` within each phase
+        (:class:`ExSSNeTPlugin`).
     :param train_mb_size: training mini-batch size.
     :param eval_mb_size: evaluation mini-batch size.
     :param device: where the model runs.
@@ -81,6 +85,9 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
+        mask_lr: float | None = None,
+        weight_lr: float | None = None,
+        lr_schedule: str = "constant",
         train_mb_size: int = 1,
         eval_mb_size: int | None = None,
         device: str = "cpu",
@@ -97,6 +104,9 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
             task_inference=task_inference,
             head_rule=head_rule,
             input_statistics=input_statistics,
+            mask_lr=mask_lr,
+            weight_lr=weight_lr,
+            lr_schedule=lr_schedule,
         )
         super().__init__(
             model=convert_to_supermask(model, density=density),
@@ -134,6 +144,8 @@ class SupSup(ExSSNeT):
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
+        mask_lr: float | None = None,
+        lr_schedule: str = "constant",
         train_mb_size: int = 1,
         eval_mb_size: int | None = None,
         device: str = "cpu",
@@ -153,6 +165,8 @@ class SupSup(ExSSNeT):
             task_inference=task_inference,
             head_rule=head_rule,
             input_statistics=input_statistics,
+            mask_lr=mask_lr,
+            lr_schedule=lr_schedule,
             train_mb_size=train_mb_size,
             eval_mb_size=eval_mb_size,
             device=device,

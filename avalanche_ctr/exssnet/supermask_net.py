@@ -73,6 +73,10 @@ class SupermaskNet(MultiTaskModule):
                 "there is nothing to mask; give ExSSNeT/SupSup a model with at least one such layer"
             )
         widest_head(self)
+        output = self._layers[-1]
+        if not self._head_names and isinstance(output, SupermaskLinear):
+            # a masked output layer: batches of several tasks need all of its units
+            self.max_class_label = max(self.max_class_label, output.out_features)
         feature_name = self._head_names[-1] if self._head_names else self._layer_names[-1]
         self._capture = False
         self._features: Tensor | None = None

@@ -8,7 +8,15 @@ from avalanche.models import MultiHeadClassifier
 from torch.utils.data import DataLoader
 from transformers import BertTokenizerFast
 
-from avalanche_ctr.benchmarks import ASC, ASC_TASKS, DSC, DSC_DOMAINS, text_benchmark
+from avalanche_ctr.benchmarks import (
+    ASC,
+    ASC_TASKS,
+    DSC,
+    DSC_DOMAINS,
+    DSCDomainError,
+    dsc_domains,
+    text_benchmark,
+)
 
 WORDS = (
     "the a is was and it this i not very good bad great awful love hate "
@@ -164,6 +172,59 @@ def test_dsc_default_domains_and_dev(dsc_root, tokenizer):
     assert bm.task_names == README_DSC_ORDER
     assert [exp.task_label for exp in bm.dev_stream] == list(range(10))
     assert [len(exp.dataset) for exp in bm.dev_stream] == [SPLIT_SIZES["dev"]] * 10
+
+
+def _write_dsc_domain(root, domain, splits=("train", "dev", "test")):
+    for split in splits:
+        lines = [f"{_sentence(i)}\t{1 if i % 2 else -1}" for i in range(SPLIT_SIZES[split])]
+        (root / f"{domain}_{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_dsc_reads_any_domain_with_files_in_the_root(tmp_path, tokenizer):
+    # two of the paper's domains, two of the full Amazon collection, one without a test file
+    for domain in ("Toys_and_Games", "Beauty", "Pet_Supplies", "Automotive"):
+        _write_dsc_domain(tmp_path, domain)
+    _write_dsc_domain(tmp_path, "Baby", splits=("train",))
+    _write_dsc_domain(tmp_path, "Cell_Phones", splits=("train", "test"))
+    (tmp_path / "notes_train.tsv").mkdir()  # a folder is no file
+    # the paper's domains first, in its order, then the others alphabetically
+    assert dsc_domains(tmp_path) == [
+        "Pet_Supplies",
+        "Toys_and_Games",
+        "Automotive",
+        "Beauty",
+        "Cell_Phones",
+    ]
+    assert "Cell_Phones" not in dsc_domains(tmp_path, dev=True)
+    domains = ["Beauty", "Pet_Supplies", "Automotive"]
+    bm = DSC(tmp_path, domains=domains, tokenizer=tokenizer, max_length=L, dev=True)
+    assert bm.task_names == domains
+    assert [len(exp.dataset) for exp in bm.train_stream] == [SPLIT_SIZES["train"]] * 3
+    assert [len(exp.dataset) for exp in bm.dev_stream] == [SPLIT_SIZES["dev"]] * 3
+    every = DSC(tmp_path, domains=dsc_domains(tmp_path), tokenizer=tokenizer, max_length=L)
+    assert len(every.train_stream) == 5
+    with pytest.raises(FileNotFoundError, match="Baby_test.tsv.*expected"):  # only some files
+        DSC(tmp_path, domains=["Baby"], tokenizer=tokenizer)
+    with pytest.raises(FileNotFoundError, match="Tools_and_Home_Improvement_train.tsv"):
+        DSC(tmp_path, tokenizer=tokenizer)  # the default stays the paper's 10 domains
+
+
+def test_a_domain_without_files_names_them_and_the_available_domains(tmp_path, tokenizer):
+    _write_dsc_domain(tmp_path, "Beauty")
+    _write_dsc_domain(tmp_path, "Kindle_Store")
+    with pytest.raises(DSCDomainError) as raised:
+        DSC(tmp_path, domains=["Beauty", "Books"], tokenizer=tokenizer, dev=True)
+    message = str(raised.value)
+    assert "unknown DSC domain ['Books']" in message
+    assert "missing Books_train.tsv, Books_test.tsv, Books_dev.tsv" in message
+    assert "domains with files there: Kindle_Store, Beauty." in message
+    assert isinstance(raised.value, FileNotFoundError) and isinstance(raised.value, ValueError)
+    with pytest.raises(ValueError, match="duplicate DSC domain"):
+        DSC(tmp_path, domains=["Beauty", "Beauty"], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="at least one DSC domain.*Kindle_Store, Beauty"):
+        DSC(tmp_path, domains=[], tokenizer=tokenizer)
+    with pytest.raises(FileNotFoundError, match="nowhere.*expected a folder holding <Domain>"):
+        dsc_domains(tmp_path / "nowhere")
 
 
 def test_asc_structure_and_pairs(asc_root, tokenizer):

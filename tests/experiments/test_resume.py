@@ -87,3 +87,34 @@ def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch):
             progress=False,
             log=quiet,
         )
+
+
+def test_a_record_made_before_an_option_existed_counts_it_as_its_default(tmp_path):
+    import json
+
+    from avalanche_ctr.checkpoint import CheckpointError
+
+    settings = dict(benchmark="split_digits", epochs=1, hidden_size=16)
+    out = tmp_path / "run"
+    first = run_one(Settings(**settings), "supsup", 0, out=out, progress=False, log=quiet)
+    _, record_path = run_paths(out, "supsup", 0)
+    finished = json.loads(record_path.read_text())
+    del finished["identity"]["settings"]["lr_schedule"]  # as written before the option
+    record_path.write_text(json.dumps(finished))
+    again = run_one(Settings(**settings), "supsup", 0, out=out, progress=False, log=quiet)
+    assert again["acc_matrix"] == first["acc_matrix"]
+    other = Settings(**settings, options={"lr_schedule": "cosine"})
+    with pytest.raises(CheckpointError, match="lr_schedule=None there, 'cosine' here"):
+        run_one(other, "supsup", 0, out=out, progress=False, log=quiet)
+
+
+def test_a_resumed_run_keeps_recording_the_diagnostics(tmp_path, monkeypatch):
+    whole = run_one(
+        Settings(**SETTINGS), "exssnet", 0, out=tmp_path / "whole", progress=False, log=quiet
+    )
+    interrupted_run(tmp_path / "cut", "exssnet", after=1, monkeypatch=monkeypatch)
+    resumed = run_one(
+        Settings(**SETTINGS), "exssnet", 0, out=tmp_path / "cut", progress=False, log=quiet
+    )
+    assert len(whole["diagnostics"]) == whole["n_experiences"]
+    assert resumed["diagnostics"] == whole["diagnostics"]

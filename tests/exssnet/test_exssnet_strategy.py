@@ -168,3 +168,98 @@ def test_runs_on_cuda():
     assert all(layer.weight.is_cuda for layer in strategy.model.supermask_layers)
     accuracies = stream_accuracies(strategy.eval(benchmark.test_stream[:2]))
     assert min(accuracies) >= 0.9, accuracies
+
+
+class LearningRates(SupervisedPlugin):
+    """Records ``(epoch, learning rate)`` at every training iteration, after the
+    ExSSNeT plugin has set it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def after_training_iteration(self, strategy, **kwargs):
+        lrs = {group["lr"] for group in strategy.optimizer.param_groups}
+        assert len(lrs) == 1
+        self.seen.append((strategy.clock.train_exp_epochs, lrs.pop()))
+
+
+def phase_rates(**kwargs):
+    benchmark = SplitDigits(5, seed=0)
+    model = MTSimpleMLP(input_size=64, hidden_size=32)
+    recorder = LearningRates()
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        mask_epochs=2,
+        weight_epochs=2,
+        train_mb_size=64,
+        plugins=[recorder],
+        evaluator=quiet_evaluator(),
+        **kwargs,
+    )
+    for experience in benchmark.train_stream[:2]:
+        strategy.train(experience)
+    return recorder.seen
+
+
+def test_each_phase_has_its_own_learning_rate():
+    seen = phase_rates(mask_lr=0.05, weight_lr=0.002)
+    assert {lr for epoch, lr in seen if epoch < 2} == {0.05}
+    assert {lr for epoch, lr in seen if epoch >= 2} == {0.002}
+    # the optimizer's own rate when a phase's is not given, and untouched by default
+    assert {lr for epoch, lr in phase_rates(mask_lr=0.05) if epoch >= 2} == {0.01}
+    assert {lr for _, lr in phase_rates()} == {0.01}
+
+
+def test_cosine_schedule_anneals_each_phase_from_its_rate():
+    seen = phase_rates(mask_lr=0.05, weight_lr=0.002, lr_schedule="cosine")
+    per_task = len(seen) // 2
+    for task in range(2):
+        rows = seen[task * per_task : (task + 1) * per_task]
+        mask = [lr for epoch, lr in rows if epoch < 2]
+        weights = [lr for epoch, lr in rows if epoch >= 2]
+        for phase, start in ((mask, 0.05), (weights, 0.002)):
+            assert phase[0] == pytest.approx(start)
+            assert all(a > b for a, b in zip(phase, phase[1:], strict=False))
+            assert 0 < phase[-1] < 0.1 * start
+
+
+def test_bad_phase_options_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        ExSSNeTPlugin(lr_schedule="step")
+    with pytest.raises(ValueError, match="weight_lr must be a positive learning rate"):
+        ExSSNeTPlugin(weight_lr=0.0)
+
+
+def test_a_masked_output_layer_is_masked_per_task_and_forgets_nothing():
+    """The official models mask every layer, the output layer included: with one output
+    layer shared by all tasks (no per-task heads) each task's classifier is its mask."""
+    from avalanche_ctr.experiments.backbones import MaskedOutputMLP
+    from avalanche_ctr.exssnet.supermask import SupermaskLinear
+
+    benchmark = SplitDigits(5, seed=0)
+    torch.manual_seed(0)
+    model = MaskedOutputMLP(64, (64,), outputs=10)
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        density=0.2,
+        mask_epochs=4,
+        weight_epochs=2,
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    net = strategy.model
+    assert not net.heads and isinstance(net.supermask_layers[-1], SupermaskLinear)
+    x0, y0 = experience_tensors(benchmark.test_stream[0])
+    logits = []
+    for experience in benchmark.train_stream[:3]:
+        strategy.train(experience)
+        logits.append(task_logits(net, x0, 0))
+    assert logits[0].shape == (len(x0), 10)
+    assert torch.equal(logits[0], logits[-1])  # task 0 unchanged by tasks 1 and 2
+    assert (logits[-1].argmax(1) == y0).float().mean() >= 0.9
+    output_masks = [net.task_masks(t)[-1] for t in range(3)]
+    assert not torch.equal(output_masks[0], output_masks[1])
+    assert net.max_class_label == 10  # a batch of several tasks gets all ten outputs
