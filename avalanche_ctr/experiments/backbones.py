@@ -39,6 +39,16 @@ def multi_head(feature_size: int, head_units: int | None = None) -> MultiHeadCla
     return MultiHeadClassifier(feature_size, initial_out_features=head_units, masking=False)
 
 
+def _mlp_features(input_size: int, hidden_sizes: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """``Flatten → (Linear → ReLU) × len(hidden_sizes)`` and its output width."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = input_size
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*layers), width
+
+
 class _MultiHeadNet(MultiTaskModule):
     """A backbone ``features`` followed by one classification head per task."""
 
@@ -68,12 +78,7 @@ class MultiHeadMLP(_MultiHeadNet):
         hidden_sizes: tuple[int, ...] = (256, 256),
         head_units: int | None = None,
     ) -> None:
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = input_size
-        for hidden in hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        super().__init__(nn.Sequential(*layers), width, head_units)
+        super().__init__(*_mlp_features(input_size, hidden_sizes), head_units)
 
 
 class MaskedOutputMLP(nn.Module):
@@ -97,12 +102,7 @@ class MaskedOutputMLP(nn.Module):
         super().__init__()
         if outputs < 1:
             raise ValueError(f"outputs must be a positive number of units, got {outputs}")
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = input_size
-        for hidden in hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        self.features = nn.Sequential(*layers)
+        self.features, width = _mlp_features(input_size, hidden_sizes)
         self.output = nn.Linear(width, outputs)
 
     def forward(self, x: Tensor) -> Tensor:

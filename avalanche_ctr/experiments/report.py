@@ -255,31 +255,28 @@ def inference_table(rows: list[dict[str, Any]]) -> str:
 
 def diagnostics_table(rows: list[dict[str, Any]]) -> str:
     """The ExSSNeT diagnostics of the strategies that have them (empty if none)."""
-    header = ["strategy", *(title for title, _, _ in DIAGNOSTICS.values())]
-    lines = []
-    for row in rows:
-        if row.get("exclusive_fraction_mean") is not None:
-            cells = [row["strategy"], *(_cell(row, m, DIAGNOSTICS[m]) for m in DIAGNOSTICS)]
-            lines.append("| " + " | ".join(cells) + " |")
-    if not lines:
-        return ""
-    rule = "|---|" + "---:|" * len(DIAGNOSTICS)
-    return "\n".join(["| " + " | ".join(header) + " |", rule, *lines])
+    return _strategy_table(rows, DIAGNOSTICS, "exclusive_fraction")
 
 
 def ctr_diagnostics_table(rows: list[dict[str, Any]]) -> str:
     """The CTR diagnostics of the strategies that have them (empty if none; ``n/a`` for
     the KSM columns of a CTR without KSM)."""
-    header = ["strategy", *(title for title, _, _ in CTR_DIAGNOSTICS.values())]
-    lines = []
-    for row in rows:
-        if row.get("ctr_free_fraction_mean") is not None:
-            cells = [row["strategy"], *(_cell(row, m, CTR_DIAGNOSTICS[m]) for m in CTR_DIAGNOSTICS)]
-            lines.append("| " + " | ".join(cells) + " |")
+    return _strategy_table(rows, CTR_DIAGNOSTICS, "ctr_free_fraction")
+
+
+def _strategy_table(
+    rows: list[dict[str, Any]], metrics: dict[str, tuple[str, float, str]], present: str
+) -> str:
+    """A markdown table of ``metrics`` for the strategies whose row has ``present``."""
+    lines = [
+        "| " + " | ".join([row["strategy"], *(_cell(row, m, metrics[m]) for m in metrics)]) + " |"
+        for row in rows
+        if row.get(f"{present}_mean") is not None
+    ]
     if not lines:
         return ""
-    rule = "|---|" + "---:|" * len(CTR_DIAGNOSTICS)
-    return "\n".join(["| " + " | ".join(header) + " |", rule, *lines])
+    header = "| " + " | ".join(["strategy", *(title for title, _, _ in metrics.values())]) + " |"
+    return "\n".join([header, "|---|" + "---:|" * len(metrics), *lines])
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

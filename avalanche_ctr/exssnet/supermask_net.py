@@ -123,7 +123,7 @@ class SupermaskNet(MultiTaskModule):
         if stored is not None:
             return [int(c) for c in stored.tolist()]
         for head in self.heads:
-            units = head._buffers.get(f"active_units_T{task}")
+            units = getattr(head, f"active_units_T{task}", None)
             if head.masking and units is not None:
                 return [int(c) for c in units.nonzero().flatten().tolist()]
         return []
