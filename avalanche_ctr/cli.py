@@ -33,8 +33,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--n-experiences",
         type=int,
         default=None,
-        help="image benchmarks: number of tasks (split_*: must divide the classes; "
-        "permuted_fmnist: any, e.g. 100; default: per benchmark)",
+        help="number of tasks (split_*: must divide the classes; permuted_fmnist: any, "
+        "e.g. 100; dsc / asc: the first N tasks of the paper's order; default: per benchmark)",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs per experience (default: per benchmark)"
@@ -93,6 +93,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch CPU threads (with compare --jobs: per worker; default: the cores shared "
         "out over the workers)",
+    )
+    parser.add_argument(
+        "--best-dev-epoch",
+        action="store_true",
+        help="text: after each task, restore the epoch that scored best on the task's dev "
+        "split (the official CTR recipe; every strategy of the run gets it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     group = parser.add_argument_group("strategy options (each used by the strategies named)")
@@ -174,6 +180,7 @@ def _settings(args: argparse.Namespace):
         head_units=args.head_units,
         output_layer=args.output_layer,
         task_inference=args.task_inference,
+        best_dev_epoch=args.best_dev_epoch,
         options={name: getattr(args, f"option_{name}") for name in all_options()},
     )
 
@@ -189,8 +196,13 @@ def _execute(args: argparse.Namespace) -> int:
     import torch
 
     from avalanche_ctr.distributed import finish_distributed, init_distributed, is_main_process
-    from avalanche_ctr.experiments.report import aggregate, inference_table, markdown_table
-    from avalanche_ctr.experiments.runner import compare
+    from avalanche_ctr.experiments.report import (
+        aggregate,
+        inference_table,
+        markdown_table,
+        paired_table,
+    )
+    from avalanche_ctr.experiments.runner import ablation_pairs, compare
 
     spec = get_benchmark(args.benchmark)
     if args.command == "run":
@@ -235,6 +247,9 @@ def _execute(args: argparse.Namespace) -> int:
     if inferred := inference_table(rows):
         print()
         print(inferred)
+    if paired := paired_table(records, ablation_pairs(strategies)):
+        print()
+        print(paired)
     print(
         f"\nresults: {out / 'results.md'}, {out / 'results.csv'}; plots: {out}/*.png; "
         f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}"

@@ -76,7 +76,11 @@ CHECKED_AGAINST = "0.6.0"
 
 
 # ------------------------------------------------------------------ optimizer
-def reset_optimizer_to_trainable(optimizer: Optimizer, model: nn.Module) -> None:
+def reset_optimizer_to_trainable(
+    optimizer: Optimizer,
+    model: nn.Module,
+    own_group: tuple[list[Tensor], dict[str, Any]] | None = None,
+) -> None:
     """Point ``optimizer`` at the trainable parameters of ``model`` only, with fresh state.
 
     Replaces Avalanche's ``update_optimizer``, which fails when frozen parameters
@@ -85,6 +89,9 @@ def reset_optimizer_to_trainable(optimizer: Optimizer, model: nn.Module) -> None
     ...) are kept. Parameters with ``requires_grad=False`` are left out, so
     neither momentum nor weight decay can move them.
 
+    :param own_group: ``(parameters, hyper-parameters)``: these trainable parameters
+        go into a second group whose hyper-parameters override the first group's
+        (e.g. HAT's mask embeddings with their own learning rate).
     :raises ValueError: if ``model`` has no trainable parameter.
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -93,7 +100,11 @@ def reset_optimizer_to_trainable(optimizer: Optimizer, model: nn.Module) -> None
     hyper = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
     optimizer.param_groups.clear()
     optimizer.state = defaultdict(dict)
-    optimizer.add_param_group({**hyper, "params": params})
+    separate = {id(p) for p in own_group[0] if p.requires_grad} if own_group else set()
+    optimizer.add_param_group({**hyper, "params": [p for p in params if id(p) not in separate]})
+    if separate:
+        grouped = [p for p in params if id(p) in separate]
+        optimizer.add_param_group({**hyper, **own_group[1], "params": grouped})
 
 
 class PluginManagedOptimizer:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -114,12 +115,14 @@ def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
 @dataclass
 class TaskContext:
     """What every plugged module of a model needs for the current forward pass: the
-    task's index (``None`` for a task never trained), HAT's mask scale ``s`` and which
-    tokens are real (not padding)."""
+    task's index (``None`` for a task never trained), HAT's mask scale ``s`` (``None``:
+    the binary test-time masks), which tokens are real (not padding) and the generator
+    of any noise the modules draw in training (``None``: PyTorch's global one)."""
 
     task: int | None = 0
-    s: float = 1.0
+    s: float | None = 1.0
     keep: Tensor | None = None
+    generator: torch.Generator | None = None
 
 
 class PluggedOutput(nn.Module):

@@ -145,7 +145,7 @@ def test_ctr_model_loads_from_a_checkpoint_with_its_tasks(tokenizer, sentiment_s
     save_checkpoint(strategy, tmp_path / "ctr.pt")
     loaded = load_model(tmp_path / "ctr.pt", fresh)
     assert loaded.trained_tasks == [0, 1]
-    assert [len(p.task_capsules.capsules) for p in loaded.plugins] == [2] * 4
+    assert [len(p.ksm.task_capsules.capsules) for p in loaded.plugins] == [2] * 4
     for task in range(2):
         x, _ = experience_tensors(sentiment_stream.test_stream[task])
         assert torch.equal(task_logits(loaded, x, task), task_logits(model, x, task))

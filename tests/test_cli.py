@@ -191,8 +191,13 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
         (["run", "--epochs", "0"], r"--epochs must be at least 1"),
         (["run", "--n-experiences", "0"], r"--n-experiences must be at least 1"),
         (
-            ["run", "--benchmark", "dsc", "--n-experiences", "3", "--data-root", "."],
-            r"--n-experiences applies to the image benchmarks; dsc has a fixed list",
+            ["run", "--benchmark", "dsc", "--strategy", "ctr", "--n-experiences", "11"]
+            + ["--data-root", "."],
+            r"--n-experiences 11: dsc has 10 tasks in the paper's order; give at most 10",
+        ),
+        (
+            ["run", "--best-dev-epoch"],
+            r"--best-dev-epoch needs a dev split, which only the text benchmarks have",
         ),
         (["run", "--strategy", "packnet", "--epochs", "1"], r"packnet .* needs --epochs >= 2"),
     ],

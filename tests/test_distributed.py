@@ -123,7 +123,7 @@ def train(method: str, plugins: list, tokenizer_dir: str, check=None) -> dict:
         masks = (
             [torch.cat([m.reshape(-1).float() for m in model.task_masks(t)]) for t in range(i + 1)]
             if method == "exssnet"
-            else [m.cumulative for p in model.plugins for m in p.tsm.masks]
+            else [m.cumulative for p in model.plugins for _, m in p.named_masks]
         )
         if check is not None:
             check(state, masks, plugin_state(method, strategy))

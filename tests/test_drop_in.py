@@ -341,7 +341,7 @@ def test_ctr_repeated_task_label_continues_that_task(tokenizer):
     assert torch.equal(task_logits(strategy.model, x1, 1), before[1])  # task 1: untouched
     assert not torch.equal(task_logits(strategy.model, x0, 0), before[0])  # task 0 learned on
     assert strategy.model.trained_tasks == [0, 1]
-    assert len(strategy.model.plugins[0].task_capsules.capsules) == 2
+    assert len(strategy.model.plugins[0].ksm.task_capsules.capsules) == 2
 
 
 @pytest.mark.parametrize("name", ("exssnet", "supsup"))

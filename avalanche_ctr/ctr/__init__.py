@@ -2,7 +2,8 @@
 Task Specific Module inside every layer of a frozen BERT-family encoder.
 
 Modules follow the paper's parts: :mod:`.capsules` (task capsule layer),
-:mod:`.routing` (transfer capsule layer and transfer routing),
+:mod:`.routing` (the Knowledge Sharing Module: task capsules, transfer capsule
+layer and transfer routing, shared by the tasks and protected by HAT masks),
 :mod:`.task_masks` (Task Specific Module with HAT masks), :mod:`.cl_plugin`
 (the CL-plugin), :mod:`.ctr_model` (``CTRModel``: the encoder with its
 CL-plugins and heads), :mod:`.lifecycle` (``CTRPlugin``, the Avalanche plugin that
@@ -16,8 +17,8 @@ from avalanche_ctr.ctr.capsules import TaskCapsuleLayer, squash
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
 from avalanche_ctr.ctr.ctr_model import CTRModel
 from avalanche_ctr.ctr.diagnostics import CTRDiagnostics
-from avalanche_ctr.ctr.lifecycle import CTRPlugin
-from avalanche_ctr.ctr.routing import TransferRouting, binary_gate
+from avalanche_ctr.ctr.lifecycle import CTRPlugin, warmup_linear
+from avalanche_ctr.ctr.routing import KnowledgeSharingModule, binary_gate
 from avalanche_ctr.ctr.strategy import CTR
 from avalanche_ctr.ctr.task_masks import HATMask, TaskSpecificModule, anneal_s
 
@@ -29,10 +30,11 @@ __all__ = [
     "CLPlugin",
     "CLPluginConfig",
     "TaskCapsuleLayer",
-    "TransferRouting",
+    "KnowledgeSharingModule",
     "TaskSpecificModule",
     "HATMask",
     "squash",
     "binary_gate",
     "anneal_s",
+    "warmup_linear",
 ]

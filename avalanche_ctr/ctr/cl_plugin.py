@@ -1,9 +1,9 @@
 """CTR's CL-plugin (CTR, Ke et al., NeurIPS 2021, Sec. 3.1, Fig. 1).
 
 A CL-plugin sits in every transformer layer twice (inserted by
-:func:`avalanche_ctr.text_encoder.plug_layers`): after the output
-projection (and dropout) of the attention sublayer and of the feed-forward
-sublayer, before the residual add and LayerNorm. For task ``t``:
+:func:`avalanche_ctr.text_encoder.plug_layers`): after the output projection (and
+dropout) of the attention sublayer and of the feed-forward sublayer, before the
+residual add and LayerNorm. For task ``t``:
 
 ``KSM(h) = TransferRouting_t(TK-Layer(h))``,
 ``CL-plugin(h) = h + TSM_t(h + KSM(h))``
@@ -14,14 +14,15 @@ connection.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
-from avalanche_ctr.ctr.routing import TransferRouting
-from avalanche_ctr.ctr.task_masks import TaskSpecificModule
+from avalanche_ctr.ctr.routing import KnowledgeSharingModule
+from avalanche_ctr.ctr.task_masks import HATMask, TaskSpecificModule
 from avalanche_ctr.text_encoder import TaskContext
 
 __all__ = ["CLPluginConfig", "CLPlugin"]
@@ -51,45 +52,90 @@ class CLPluginConfig:
 class CLPlugin(nn.Module):
     """One CL-plugin: Knowledge Sharing Module + Task Specific Module.
 
+    The KSM's parameters are drawn from a generator of their own seeded by
+    ``ksm_seed`` (here and in :meth:`add_task`), not from PyTorch's global one: a
+    model with a KSM and one without then draw the same global random numbers, so
+    their TSMs, heads and batch orders match (paired comparisons).
+
     :param hidden_size: width of the transformer layer.
     :param config: plugin sizes.
+    :param ksm_seed: seed of the KSM's initial parameters.
     """
 
-    def __init__(self, hidden_size: int, config: CLPluginConfig) -> None:
+    def __init__(self, hidden_size: int, config: CLPluginConfig, ksm_seed: int = 0) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.config = config
-        self.task_capsules = TaskCapsuleLayer(
-            hidden_size, config.capsule_hidden, config.capsule_dim
-        )
-        self.routings = nn.ModuleList()
         self.tsm = TaskSpecificModule(hidden_size, config.bottleneck)
+        self.ksm: KnowledgeSharingModule | None = None
+        if config.knowledge_sharing:
+            with _own_random_stream(ksm_seed):
+                self.ksm = KnowledgeSharingModule(
+                    hidden_size,
+                    config.capsule_hidden,
+                    config.capsule_dim,
+                    config.n_transfer,
+                    config.channels,
+                )
         self.last_gates: Tensor | None = None
 
-    def add_task(self) -> list[nn.Parameter]:
-        """Install the new task's capsule, routing and mask embeddings; return their
+    @property
+    def named_masks(self) -> list[tuple[str, HATMask]]:
+        """Every HAT mask of the plugin, named: the TSM's ``Bottleneck`` and ``Hidden``
+        units, and with a KSM its ``KSM.Current``, ``KSM.Similarity`` and
+        ``KSM.Projection`` units."""
+        named = [("Bottleneck", self.tsm.mask1), ("Hidden", self.tsm.mask2)]
+        if self.ksm is not None:
+            names = ("KSM.Current", "KSM.Similarity", "KSM.Projection")
+            named += list(zip(names, self.ksm.masks, strict=True))
+        return named
+
+    def add_task(self, ksm_seed: int = 0) -> list[nn.Parameter]:
+        """Install the new task's mask embeddings and, with a KSM, its capsule and routing
+        parts (drawn from their own stream seeded by ``ksm_seed``); return their
         parameters (the task-owned ones)."""
         embeddings = self.tsm.add_task()
-        if not self.config.knowledge_sharing:
+        if self.ksm is None:
             return embeddings
-        device = self.tsm.fc1.weight.device
-        capsule = self.task_capsules.add_task(device)
-        c = self.config
-        routing = TransferRouting(
-            len(self.routings) + 1, c.capsule_dim, c.n_transfer, self.hidden_size, c.channels
-        ).to(device)
-        self.routings.append(routing)
-        return [*capsule.parameters(), *routing.parameters(), *embeddings]
+        with _own_random_stream(ksm_seed):
+            return [*self.ksm.add_task(), *embeddings]
+
+    def set_trainable(self, task: int, *, owns_sources: bool) -> None:
+        """Task ``task``'s parameters and the shared layers (protected by
+        :meth:`free_entries`) become trainable; see
+        :meth:`~avalanche_ctr.ctr.routing.KnowledgeSharingModule.set_trainable`."""
+        if self.ksm is not None:
+            self.ksm.set_trainable(task, owns_sources=owns_sources)
+        self.tsm.fc1.requires_grad_(True)
+        self.tsm.fc2.requires_grad_(True)
+        for mask in self.tsm.masks:
+            mask.embeddings[task].requires_grad_(True)
+
+    def free_entries(self) -> list[tuple[Tensor, Tensor]]:
+        """The entries of the shared weights that no other task uses (HAT Eq. 2, exact)."""
+        pairs = self.tsm.free_entries()
+        if self.ksm is not None:
+            pairs += self.ksm.free_entries()
+        return pairs
 
     def forward(self, h: Tensor, context: TaskContext) -> Tensor:
         task = context.task
         if task is None:  # a task never trained claims no unit: the plugin is the identity
             return h
-        if not self.config.knowledge_sharing:
+        if self.ksm is None:
             return h + self.tsm(h, task, context.s)
         keep = context.keep
         if keep is None:
             keep = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
-        capsules = self.task_capsules(h, task + 1)
-        transfer, self.last_gates = self.routings[task](capsules, keep)
+        transfer, self.last_gates = self.ksm(h, keep, task, context.s, context.generator)
         return h + self.tsm(h + transfer, task, context.s)
+
+
+@contextmanager
+def _own_random_stream(seed: int) -> Iterator[None]:
+    """PyTorch's global CPU generator seeded with ``seed`` inside the block and put back
+    afterwards, as if the block drew nothing (parameters are drawn on the CPU and then
+    moved, so the CUDA generators are never used)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield

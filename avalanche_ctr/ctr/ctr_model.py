@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+
 import torch
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
+from avalanche_ctr.ctr.task_masks import HATMask
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.text_encoder import (
     TaskContext,
@@ -38,11 +42,17 @@ class CTRModel(MultiTaskModule):
     :param capsule_hidden: hidden width of a task capsule.
     :param n_transfer_capsules: number of transfer capsules.
     :param routing_channels: channels of the routing similarity convolutions.
-    :param s_max: HAT's largest mask scale, used at test time.
+    :param s_max: HAT's largest mask scale, reached at the end of every training epoch
+        (the test-time masks are binary, see :mod:`~avalanche_ctr.ctr.task_masks`).
     :param pooling: ``"mean"`` (masked mean of the last hidden states) or
         ``"cls"`` (the first token's last hidden state).
     :param knowledge_sharing: ``False`` gives the paper's "CTR without KSM"
         ablation: each CL-plugin is then only the TSM, an adapter with HAT masks.
+    :param ksm_seed: seed of the KSM's own random numbers (its initial parameters and
+        the training gates' Gumbel noise); default ``torch.initial_seed()``. The KSM
+        draws nothing from PyTorch's global generator, so a model with
+        ``knowledge_sharing=False`` built and trained after the same ``torch.manual_seed``
+        gets the same TSM initialisation, heads, dropout and batch order.
     """
 
     def __init__(
@@ -57,9 +67,14 @@ class CTRModel(MultiTaskModule):
         s_max: float = 400.0,
         pooling: str = "mean",
         knowledge_sharing: bool = True,
+        ksm_seed: int | None = None,
     ) -> None:
         super().__init__()
         check_pooling(pooling)
+        seed = torch.initial_seed() if ksm_seed is None else int(ksm_seed)
+        self.register_buffer("ksm_seed", torch.tensor(seed % 2**62, dtype=torch.long))
+        self.register_buffer("training_sessions", torch.zeros((), dtype=torch.long))
+        self._generator: torch.Generator | None = None
         self.encoder = load_encoder(encoder)
         self.encoder.requires_grad_(False)
         config = CLPluginConfig(
@@ -71,7 +86,12 @@ class CTRModel(MultiTaskModule):
             knowledge_sharing=knowledge_sharing,
         )
         self.context = TaskContext(s=s_max)
-        plug_layers(self.encoder, lambda width: CLPlugin(width, config), self.context)
+        count = itertools.count()
+        plug_layers(
+            self.encoder,
+            lambda width: CLPlugin(width, config, ksm_seed=self._seed("init", next(count))),
+            self.context,
+        )
         hidden = self.encoder.config.hidden_size
         self.classifier = MultiHeadClassifier(hidden)
         self.s_max = float(s_max)
@@ -124,14 +144,25 @@ class CTRModel(MultiTaskModule):
             self._install_task(task)
         else:
             self._continuing = self.task_labels.index(task)
-        for plugin in self.plugins:
-            for mask in plugin.tsm.masks:
-                mask.begin_task(self.training_index, self.s_max, new=new)
+        for mask in self.masks():
+            mask.begin_task(self.training_index, new=new)
+        self.training_sessions += 1
+        self._generator = None
+
+    def _seed(self, *parts: object) -> int:
+        """A seed of the KSM's own random stream for ``parts`` (e.g. a task index)."""
+        text = ",".join(str(p) for p in (int(self.ksm_seed), *parts))
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "little")
 
     def _install_task(self, task: int) -> list[nn.Parameter]:
         new = torch.tensor([task], dtype=torch.long, device=self.task_label_order.device)
         self.task_label_order = torch.cat([self.task_label_order, new])
-        return [param for plugin in self.plugins for param in plugin.add_task()]
+        index = len(self.task_label_order) - 1
+        return [
+            param
+            for number, plugin in enumerate(self.plugins)
+            for param in plugin.add_task(ksm_seed=self._seed("task", index, number))
+        ]
 
     def grow_for_state(self, state: dict[str, Tensor], prefix: str = "") -> None:
         """Install the tasks of a state dict of this model trained further (their
@@ -151,20 +182,20 @@ class CTRModel(MultiTaskModule):
     def finish_task(self) -> None:
         """Fold the training task's masks into the cumulative masks and freeze it."""
         index = self.training_index
-        for plugin in self.plugins:
-            for mask in plugin.tsm.masks:
-                mask.finish_task(index, self.s_max)
+        for mask in self.masks():
+            mask.finish_task(index)
         if self._continuing is None:
             self.finished_tasks += 1
         self._continuing = None
+        self._generator = None
         self.requires_grad_(False)
 
     def set_trainable(self) -> None:
-        """Only the training task's parameters, the shared TSM layers (protected by
-        the HAT gradient masks) and the task's head are trainable.
+        """Only the training task's parameters, the shared TSM and KSM layers (protected
+        by the HAT gradient masks) and the task's head are trainable.
 
-        A task trained again keeps its capsule frozen once a later task exists: the
-        later task's routing reads it."""
+        A task trained again keeps its capsule and ``W_{t·}`` frozen once a later task
+        exists: the later task's routing reads them."""
         task = self.training_task
         if task is None:
             raise RuntimeError("no task is in training; call start_task first")
@@ -172,46 +203,56 @@ class CTRModel(MultiTaskModule):
         last = index == len(self.task_labels) - 1
         self.requires_grad_(False)
         for plugin in self.plugins:
-            if plugin.config.knowledge_sharing:
-                plugin.task_capsules.capsules[index].requires_grad_(last)
-                plugin.routings[index].requires_grad_(True)
-            plugin.tsm.fc1.requires_grad_(True)
-            plugin.tsm.fc2.requires_grad_(True)
-            for mask in plugin.tsm.masks:
-                mask.embeddings[index].requires_grad_(True)
+            plugin.set_trainable(index, owns_sources=last)
         self.classifier.classifiers[str(task)].requires_grad_(True)
 
     # ----------------------------------------------------------- HAT helpers
+    def masks(self) -> list[HATMask]:
+        """Every HAT mask of the model (TSM and KSM units of every CL-plugin)."""
+        return [mask for plugin in self.plugins for _, mask in plugin.named_masks]
+
+    def mask_embeddings(self) -> list[nn.Parameter]:
+        """The training task's mask embeddings (their own optimizer parameter group)."""
+        index = self.training_index
+        if index is None:
+            raise RuntimeError("no task is in training; call start_task first")
+        return [mask.embeddings[index] for mask in self.masks()]
+
     def mask_regularizer(self) -> Tensor:
         """HAT Eq. 5 over every mask of the model:
         ``Σ m_t (1 - a^{<t}) / Σ (1 - a^{<t})``."""
         index = self.training_index
         used, available = [], []
-        for plugin in self.plugins:
-            for mask in plugin.tsm.masks:
-                free = 1 - mask.reference
-                used.append((mask.mask(index, self.s) * free).sum())
-                available.append(free.sum())
+        for mask in self.masks():
+            free = 1 - mask.reference
+            used.append((mask.mask(index, self.s) * free).sum())
+            available.append(free.sum())
         return torch.stack(used).sum() / torch.stack(available).sum().clamp_min(1e-8)
 
     def protection(self) -> PartialFreeze:
-        """Freeze of every shared TSM weight that earlier tasks use (HAT Eq. 2, exact)."""
-        return PartialFreeze(
-            [pair for plugin in self.plugins for pair in plugin.tsm.free_entries()]
-        )
+        """Freeze of every shared TSM and KSM weight that other tasks use (HAT Eq. 2,
+        exact)."""
+        return PartialFreeze([pair for plugin in self.plugins for pair in plugin.free_entries()])
 
     def compensate_embedding_gradients(self, thres_cosh: float = 50.0) -> None:
         """HAT Sec. 2.5 for the training task's embeddings in every plugin."""
         index = self.training_index
-        for plugin in self.plugins:
-            for mask in plugin.tsm.masks:
-                mask.compensate_gradient(index, self.s, self.s_max, thres_cosh)
+        for mask in self.masks():
+            mask.compensate_gradient(index, self.s, self.s_max, thres_cosh)
 
     def clamp_embeddings(self, thres_emb: float = 6.0) -> None:
         index = self.training_index
-        for plugin in self.plugins:
-            for mask in plugin.tsm.masks:
-                mask.clamp_embedding(index, thres_emb)
+        for mask in self.masks():
+            mask.clamp_embedding(index, thres_emb)
+
+    def _training_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the training gates' Gumbel noise: seeded anew for every
+        training session (:meth:`start_task`) from ``ksm_seed``, so a run resumed from a
+        checkpoint between experiences draws what an uninterrupted run draws."""
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self._seed("gates", int(self.training_sessions)))
+        return self._generator
 
     def transfer_gates(self) -> list[Tensor]:
         """Per plugin, the last forward pass's transfer gates, padded with zeros to
@@ -252,8 +293,11 @@ class CTRModel(MultiTaskModule):
             )
         input_ids, attention_mask, token_type_ids = split_text_inputs(x, "CTRModel")
         self.context.task = labels.index(task_label) if task_label in labels else None
-        self.context.s = self.s if self.training else self.s_max
+        self.context.s = self.s if self.training else None
         self.context.keep = attention_mask.bool()
+        self.context.generator = (
+            self._training_generator(input_ids.device) if self.training else None
+        )
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state

@@ -8,13 +8,15 @@ Hard Attention to the Task") to every transformer layer. :class:`CTRDiagnostics`
 reports, after each training experience of task ``t``, for every CL-plugin (named
 ``Layer<l>.Attention`` or ``Layer<l>.FeedForward``, after the sublayer it follows):
 
-* ``CTR_FreeFraction`` (per TSM mask, ``.../Bottleneck`` and ``.../Hidden``): the
-  fraction of the mask's units no task uses yet, once task ``t`` is folded into the
-  cumulative mask (HAT Eq. 4). A unit counts as used exactly when the code freezes
-  its weights: its cumulative mask ``a^{≤t}`` is non-zero in float32
-  (:meth:`~avalanche_ctr.ctr.task_masks.TaskSpecificModule.free_entries`), so a
-  unit whose mask ``σ(s_max e)`` is tiny but has not underflowed to 0 is used;
-* ``CTR_MaskMovement`` (per TSM mask): ``‖e_t − e_t^0‖₂ / √n``, the root-mean-square
+* ``CTR_FreeFraction`` (per HAT mask: the TSM's ``.../Bottleneck`` and ``.../Hidden``,
+  with a KSM also ``.../KSM.Current``, ``.../KSM.Similarity`` and
+  ``.../KSM.Projection``): the fraction of the mask's units no task uses yet, once task
+  ``t`` is folded into the cumulative mask (HAT Eq. 4). A unit counts as used exactly
+  when the code freezes the weights behind it: some task's binary test-time mask
+  ``1[e > 0]`` is 1 there (:mod:`~avalanche_ctr.ctr.task_masks`);
+* ``CTR_TaskUse`` (per HAT mask): the fraction of the mask's units task ``t`` itself
+  uses (its test-time mask), reused ones included;
+* ``CTR_MaskMovement`` (per HAT mask): ``‖e_t − e_t^0‖₂ / √n``, the root-mean-square
   change of task ``t``'s ``n`` mask embeddings (HAT Eq. 1) over the experience, from
   their value when the experience started (``N(0, 1)`` for a new task);
 * ``CTR_KSMRatio`` (with a KSM): ``‖KSM(h)‖_F / ‖h‖_F`` over the real (not padded)
@@ -47,8 +49,6 @@ from avalanche_ctr.ctr.ctr_model import CTRModel
 
 __all__ = ["plugin_names", "free_fractions", "CTRDiagnostics"]
 
-_MASK_NAMES = ("Bottleneck", "Hidden")
-
 
 def plugin_names(model: CTRModel) -> list[str]:
     """``Layer<l>.Attention`` / ``Layer<l>.FeedForward`` for each CL-plugin of ``model``,
@@ -60,12 +60,13 @@ def plugin_names(model: CTRModel) -> list[str]:
 
 
 def free_fractions(model: CTRModel) -> dict[str, float]:
-    """Per CL-plugin and TSM mask (keys ``"<plugin>/Bottleneck"``, ``"<plugin>/Hidden"``),
-    the fraction of units whose cumulative mask is exactly 0 (used by no finished task)."""
+    """Per CL-plugin and HAT mask (keys ``"<plugin>/<mask>"``, e.g.
+    ``"Layer0.Attention/Bottleneck"``), the fraction of units whose cumulative mask is 0
+    (used by no finished task)."""
     return {
         f"{name}/{mask_name}": float((mask.cumulative == 0).float().mean())
         for name, plugin in zip(plugin_names(model), model.plugins, strict=True)
-        for mask_name, mask in zip(_MASK_NAMES, plugin.tsm.masks, strict=True)
+        for mask_name, mask in plugin.named_masks
     }
 
 
@@ -134,17 +135,17 @@ class CTRDiagnostics(PluginMetric[dict]):
             )
         self._index = index
         self._start = [
-            [mask.embeddings[index].detach().clone() for mask in plugin.tsm.masks]
+            [mask.embeddings[index].detach().clone() for _, mask in plugin.named_masks]
             for plugin in model.plugins
         ]
         self._sums = []
         for plugin in model.plugins:
-            if not plugin.config.knowledge_sharing:
+            if plugin.ksm is None:
                 continue
             sums = _Accumulator()
             self._sums.append(sums)
             self._hooks.append(plugin.register_forward_pre_hook(_save_hidden(sums)))
-            self._hooks.append(plugin.routings[index].register_forward_hook(_accumulate(sums)))
+            self._hooks.append(plugin.ksm.register_forward_hook(_accumulate(sums)))
 
     def after_training_exp(self, strategy) -> list[MetricValue] | None:
         model = strategy.model
@@ -168,12 +169,12 @@ class CTRDiagnostics(PluginMetric[dict]):
         names = plugin_names(model)
         values = {f"FreeFraction/{key}": v for key, v in free_fractions(model).items()}
         for name, plugin, start in zip(names, model.plugins, self._start, strict=True):
-            for mask_name, mask, before in zip(_MASK_NAMES, plugin.tsm.masks, start, strict=True):
+            for (mask_name, mask), before in zip(plugin.named_masks, start, strict=True):
                 moved = float((mask.embeddings[self._index].detach() - before).norm())
                 values[f"MaskMovement/{name}/{mask_name}"] = moved / math.sqrt(mask.n_units)
-        sharing = [
-            n for n, p in zip(names, model.plugins, strict=True) if p.config.knowledge_sharing
-        ]
+                use = float(mask.used(self._index).float().mean())
+                values[f"TaskUse/{name}/{mask_name}"] = use
+        sharing = [n for n, p in zip(names, model.plugins, strict=True) if p.ksm is not None]
         sources = model.task_labels[: self._index]
         for name, sums in zip(sharing, self._sums, strict=True):
             if sums.batches == 0:
@@ -206,6 +207,6 @@ def _accumulate(sums: _Accumulator):
     def hook(module: nn.Module, args: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
         if module.training:
             transfer, gates = output
-            sums.add(transfer.detach(), gates.detach(), args[1])
+            sums.add(transfer.detach(), gates.detach(), args[1])  # args: h, keep, task, ...
 
     return hook

@@ -8,7 +8,7 @@ from avalanche_ctr.ctr.task_masks import anneal_s
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
-__all__ = ["CTRPlugin"]
+__all__ = ["CTRPlugin", "warmup_linear"]
 
 
 class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
@@ -17,10 +17,12 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
     * ``before_train_dataset_adaptation``: refuses an experience without a single
       task label, or one that repeats a task with more classes than its head,
       before Avalanche adapts the heads;
-    * ``before_training_exp``: installs the task's capsule, routing and mask
+    * ``before_training_exp``: installs the task's capsule, routing parts and mask
       embeddings in every CL-plugin (or, for a task label seen before, takes up
-      that task's own) and points the optimizer at the trainable parameters;
-    * ``before_training_iteration``: anneals HAT's ``s`` over the epoch's iterations;
+      that task's own) and points the optimizer at the trainable parameters, the
+      mask embeddings in a group of their own when ``hat_lr`` is given;
+    * ``before_training_iteration``: anneals HAT's ``s`` over the epoch's iterations
+      and, with ``warmup``, sets the learning rates of the schedule;
     * ``before_backward``: adds HAT's mask regulariser (weight ``mask_reg``);
     * ``after_backward``: blocks the gradients of the weights earlier tasks use
       and compensates the embedding gradients;
@@ -40,16 +42,36 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
     :param mask_reg: weight ``c`` of the mask regulariser (HAT Eq. 5).
     :param thres_cosh: clamp of ``s e`` in the gradient compensation.
     :param thres_emb: clamp of the mask embeddings.
+    :param hat_lr: learning rate of the mask embeddings (default: the optimizer's).
+        HAT was designed for SGD; with Adam an embedding moves by about the learning
+        rate per step whatever its gradient's scale, so at 1e-3 a task's masks stay
+        close to their random initialisation (``docs/ctr.md``).
+    :param warmup: ``None`` keeps the optimizer's learning rates constant; a fraction
+        ``w`` in ``[0, 1)`` gives BERT's ``warmup_linear`` schedule over each
+        experience's steps (:func:`warmup_linear`), as the official CTR code's BertAdam.
     """
 
     def __init__(
-        self, *, mask_reg: float = 0.75, thres_cosh: float = 50.0, thres_emb: float = 6.0
+        self,
+        *,
+        mask_reg: float = 0.75,
+        thres_cosh: float = 50.0,
+        thres_emb: float = 6.0,
+        hat_lr: float | None = None,
+        warmup: float | None = None,
     ) -> None:
         super().__init__()
+        if hat_lr is not None and not hat_lr > 0:
+            raise ValueError(f"hat_lr must be a positive learning rate, got {hat_lr}")
+        if warmup is not None and not 0 <= warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
         self.mask_reg = mask_reg
         self.thres_cosh = thres_cosh
         self.thres_emb = thres_emb
+        self.hat_lr = hat_lr
+        self.warmup = warmup
         self._freeze: PartialFreeze | None = None
+        self._base_lrs: list[float] = []
 
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         task = single_task_label(strategy.experience, "CTR")
@@ -62,13 +84,20 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         model.start_task(single_task_label(strategy.experience, "CTR"))
         model.set_trainable()
         self._freeze = model.protection()
-        reset_optimizer_to_trainable(strategy.optimizer, model)
+        own = (model.mask_embeddings(), {"lr": self.hat_lr}) if self.hat_lr else None
+        reset_optimizer_to_trainable(strategy.optimizer, model, own)
+        self._base_lrs = [group["lr"] for group in strategy.optimizer.param_groups]
 
     def before_training_iteration(self, strategy, **kwargs) -> None:
         model = _ctr_model(strategy)
-        model.s = anneal_s(
-            strategy.clock.train_epoch_iterations, len(strategy.dataloader), model.s_max
-        )
+        n_batches = len(strategy.dataloader)
+        model.s = anneal_s(strategy.clock.train_epoch_iterations, n_batches, model.s_max)
+        if self.warmup is not None:
+            step = strategy.clock.train_exp_epochs * n_batches
+            step += strategy.clock.train_epoch_iterations
+            factor = warmup_linear(step / (strategy.train_epochs * n_batches), self.warmup)
+            for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
+                group["lr"] = base * factor
 
     def before_backward(self, strategy, **kwargs) -> None:
         strategy.loss = strategy.loss + self.mask_reg * _ctr_model(strategy).mask_regularizer()
@@ -86,6 +115,16 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         model.finish_task()
         model.s = model.s_max
         self._freeze = None
+
+
+def warmup_linear(progress: float, warmup: float) -> float:
+    """BERT's ``warmup_linear`` (Devlin et al. 2019; ``BertAdam`` of the official CTR
+    code): the learning-rate factor at ``progress`` in ``[0, 1)`` of the training steps,
+    rising linearly from 0 to 1 over the first ``warmup`` fraction, then falling linearly
+    to 0 at the end."""
+    if progress < warmup:
+        return progress / warmup
+    return max(0.0, (1.0 - progress) / (1.0 - warmup))
 
 
 def _ctr_model(strategy) -> CTRModel:

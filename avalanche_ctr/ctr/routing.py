@@ -1,5 +1,6 @@
 """Transfer capsule layer and transfer routing of CTR's Knowledge Sharing Module
-(CTR, Ke et al., NeurIPS 2021, Sec. 3.2.2).
+(CTR, Ke et al., NeurIPS 2021, Sec. 3.2.2), shared by every task and protected by
+HAT task masks (Serra et al., ICML 2018).
 
 For the current task ``t`` and each task ``i ≤ t``:
 
@@ -15,27 +16,38 @@ For the current task ``t`` and each task ``i ≤ t``:
 4. the transfer output is ``v_j = Σ_{i≤t} δ_i a_{ij} ⊙ û_{j|i}``, projected to the
    layer width.
 
-Only tasks ``≤ t`` take part: their gates are computed per sample, and the
-gates of later tasks are zero by construction.
+As in the paper and the official code, the routing is **one module shared by every
+task**: the similarity convolutions, the current-task projection ``fc_current`` and
+the projection to the layer width are learned by the first task and reused by the
+later ones. What is learned must not be forgotten, so, as the official code does for
+the projection (its ``elarger`` mask), every shared layer's units carry HAT masks
+(:class:`~avalanche_ctr.ctr.task_masks.HATMask`): the current-task similarity units,
+the source similarity units ``z`` and the projection's outputs. A task claims units
+with its masks; a later task may switch a claimed unit on (reuse) but cannot change
+the weights behind it (:meth:`KnowledgeSharingModule.free_entries`). Only tasks
+``≤ t`` take part: the gates of later tasks are zero by construction.
 
-Departures from the official code, each to keep earlier tasks exactly as they
-were and to keep samples independent:
+Departures from the official code, each to keep earlier tasks exactly as they were and
+to keep samples independent:
 
-* every routing part (``W_{ij}``, the similarity network, the gate and the
-  projection) belongs to the task being learned: a new :class:`TransferRouting`
-  is created for each task and frozen after it. The official code shares them
-  across tasks, so learning task ``t`` changes how task ``i < t`` routes;
+* ``W_{i·}`` belongs to source task ``i``: it is learned with task ``i``'s capsule and
+  frozen with it (the official code updates all of ``W`` with every task); gate and
+  attention layers ``W_d``, ``W_a`` belong to the task that routes (they read the shared,
+  masked ``z``);
+* the shared layers are HAT-masked (above) instead of shared without protection;
 * gates and attentions are computed and applied per sample. The official code
   repeats and reshapes them (``repeat(max_seq_length, 1).view(...)``) so that a
   sample's routing mixes with other samples of the batch;
 * padded tokens are excluded: their pre-route vectors are zeroed before the
   similarity convolutions and the max-pooling skips them, so a sample's routing
   does not depend on how much padding it carries;
-* the projection of the transfer output starts at zero, so a new task's
-  CL-plugin starts as its TSM alone (adapter + HAT) and the transfer path grows
-  from there. The official code initialises it at random, which adds noise to
-  every layer's TSM input before the routing has learned anything (the same
-  reason adapters start near the identity, Houlsby et al. 2019, Sec. 2.1);
+* the shared projection starts at zero, so the first task's CL-plugin starts as its
+  TSM alone (adapter + HAT) and the transfer path grows from there. The official
+  code initialises it at random, which adds noise to every layer's TSM input before
+  the routing has learned anything (the same reason adapters start near the
+  identity, Houlsby et al. 2019, Sec. 2.1);
+* Gumbel noise is drawn from the model's own generator (``TaskContext.generator``), so
+  CTR and its ablation without KSM draw the same random numbers for everything else;
 * at evaluation the gate is the deterministic ``argmax`` of its logits (no
   Gumbel noise), so a task's outputs do not vary from one evaluation to the next.
 """
@@ -46,18 +58,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TransferRouting", "binary_gate"]
+from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
+from avalanche_ctr.ctr.task_masks import HATMask
+
+__all__ = ["KnowledgeSharingModule", "binary_gate"]
 
 
-def binary_gate(logits: Tensor, *, training: bool, tau: float = 1.0) -> Tensor:
+def binary_gate(
+    logits: Tensor, *, training: bool, tau: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
     """Differentiable binary gate from 2-way logits (``[..., 0]`` = "use").
 
     Training: straight-through Gumbel-softmax (Jang et al. 2017), hard one-hot
-    forward and soft gradient backward. Evaluation: ``argmax``, no noise.
+    forward and soft gradient backward, with Gumbel noise from ``generator`` (default:
+    PyTorch's global one). Evaluation: ``argmax``, no noise.
     """
-    if training:
-        return F.gumbel_softmax(logits, tau=tau, hard=True)[..., 0]
-    return (logits.argmax(dim=-1) == 0).to(logits.dtype)
+    if not training:
+        return (logits.argmax(dim=-1) == 0).to(logits.dtype)
+    noise = -torch.empty_like(logits).exponential_(generator=generator).log()
+    soft = F.softmax((logits + noise) / tau, dim=-1)
+    hard = F.one_hot(soft.argmax(dim=-1), logits.shape[-1]).to(soft.dtype)
+    return (hard - soft.detach() + soft)[..., 0]
 
 
 def _masked_max(x: Tensor, keep: Tensor) -> Tensor:
@@ -65,51 +86,122 @@ def _masked_max(x: Tensor, keep: Tensor) -> Tensor:
     return x.masked_fill(~keep[:, None, :], float("-inf")).max(dim=-1).values
 
 
-class TransferRouting(nn.Module):
-    """Transfer routing of one task ``t`` over the task capsules ``0 .. t``.
+class KnowledgeSharingModule(nn.Module):
+    """CTR's KSM in one CL-plugin: the task capsule layer (Sec. 3.2.1) and the shared,
+    HAT-masked transfer routing (Sec. 3.2.2).
 
-    :param n_sources: ``t + 1``, the tasks taking part.
+    :param hidden_size: width of the transformer layer.
+    :param capsule_hidden: hidden width of a task capsule.
     :param capsule_dim: dimension of a task capsule.
     :param n_transfer: number of transfer capsules.
-    :param hidden_size: width of the transformer layer.
     :param channels: channels of each similarity convolution.
     :param kernel_sizes: token window sizes of the similarity convolutions.
     """
 
     def __init__(
         self,
-        n_sources: int,
+        hidden_size: int,
+        capsule_hidden: int,
         capsule_dim: int,
         n_transfer: int,
-        hidden_size: int,
         channels: int = 32,
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
     ) -> None:
         super().__init__()
-        self.n_sources = n_sources
-        width = n_transfer * capsule_dim
-        self.route_weights = nn.Parameter(
-            0.1 * torch.randn(n_sources, n_transfer, capsule_dim, capsule_dim)
-        )
+        self.capsule_dim = capsule_dim
+        self.n_transfer = n_transfer
+        self.channels = channels
         self.kernel_sizes = kernel_sizes
+        width = n_transfer * capsule_dim
+        self.width = width
+        pooled = channels * len(kernel_sizes)
+        self.task_capsules = TaskCapsuleLayer(hidden_size, capsule_hidden, capsule_dim)
+        self.route_weights = nn.ParameterList()
+        self.gates = nn.ModuleList()
+        self.attentions = nn.ModuleList()
         self.convs_current = nn.ModuleList(
             nn.Conv1d(width, channels, k, padding=k // 2) for k in kernel_sizes
         )
         self.convs_source = nn.ModuleList(
             nn.Conv1d(width, channels, k, padding=k // 2) for k in kernel_sizes
         )
-        pooled = channels * len(kernel_sizes)
         self.fc_current = nn.Linear(pooled, channels)
-        self.gate = nn.Linear(pooled, 2)
-        self.attention = nn.Linear(pooled, width)
         self.project = nn.Linear(width, hidden_size)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
+        self.mask_current = HATMask(pooled)
+        self.mask_similarity = HATMask(pooled)
+        self.mask_project = HATMask(hidden_size)
 
-    def pre_route(self, capsules: Tensor) -> Tensor:
-        """``û_{j|i} = W_{ij} p_i``: (B, L, n_sources, c) → (B, L, n_sources, n_transfer · c)."""
-        priors = torch.einsum("blic,ijdc->blijd", capsules, self.route_weights)
-        return priors.flatten(3)
+    @property
+    def masks(self) -> tuple[HATMask, HATMask, HATMask]:
+        """The HAT masks of the shared layers: current-task similarity units, source
+        similarity units ``z``, projection outputs."""
+        return self.mask_current, self.mask_similarity, self.mask_project
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.route_weights)
+
+    def add_task(self) -> list[nn.Parameter]:
+        """Install a task's capsule, its ``W_{t·}``, gate and attention layers and its
+        masks of the shared layers; return their parameters (the task-owned ones)."""
+        device = self.project.weight.device
+        pooled = self.channels * len(self.kernel_sizes)
+        capsule = self.task_capsules.add_task(device)
+        route = nn.Parameter(
+            0.1 * torch.randn(self.n_transfer, self.capsule_dim, self.capsule_dim).to(device)
+        )
+        self.route_weights.append(route)
+        gate = nn.Linear(pooled, 2).to(device)
+        attention = nn.Linear(pooled, self.width).to(device)
+        self.gates.append(gate)
+        self.attentions.append(attention)
+        embeddings = [mask.add_task() for mask in self.masks]
+        return [
+            *capsule.parameters(),
+            route,
+            *gate.parameters(),
+            *attention.parameters(),
+            *embeddings,
+        ]
+
+    def set_trainable(self, task: int, *, owns_sources: bool) -> None:
+        """Make task ``task``'s gate, attention, mask embeddings and the shared layers
+        trainable (the shared ones protected by :meth:`free_entries`); its capsule and
+        ``W_{t·}`` too when ``owns_sources`` (no later task reads them yet)."""
+        self.task_capsules.capsules[task].requires_grad_(owns_sources)
+        self.route_weights[task].requires_grad_(owns_sources)
+        self.gates[task].requires_grad_(True)
+        self.attentions[task].requires_grad_(True)
+        for module in (self.convs_current, self.convs_source, self.fc_current, self.project):
+            module.requires_grad_(True)
+        for mask in self.masks:
+            mask.embeddings[task].requires_grad_(True)
+
+    def free_entries(self) -> list[tuple[Tensor, Tensor]]:
+        """HAT Eq. 2 made exact for the shared routing: ``(parameter, free)`` pairs where an
+        entry is free unless another task uses both the unit it feeds and the unit it
+        reads (inputs that carry no mask count as used)."""
+        used_current = self.mask_current.reference_used()
+        used_similarity = self.mask_similarity.reference_used()
+        used_project = self.mask_project.reference_used()
+        pairs: list[tuple[Tensor, Tensor]] = []
+        for convs, used in (
+            (self.convs_current, used_current),
+            (self.convs_source, used_similarity),
+        ):
+            for conv, block in zip(convs, used.split(self.channels), strict=True):
+                pairs += [(conv.weight, ~block[:, None, None]), (conv.bias, ~block)]
+        # fc_current's output channel c is added to the similarity unit c of every kernel
+        feeds_used = used_similarity.view(len(self.kernel_sizes), self.channels).any(dim=0)
+        pairs += [
+            (self.fc_current.weight, ~(feeds_used[:, None] & used_current[None, :])),
+            (self.fc_current.bias, ~feeds_used),
+            (self.project.weight, ~used_project[:, None]),
+            (self.project.bias, ~used_project),
+        ]
+        return pairs
 
     def _conv_pool(self, convs: nn.ModuleList, x: Tensor, keep: Tensor, extra=None) -> Tensor:
         """ReLU and masked max-pooling of each convolution of ``convs`` over ``x``
@@ -134,26 +226,46 @@ class TransferRouting(nn.Module):
             pooled = pooled + extra.repeat(1, len(convs))
         return F.relu(pooled)
 
-    def forward(self, capsules: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-        """Route the task capsules of tasks ``0 .. t``.
+    def pre_route(self, capsules: Tensor) -> Tensor:
+        """``û_{j|i} = W_{ij} p_i``: (B, L, n, c) → (B, L, n, n_transfer · c) for the
+        first ``n`` tasks."""
+        weights = torch.stack(list(self.route_weights[: capsules.shape[2]]))
+        return torch.einsum("blic,ijdc->blijd", capsules, weights).flatten(3)
 
-        :param capsules: (B, L, t + 1, capsule_dim) task capsules.
+    def forward(
+        self,
+        h: Tensor,
+        keep: Tensor,
+        task: int,
+        s: float | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Task ``task``'s transfer output for ``h``.
+
+        :param h: (B, L, hidden) hidden states.
         :param keep: (B, L) boolean, ``False`` at padded tokens.
-        :return: the transfer output (B, L, hidden_size) and the gates (B, t + 1).
+        :param task: index of the routing task ``t``; tasks ``0 .. t`` take part.
+        :param s: HAT scale of the training masks, or ``None`` for the binary test-time
+            masks.
+        :param generator: source of the training gates' Gumbel noise.
+        :return: the transfer output (B, L, hidden) and the gates (B, t + 1).
         """
+        capsules = self.task_capsules(h, task + 1)
         batch, length, n_sources, _ = capsules.shape
         priors = self.pre_route(capsules) * keep[:, :, None, None]
         current = priors[:, :, -1].transpose(1, 2)
-        current = self.fc_current(self._conv_pool(self.convs_current, current, keep))
+        current = self._conv_pool(self.convs_current, current, keep)
+        current = self.fc_current(current * self.mask_current.mask(task, s))
         sources = priors.permute(0, 2, 3, 1).reshape(batch * n_sources, -1, length)
-        keep_sources = keep.repeat_interleave(n_sources, dim=0)
         z = self._conv_pool(
             self.convs_source,
             sources,
-            keep_sources,
+            keep.repeat_interleave(n_sources, dim=0),
             extra=current.repeat_interleave(n_sources, dim=0),
         ).view(batch, n_sources, -1)
-        gates = binary_gate(self.gate(z), training=self.training)
-        attention = self.attention(z)
+        z = z * self.mask_similarity.mask(task, s)
+        gates = binary_gate(self.gates[task](z), training=self.training, generator=generator)
+        attention = self.attentions[task](z)
         votes = gates[:, None, :, None] * attention[:, None] * priors
-        return self.project(votes.sum(dim=2)), gates
+        transfer = self.project(votes.sum(dim=2)) * self.mask_project.mask(task, s)
+        return transfer, gates

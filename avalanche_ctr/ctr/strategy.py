@@ -36,6 +36,10 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
     :param criterion: loss function.
     :param s_max: HAT's largest mask scale (the model's test-time scale).
     :param mask_reg: weight of HAT's mask regulariser.
+    :param hat_lr: learning rate of HAT's mask embeddings (default: the optimizer's).
+    :param warmup: ``None`` (constant learning rates) or the warm-up fraction of BERT's
+        ``warmup_linear`` schedule over each experience
+        (:func:`~avalanche_ctr.ctr.lifecycle.warmup_linear`).
     :param train_mb_size: training mini-batch size.
     :param train_epochs: epochs per experience.
     :param eval_mb_size: evaluation mini-batch size.
@@ -54,6 +58,8 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
         criterion: nn.Module = CrossEntropyLoss(),
         s_max: float = 400.0,
         mask_reg: float = 0.75,
+        hat_lr: float | None = None,
+        warmup: float | None = None,
         train_mb_size: int = 32,
         train_epochs: int = 1,
         eval_mb_size: int | None = None,
@@ -76,7 +82,7 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
                 "would change the outputs of its trained tasks"
             )
         model.s_max = model.s = float(s_max)
-        self.ctr_plugin = CTRPlugin(mask_reg=mask_reg)
+        self.ctr_plugin = CTRPlugin(mask_reg=mask_reg, hat_lr=hat_lr, warmup=warmup)
         super().__init__(
             model=model,
             optimizer=optimizer,

@@ -129,8 +129,17 @@ def _tokenizer(encoder: str | None):
 def _text(name: str):
     def build(seed: int, settings) -> Any:
         from avalanche_ctr.benchmarks import ASC, DSC
+        from avalanche_ctr.benchmarks.text import ASC_TASKS, DSC_DOMAINS
 
-        builder = DSC if name == "dsc" else ASC
+        builder, names, keyword = (
+            (DSC, DSC_DOMAINS, "domains") if name == "dsc" else (ASC, ASC_TASKS, "tasks")
+        )
+        n = settings.n_experiences
+        if n is not None and n > len(names):
+            raise UsageError(
+                f"--n-experiences {n}: {name} has {len(names)} tasks in the paper's order; "
+                f"give at most {len(names)}"
+            )
         try:
             return builder(
                 text_root(settings.data_root, name),
@@ -138,6 +147,8 @@ def _text(name: str):
                 tokenizer=_tokenizer(settings.encoder),
                 max_length=settings.max_length,
                 seed=seed,
+                dev=settings.best_dev_epoch,
+                **({keyword: list(names[:n])} if n is not None else {}),
             )
         except FileNotFoundError as error:
             raise BenchmarkDataError(str(error)) from None

@@ -48,6 +48,7 @@ __all__ = [
     "aggregate",
     "markdown_table",
     "write_report",
+    "paired_table",
 ]
 
 METRICS: dict[str, tuple[str, float, str]] = {
@@ -72,6 +73,8 @@ DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
 
 CTR_DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
     "ctr_free_fraction": ("TSM units free at the end (%)", 100.0, ".1f"),
+    "ctr_ksm_free_fraction": ("KSM units free at the end (%)", 100.0, ".1f"),
+    "ctr_task_use": ("TSM units a task uses (%)", 100.0, ".1f"),
     "ctr_mask_movement": ("mask embedding movement (RMS)", 1.0, ".3f"),
     "ctr_ksm_ratio": ("‖KSM(h)‖ / ‖h‖", 1.0, ".3f"),
     "ctr_gate_on_rate": ("earlier tasks' gates on (%)", 100.0, ".1f"),
@@ -79,9 +82,10 @@ CTR_DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
 }
 """CTR diagnostics of the strategies with a ``CTRModel``
 (:mod:`avalanche_ctr.ctr.diagnostics`), each the mean over its CL-plugins and masks or
-sources: the fraction of TSM units no task uses after the last task, and over the
-tasks (after the first for the earlier tasks' gates) the movement of the task's mask
-embeddings, the size of the KSM output relative to its input and the gate on-rates."""
+sources: the fraction of TSM (and KSM) units no task uses after the last task, and over
+the tasks (after the first for the earlier tasks' gates) the fraction of TSM units a
+task uses, the movement of the task's mask embeddings, the size of the KSM output
+relative to its input and the gate on-rates."""
 
 INFERENCE_METRICS: dict[str, tuple[str, float, str]] = {
     "inferred_accuracy": ("final acc., inferred tasks (%)", 100.0, ".2f"),
@@ -169,12 +173,19 @@ def _ctr_diagnostics_summary(record: dict[str, Any]) -> dict[str, float]:
     if not per_task:
         return {}
 
-    def mean(dicts: list[dict[str, float]], name: str) -> float | None:
-        values = [v for d in dicts for k, v in d.items() if k.partition("/")[0] == name]
+    def mean(dicts: list[dict[str, float]], name: str, ksm: bool | None = None) -> float | None:
+        values = [
+            v
+            for d in dicts
+            for k, v in d.items()
+            if k.partition("/")[0] == name and (ksm is None or ("/KSM." in k) == ksm)
+        ]
         return statistics.fmean(values) if values else None
 
     summary = {
-        "ctr_free_fraction": mean(per_task[-1:], "FreeFraction"),
+        "ctr_free_fraction": mean(per_task[-1:], "FreeFraction", ksm=False),
+        "ctr_ksm_free_fraction": mean(per_task[-1:], "FreeFraction", ksm=True),
+        "ctr_task_use": mean(per_task, "TaskUse", ksm=False),
         "ctr_mask_movement": mean(per_task, "MaskMovement"),
         "ctr_ksm_ratio": mean(per_task, "KSMRatio"),
         "ctr_gate_on_rate": mean(per_task[1:], "GateOnRate"),
@@ -289,9 +300,51 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dict[str, Any]]:
+PAIRED = {
+    "final_accuracy": "final acc.",
+    "final_macro_f1": "final macro-F1",
+    "fwt": "FWT",
+    "forgetting": "forgetting",
+}
+"""Metrics of the paired table (differences in points)."""
+
+
+def paired_table(records: list[dict[str, Any]], pairs: dict[str, str]) -> str:
+    """Seed-by-seed differences ``strategy − ablation`` for each pair of ``pairs``
+    (strategy name → its ablation's name) whose both members ran with a common seed:
+    one row per seed, then the mean and the number of seeds the strategy is ahead on
+    (final accuracy). Empty when no pair ran."""
+    by_key = {(r["strategy"], r["seed"]): r["summary"] for r in records}
+    lines = []
+    for name, ablation in pairs.items():
+        seeds = sorted(s for n, s in by_key if n == name and (ablation, s) in by_key)
+        if not seeds:
+            continue
+        deltas = [
+            {m: 100 * (by_key[(name, s)][m] - by_key[(ablation, s)][m]) for m in PAIRED}
+            for s in seeds
+        ]
+        for seed, delta in zip(seeds, deltas, strict=True):
+            cells = " | ".join(f"{delta[m]:+.2f}" for m in PAIRED)
+            lines.append(f"| {name} − {ablation} | {seed} | {cells} |")
+        means = " | ".join(f"**{statistics.fmean(d[m] for d in deltas):+.2f}**" for m in PAIRED)
+        ahead = sum(d["final_accuracy"] > 0 for d in deltas)
+        lines.append(f"| {name} − {ablation} | mean ({ahead}/{len(seeds)} ahead) | {means} |")
+    if not lines:
+        return ""
+    header = " | ".join(f"Δ {title} (pts)" for title in PAIRED.values())
+    return "\n".join([f"| pair | seed | {header} |", "|---|---|" + "---:|" * len(PAIRED), *lines])
+
+
+def write_report(
+    records: list[dict[str, Any]],
+    settings,
+    out: Path,
+    pairs: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Write ``results.csv``, ``results.md`` and the plots of ``records`` into ``out``;
-    return the aggregated rows."""
+    return the aggregated rows. ``pairs`` (strategy → its ablation) adds a table of
+    seed-by-seed differences (:func:`paired_table`)."""
     rows = aggregate(records)
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -303,6 +356,7 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
     inferred = inference_table(rows)
     diagnosed = diagnostics_table(rows)
     ctr_diagnosed = ctr_diagnostics_table(rows)
+    paired = paired_table(records, pairs or {})
     (out / "results.md").write_text(
         f"# {settings.benchmark}: {len(rows)} strategies, seeds {seeds}\n\n"
         f"{markdown_table(rows)}\n\n"
@@ -314,6 +368,7 @@ def write_report(records: list[dict[str, Any]], settings, out: Path) -> list[dic
         "task: growth of what the strategy stores (model state and plugin buffers) per "
         "task.\n\n"
         f"Settings: {config}.\n"
+        + (f"\n## Paired by seed\n\n{paired}\n" if paired else "")
         + (f"\n## Without task labels\n\n{inferred}\n" if inferred else "")
         + (f"\n## ExSSNeT diagnostics\n\n{diagnosed}\n" if diagnosed else "")
         + (f"\n## CTR diagnostics\n\n{ctr_diagnosed}\n" if ctr_diagnosed else "")

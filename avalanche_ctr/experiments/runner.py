@@ -57,6 +57,7 @@ from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics
 from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
 from avalanche_ctr.metrics import macro_f1_metrics
+from avalanche_ctr.selection import BestEpochPlugin
 from avalanche_ctr.text_encoder import load_encoder
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "experience_metric",
     "check_device",
     "check_strategies",
+    "ablation_pairs",
 ]
 
 
@@ -98,6 +100,7 @@ class Settings:
     head_units: int | None = None
     output_layer: str = "heads"
     task_inference: str | None = None
+    best_dev_epoch: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,10 +109,10 @@ class Settings:
             if key in _COMMON and getattr(self, key) is None:
                 setattr(self, key, value)
         check_device(self.device)
-        if self.n_experiences is not None and "n_experiences" not in spec.defaults:
+        if self.best_dev_epoch and spec.modality != "text":
             raise UsageError(
-                f"--n-experiences applies to the image benchmarks; {self.benchmark} has a "
-                "fixed list of tasks"
+                f"--best-dev-epoch needs a dev split, which only the text benchmarks have; "
+                f"leave it out for {self.benchmark}"
             )
         for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -313,6 +316,8 @@ def _run(
     plugins: list = [DistributedTraining(), timer] if is_distributed() else [timer]
     if progress and main:
         plugins.append(ProgressBar(f"{strategy_name} seed {seed}", n))
+    if settings.best_dev_epoch:
+        plugins.append(BestEpochPlugin(benchmark.dev_stream, batch_size=settings.eval_batch_size))
     tensorboard = out / "tensorboard" / strategy_name / f"seed{seed}"
     logger = TensorboardLogger(tensorboard) if main else None
     diagnostics = ExSSNeTDiagnostics()
@@ -404,6 +409,10 @@ def _run(
                 record.setdefault("diagnostics", []).append(diagnostics.result())
             if ctr_diagnostics.result():
                 record.setdefault("ctr_diagnostics", []).append(ctr_diagnostics.result())
+            for plugin in strategy.plugins:
+                if isinstance(plugin, BestEpochPlugin):
+                    record.setdefault("best_epoch", []).append(plugin.best_epoch)
+                    record.setdefault("dev_acc", []).append(plugin.history[-1])
             if i == n - 1:
                 record["inferred"] = _evaluate_inferring(strategy, benchmark, settings, n)
             if main:
@@ -523,5 +532,14 @@ def compare(
         (out / "runs.json").write_text(
             json.dumps({"settings": settings.config(strategies), "runs": records}, indent=1) + "\n"
         )
-        write_report(records, settings, out)
+        write_report(records, settings, out, ablation_pairs(strategies))
     return records
+
+
+def ablation_pairs(strategies: list[str]) -> dict[str, str]:
+    """The strategies of ``strategies`` whose registered ablation also runs, mapped to it."""
+    return {
+        name: get_strategy(name).ablation
+        for name in strategies
+        if get_strategy(name).ablation in strategies
+    }

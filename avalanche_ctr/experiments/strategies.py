@@ -60,6 +60,8 @@ __all__ = [
     "MASK_LR",
     "WEIGHT_LR",
     "LR_SCHEDULE",
+    "HAT_LR",
+    "WARMUP",
 ]
 
 
@@ -142,6 +144,8 @@ class StrategyRecord:
     :param requirement: why it needs its modalities (said when a user asks for
         another one).
     :param ours: implemented by avalanche-ctr (else an Avalanche baseline).
+    :param ablation: the strategy it is compared with seed by seed in the report (its
+        own ablation, which shares its initialisation and data order).
     """
 
     name: str
@@ -151,6 +155,7 @@ class StrategyRecord:
     options: tuple[Option, ...] = ()
     requirement: str = ""
     ours: bool = False
+    ablation: str | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {opt.name: opt.default for opt in self.options}
@@ -268,6 +273,27 @@ LR_SCHEDULE = Option(
     "learning-rate schedule within each supermask phase: constant or cosine",
     type=str,
     check=_lr_schedule,
+)
+HAT_LR = Option(
+    "hat_lr",
+    None,
+    "learning rate of CTR's HAT mask embeddings (default: --lr)",
+    check=_positive_or_none,
+)
+
+
+def _warmup(value: float | None) -> float | None:
+    if value is not None and not 0 <= value < 1:
+        raise ValueError(f"must be a warm-up fraction in [0, 1), got {value}")
+    return value
+
+
+WARMUP = Option(
+    "warmup",
+    None,
+    "BERT's warmup_linear schedule per task with this warm-up fraction (default: constant "
+    "learning rate)",
+    check=_warmup,
 )
 _SUPERMASK_NEEDS = (
     "it masks the Linear / Conv2d layers of a network trained from scratch, and text "
@@ -425,6 +451,7 @@ for _record in (
         (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
         _SUPERMASK_NEEDS,
         ours=True,
+        ablation="supsup",
     ),
     StrategyRecord(
         "ssnet",
@@ -449,14 +476,17 @@ for _record in (
         "CTR (ours): capsules, transfer routing and HAT in BERT",
         _TEXT,
         _ctr(knowledge_sharing=True),
+        (HAT_LR, WARMUP),
         requirement=_CTR_NEEDS,
         ours=True,
+        ablation="adapter_hat",
     ),
     StrategyRecord(
         "adapter_hat",
         "CTR without its KSM (ours): adapters + HAT",
         _TEXT,
         _ctr(knowledge_sharing=False),
+        (HAT_LR, WARMUP),
         requirement=_CTR_NEEDS,
         ours=True,
     ),

@@ -42,11 +42,11 @@ def ctr_run(tokenizer, sentiment_stream) -> CTRRun:
                 for q in model.plugins
             ]
             run.cumulative_before_last = [
-                [m.cumulative.clone() for m in q.tsm.masks] for q in model.plugins
+                [m.cumulative.clone() for _, m in q.named_masks] for q in model.plugins
             ]
         strategy.train(experience)
         run.capsule_counts.append(
-            [(len(q.task_capsules.capsules), len(q.routings)) for q in model.plugins]
+            [(len(q.ksm.task_capsules.capsules), q.ksm.n_tasks) for q in model.plugins]
         )
         x, _ = experience_tensors(sentiment_stream.test_stream[i])
         run.logits_after_own_task.append(task_logits(model, x, i))

@@ -25,11 +25,11 @@ def test_earlier_tasks_outputs_are_unchanged_after_later_tasks(ctr_run, sentimen
         assert (task_logits(model, x, task) - logits).abs().max() <= 1e-5
 
 
-def test_one_capsule_and_routing_more_per_task(ctr_run):
+def test_one_capsule_and_source_routing_more_per_task(ctr_run):
     for n_tasks, counts in enumerate(ctr_run.capsule_counts, start=1):
         assert counts == [(n_tasks, n_tasks)] * 4  # 2 layers x 2 plugins
     for plugin in ctr_run.strategy.model.plugins:
-        assert [len(m.embeddings) for m in plugin.tsm.masks] == [3, 3]
+        assert [len(m.embeddings) for _, m in plugin.named_masks] == [3] * 5
 
 
 def test_transfer_gates_of_a_task_are_zero_for_later_tasks(ctr_run, sentiment_stream):
@@ -57,7 +57,7 @@ def test_routing_of_a_sample_does_not_depend_on_the_rest_of_the_batch(ctr_run, s
 def test_units_in_the_cumulative_mask_receive_no_update(ctr_run):
     model = ctr_run.strategy.model
     changed_free = 0
-    for plugin, before, (cum1, cum2) in zip(
+    for plugin, before, (cum1, cum2, *_) in zip(
         model.plugins, ctr_run.tsm_before_last, ctr_run.cumulative_before_last, strict=True
     ):
         w1, b1, w2 = before
@@ -73,9 +73,9 @@ def test_units_in_the_cumulative_mask_receive_no_update(ctr_run):
 
 def test_masks_are_sparse_after_training(ctr_run):
     for plugin in ctr_run.strategy.model.plugins:
-        for mask in plugin.tsm.masks:
-            assert mask.cumulative.max() <= 1
-            assert (mask.mask(0, 400.0) > 0.5).float().mean() < 0.9
+        for _, mask in plugin.named_masks:
+            assert set(mask.cumulative.unique().tolist()) <= {0.0, 1.0}
+            assert mask.used(0).float().mean() < 0.9
 
 
 def test_a_repeated_task_label_with_more_classes_is_refused(tokenizer):
@@ -131,6 +131,6 @@ def test_ctr_without_knowledge_sharing_is_adapters_with_hat_masks(tokenizer, sen
         strategy.train(experience)
         if i == 0:
             first = task_logits(model, x, 0)
-    assert all(len(p.task_capsules.capsules) == 0 for p in model.plugins)
+    assert all(p.ksm is None for p in model.plugins)
     assert model.transfer_gates() == []
     assert (task_logits(model, x, 0) - first).abs().max() <= 1e-5

@@ -4,6 +4,7 @@ Avalanche's evaluator after every training experience, and change nothing."""
 import itertools
 import json
 import pickle
+import statistics
 
 import pytest
 import torch
@@ -29,6 +30,8 @@ from avalanche_ctr.training import CTR
 
 STREAM = "train_phase/train_stream"
 PLUGINS = ["Layer0.Attention", "Layer0.FeedForward", "Layer1.Attention", "Layer1.FeedForward"]
+TSM_ONLY = ("FreeFraction", "MaskMovement", "TaskUse")
+MASKS = ["Bottleneck", "Hidden", "KSM.Current", "KSM.Similarity", "KSM.Projection"]
 
 
 def train(model, stream, diagnostics=None, n_tasks=3):
@@ -66,8 +69,8 @@ def test_every_diagnostic_is_emitted_for_every_task_and_plugin(diagnosed):
     assert plugin_names(strategy.model) == PLUGINS
     for task in range(3):
         for plugin in PLUGINS:
-            for mask in ("Bottleneck", "Hidden"):
-                for metric in ("CTR_FreeFraction", "CTR_MaskMovement"):
+            for mask in MASKS:
+                for metric in ("CTR_FreeFraction", "CTR_MaskMovement", "CTR_TaskUse"):
                     assert f"{metric}/{STREAM}/Task{task:03d}/{plugin}/{mask}" in metrics
             for metric in ("CTR_KSMRatio", "CTR_SelfGateOnRate"):
                 assert f"{metric}/{STREAM}/Task{task:03d}/{plugin}" in metrics
@@ -86,14 +89,14 @@ def test_free_fraction_is_the_share_of_units_no_task_uses_and_never_grows(diagno
     strategy, _, snapshots, _ = diagnosed
     model = strategy.model
     free = [{k: v for k, v in s.items() if k.startswith("FreeFraction/")} for s in snapshots]
-    assert len(free) == 3 and all(len(f) == 2 * len(PLUGINS) for f in free)
+    assert len(free) == 3 and all(len(f) == len(MASKS) * len(PLUGINS) for f in free)
     for before, after in itertools.pairwise(free):
         for key, value in after.items():
             assert 0.0 <= value <= before[key] <= 1.0
     assert min(free[0].values()) < 1.0  # the first task claimed units
     mask = model.plugins[1].tsm.mask1
-    exact = float((mask.cumulative == 0).sum()) / mask.n_units
-    assert free[-1]["FreeFraction/Layer0.FeedForward/Bottleneck"] == exact
+    unused = ~(mask.used(0) | mask.used(1) | mask.used(2))  # no task's test-time mask
+    assert free[-1]["FreeFraction/Layer0.FeedForward/Bottleneck"] == float(unused.float().mean())
     assert free_fractions(model) == {k.partition("/")[2]: v for k, v in free[-1].items()}
 
 
@@ -101,7 +104,7 @@ def test_mask_embeddings_of_a_trained_task_moved(diagnosed):
     _, _, snapshots, _ = diagnosed
     for snapshot in snapshots:
         moved = [v for k, v in snapshot.items() if k.startswith("MaskMovement/")]
-        assert len(moved) == 2 * len(PLUGINS)
+        assert len(moved) == len(MASKS) * len(PLUGINS)
         assert all(0.0 < v < 12.0 for v in moved)  # embeddings stay within ±6
 
 
@@ -142,7 +145,9 @@ def test_without_knowledge_sharing_only_the_tsm_is_diagnosed(tokenizer, sentimen
     model = CTRModel(tiny_bert(tokenizer), bottleneck=32, knowledge_sharing=False)
     _, snapshots = train(model, sentiment_stream, diagnostics, n_tasks=2)
     for snapshot in snapshots:
-        assert {k.partition("/")[0] for k in snapshot} == {"FreeFraction", "MaskMovement"}
+        kinds = {k.partition("/")[0] for k in snapshot}
+        assert kinds == {"FreeFraction", "MaskMovement", "TaskUse"}
+        assert not any("/KSM." in k for k in snapshot)
 
 
 def test_other_models_get_no_diagnostics():
@@ -175,15 +180,22 @@ def record(strategy, diagnostics, n=3):
 
 def test_compare_report_summarises_the_diagnostics_in_their_own_table(diagnosed):
     _, _, snapshots, _ = diagnosed
-    ablation = [{k: v for k, v in s.items() if k.startswith(("Free", "Mask"))} for s in snapshots]
+    ablation = [
+        {k: v for k, v in s.items() if k.startswith(TSM_ONLY) and "/KSM." not in k}
+        for s in snapshots
+    ]
     records = [record("ctr", snapshots), record("ctr_no_ksm", ablation), record("naive", [])]
     for one in records:
         one["summary"] = summarize(one)
     ctr, no_ksm, naive = (one["summary"] for one in records)
     assert not any(key.startswith("ctr_") for key in naive)
     assert "ctr_ksm_ratio" not in no_ksm and "ctr_gate_on_rate" not in no_ksm
-    final_free = [v for k, v in snapshots[-1].items() if k.startswith("FreeFraction/")]
-    assert ctr["ctr_free_fraction"] == pytest.approx(sum(final_free) / len(final_free))
+    final_free = {k: v for k, v in snapshots[-1].items() if k.startswith("FreeFraction/")}
+    tsm = [v for k, v in final_free.items() if "/KSM." not in k]
+    ksm = [v for k, v in final_free.items() if "/KSM." in k]
+    assert len(tsm) == 2 * len(PLUGINS) and len(ksm) == 3 * len(PLUGINS)
+    assert ctr["ctr_free_fraction"] == pytest.approx(statistics.fmean(tsm))
+    assert ctr["ctr_ksm_free_fraction"] == pytest.approx(statistics.fmean(ksm))
     later_gates = [v for s in snapshots[1:] for k, v in s.items() if k.startswith("GateOnRate/")]
     assert ctr["ctr_gate_on_rate"] == pytest.approx(sum(later_gates) / len(later_gates))
     assert set(CTR_DIAGNOSTICS) <= set(ctr)
@@ -192,6 +204,7 @@ def test_compare_report_summarises_the_diagnostics_in_their_own_table(diagnosed)
     assert lines[0].startswith("| strategy | TSM units free at the end (%) |")
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| ctr", "| ctr_no_ksm"]
     assert lines[3].endswith("| n/a | n/a | n/a |")
+    assert lines[3].split(" | ")[2] == "n/a"  # no KSM units
     assert ctr_diagnostics_table(aggregate([{**records[2], "seed": 0}])) == ""
 
 

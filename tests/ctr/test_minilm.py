@@ -41,11 +41,11 @@ def test_ctr_trains_a_few_steps_on_the_packaged_minilm_offline(monkeypatch):
         if i == 0:
             x, _ = experience_tensors(stream.test_stream[0])
             first = task_logits(model, x, 0)
-            capsule = model.plugins[0].task_capsules.capsules[0]
+            capsule = model.plugins[0].ksm.task_capsules.capsules[0]
             trainable_before = capsule.fc1.weight.detach().clone()
     assert torch.isfinite(strategy.loss)
     assert (task_logits(model, x, 0) - first).abs().max() <= 1e-5
-    assert torch.equal(model.plugins[0].task_capsules.capsules[0].fc1.weight, trainable_before)
+    assert torch.equal(model.plugins[0].ksm.task_capsules.capsules[0].fc1.weight, trainable_before)
     for name, param in model.encoder.named_parameters():
         if name in frozen:
             assert torch.equal(param, frozen[name]), name

@@ -3,39 +3,88 @@ import torch.nn.functional as F
 from _helpers import quiet_evaluator
 
 from avalanche_ctr.benchmarks import text_benchmark
-from avalanche_ctr.ctr import TaskCapsuleLayer, TransferRouting
-from avalanche_ctr.ctr.routing import _masked_max
+from avalanche_ctr.ctr import KnowledgeSharingModule, TaskCapsuleLayer
+from avalanche_ctr.ctr.routing import _masked_max, binary_gate
 
 
-def routing(n_sources=3):
+def ksm(n_tasks=3):
     torch.manual_seed(0)
-    return TransferRouting(n_sources, capsule_dim=3, n_transfer=3, hidden_size=16, channels=4)
+    module = KnowledgeSharingModule(16, capsule_hidden=8, capsule_dim=3, n_transfer=3, channels=4)
+    for _ in range(n_tasks):
+        module.add_task()
+    return module
 
 
 def test_transfer_starts_at_zero_and_still_learns():
-    route = routing()
-    capsules = torch.randn(2, 7, 3, 3)
+    module = ksm()
+    h = torch.randn(2, 7, 16)
     keep = torch.ones(2, 7, dtype=torch.bool)
-    transfer, _ = route(capsules, keep)
+    transfer, _ = module(h, keep, 2, 1.0)
     assert torch.equal(transfer, torch.zeros_like(transfer))
     (transfer - torch.randn_like(transfer)).pow(2).sum().backward()
-    assert route.project.weight.grad.abs().sum() > 0  # the projection learns at once
-    assert route.attention.weight.grad.abs().sum() == 0  # the rest once it is not zero
+    assert module.project.weight.grad.abs().sum() > 0  # the projection learns at once
+    assert module.attentions[2].weight.grad.abs().sum() == 0  # the rest once it is not zero
 
 
 def test_merged_similarity_convolutions_equal_one_per_kernel():
-    route = routing()
+    module = ksm()
     x = torch.randn(5, 9, 11)
     keep = torch.rand(5, 11) > 0.3
     keep[:, 0] = True
     extra = torch.randn(5, 4)
     pooled = []
-    for conv in route.convs_source:  # the paper's formulation, one convolution at a time
+    for conv in module.convs_source:  # the paper's formulation, one convolution at a time
         y = conv(x)[..., : x.shape[-1]] + extra[..., None]
         pooled.append(_masked_max(F.relu(y), keep))
     expected = torch.cat(pooled, dim=1)
-    merged = route._conv_pool(route.convs_source, x, keep, extra=extra)
+    merged = module._conv_pool(module.convs_source, x, keep, extra=extra)
     assert torch.allclose(merged, expected, atol=1e-6)
+
+
+def test_gumbel_gates_follow_the_given_generator_only():
+    logits = torch.randn(64, 2)
+    global_state = torch.get_rng_state()
+    draws = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(7)
+        draws.append(binary_gate(logits, training=True, generator=generator))
+    assert torch.equal(draws[0], draws[1])
+    assert torch.equal(torch.get_rng_state(), global_state)  # nothing drawn globally
+    assert set(draws[0].unique().tolist()) <= {0.0, 1.0}
+    assert 0 < draws[0].mean() < 1
+    evaluation = binary_gate(logits, training=False)
+    assert torch.equal(evaluation, (logits[:, 0] > logits[:, 1]).float())
+
+
+def test_free_entries_freeze_exactly_what_an_earlier_task_reads():
+    """Change every free entry of the shared routing at random: task 0's transfer output,
+    computed with its binary test-time masks, stays bit-identical; changing a frozen
+    entry changes it."""
+    module = ksm(n_tasks=2)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()
+    module.eval()
+    for mask in module.masks:
+        mask.begin_task(0, new=True)
+        mask.finish_task(0)
+        mask.begin_task(1, new=True)
+    h = torch.randn(3, 9, 16)
+    keep = torch.ones(3, 9, dtype=torch.bool)
+    before, _ = module(h, keep, 0, None)
+    pairs = module.free_entries()
+    assert any((~free).any() for _, free in pairs) and any(free.any() for _, free in pairs)
+    with torch.no_grad():
+        for param, free in pairs:
+            param.add_(torch.randn_like(param) * free)
+        for gate in (module.gates[1], module.attentions[1]):
+            gate.weight.normal_()
+    after, _ = module(h, keep, 0, None)
+    assert torch.equal(after, before)
+    with torch.no_grad():
+        for param, free in pairs:
+            param.add_(torch.randn_like(param) * ~free.expand_as(param))
+    assert not torch.equal(module(h, keep, 0, None)[0], before)
 
 
 def test_batched_capsules_equal_one_capsule_at_a_time():
@@ -68,7 +117,7 @@ def test_ctr_outputs_do_not_depend_on_padding(tokenizer):
     )
     strategy.train(short.train_stream[0])
     for plugin in model.plugins:  # make the transfer path matter
-        torch.nn.init.normal_(plugin.routings[0].project.weight)
+        torch.nn.init.normal_(plugin.ksm.project.weight)
     model.eval()
     x_short = torch.stack([short.test_stream[0].dataset[i][0] for i in range(32)])
     x_padded = torch.stack([padded.test_stream[0].dataset[i][0] for i in range(32)])

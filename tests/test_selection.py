@@ -1,0 +1,86 @@
+"""BestEpochPlugin: the epoch that scores best on the dev split is the one kept."""
+
+import pytest
+import torch
+from _helpers import experience_tensors, quiet_evaluator, task_logits
+from _text_helpers import tiny_ctr_model
+from avalanche.training import Naive
+
+from avalanche_ctr.benchmarks import SplitDigits
+from avalanche_ctr.experiments.backbones import MultiHeadMLP
+from avalanche_ctr.selection import BestEpochPlugin
+from avalanche_ctr.training import CTR
+
+
+def dev_accuracy(model, experience, task):
+    x, y = experience_tensors(experience)
+    return float((task_logits(model, x, task).argmax(dim=1) == y).float().mean())
+
+
+def test_ctr_keeps_its_best_dev_epoch_and_still_forgets_nothing(tokenizer, sentiment_stream):
+    torch.manual_seed(0)
+    model = tiny_ctr_model(tokenizer)
+    dev = sentiment_stream.test_stream  # the tiny stream's held-out split serves as dev
+    best = BestEpochPlugin(dev, batch_size=16)
+    strategy = CTR(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
+        train_mb_size=16,
+        train_epochs=5,
+        plugins=[best],
+        evaluator=quiet_evaluator(),
+    )
+    first = None
+    for task, experience in enumerate(sentiment_stream.train_stream[:2]):
+        strategy.train(experience)
+        history = best.history[-1]
+        assert len(history) == 5
+        assert best.best_epoch == history.index(max(history))
+        assert dev_accuracy(model, dev[task], task) == pytest.approx(max(history))
+        if task == 0:
+            x, _ = experience_tensors(dev[0])
+            first = task_logits(model, x, 0)
+    assert (task_logits(model, x, 0) - first).abs().max() <= 1e-5
+    assert any(h.index(max(h)) < 4 for h in best.history), best.history  # a restore happened
+
+
+def test_any_strategy_gets_its_best_epoch_back():
+    torch.manual_seed(0)
+    benchmark = SplitDigits(5, seed=0)
+    model = MultiHeadMLP(64, (32,))
+    best = BestEpochPlugin(benchmark.test_stream)
+    strategy = Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+        train_epochs=4,
+        plugins=[best],
+        evaluator=quiet_evaluator(),
+    )
+    strategy.train(benchmark.train_stream[0])
+    task = benchmark.train_stream[0].task_label
+    assert max(best.history[0]) > 0.9
+    assert dev_accuracy(model, benchmark.test_stream[0], task) == pytest.approx(
+        max(best.history[0])
+    )
+
+
+def test_a_misplaced_or_mismatched_plugin_is_refused(tokenizer, sentiment_stream):
+    model = tiny_ctr_model(tokenizer)
+    strategy = CTR(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        evaluator=quiet_evaluator(),
+    )
+    strategy.plugins.append(BestEpochPlugin(sentiment_stream.test_stream))
+    with pytest.raises(ValueError, match="comes after CTRPlugin"):
+        strategy.train(sentiment_stream.train_stream[0])
+    short = CTR(
+        model=tiny_ctr_model(tokenizer),
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        plugins=[BestEpochPlugin(sentiment_stream.test_stream[:1])],
+        evaluator=quiet_evaluator(),
+    )
+    with pytest.raises(ValueError, match="has no validation experience"):
+        short.train(sentiment_stream.train_stream[1])
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        BestEpochPlugin(sentiment_stream.test_stream, batch_size=0)
