@@ -55,9 +55,19 @@ def n_kept(numel: int, density: float) -> int:
     return max(1, int(round(density * numel)))
 
 
-def topk_mask(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask of the ``k`` entries of largest ``|scores|`` (ties broken by index)."""
-    flat = scores.detach().abs().reshape(-1)
+def topk_mask(scores: Tensor, k: int, *, per_row: bool = False) -> Tensor:
+    """Boolean mask of the ``k`` entries of largest ``|scores|`` (ties broken by index).
+
+    :param per_row: keep the top ``k`` of every row (every slice along the first
+        dimension, e.g. every output unit's fan-in) instead of the top ``k`` overall.
+    """
+    magnitude = scores.detach().abs()
+    if per_row:
+        rows = magnitude.reshape(magnitude.shape[0], -1)
+        mask = torch.zeros_like(rows, dtype=torch.bool)
+        mask.scatter_(1, torch.topk(rows, k, dim=1, sorted=False).indices, True)
+        return mask.view_as(scores)
+    flat = magnitude.reshape(-1)
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[torch.topk(flat, k, sorted=False).indices] = True
     return mask.view_as(scores)
@@ -66,21 +76,22 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
 class TopKStraightThrough(torch.autograd.Function):
     """The supermask of a layer: ``1`` on the top-k ``|scores|``, ``0`` elsewhere.
 
-    Forward selects the ``k`` largest scores by magnitude; backward passes the
-    gradient straight through to the scores (edge-popup, Sec. 3; SupSup,
-    Sec. 3.1). As in edge-popup the magnitude is taken inside, so the gradient
-    that reaches a score is multiplied by its sign.
+    Forward selects the ``k`` largest scores by magnitude (per row with
+    ``per_row``, see :func:`topk_mask`); backward passes the gradient straight
+    through to the scores (edge-popup, Sec. 3; SupSup, Sec. 3.1). As in edge-popup
+    the magnitude is taken inside, so the gradient that reaches a score is
+    multiplied by its sign.
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, k: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, scores: Tensor, k: int, per_row: bool = False) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(scores)
-        return topk_mask(scores, k).to(scores.dtype)
+        return topk_mask(scores, k, per_row=per_row).to(scores.dtype)
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         (scores,) = ctx.saved_tensors
-        return grad_output * torch.sign(scores), None
+        return grad_output * torch.sign(scores), None, None
 
 
 class PartialFreeze:

@@ -181,8 +181,8 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
         (["compare", "--strategies", "naive,bogus"], r"unknown strategy 'bogus'"),
         (["run", "--strategy", "ctr"], r"ctr needs a text benchmark \(dsc, asc\)"),
         (
-            ["run", "--strategy", "exssnet", "--benchmark", "dsc", "--data-root", "."],
-            r"exssnet needs an image benchmark.*On text use ctr",
+            ["run", "--strategy", "packnet", "--benchmark", "dsc", "--data-root", "."],
+            r"packnet needs an image benchmark.*On text use exssnet, ssnet, supsup, ctr",
         ),
         (["run", "--strategy", "naive", "--benchmark", "dsc"], r"pass --data-root DIR"),
         (["compare", "--seeds", "0,x"], r"--seeds must be comma-separated integers"),

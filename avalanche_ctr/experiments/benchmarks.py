@@ -38,6 +38,9 @@ class BenchmarkSpec:
         ``"masked"`` (one output layer shared by all tasks,
         :class:`~avalanche_ctr.experiments.backbones.MaskedOutputMLP`, which the
         supermask strategies mask per task as the official models do).
+    :param supermask_model: text benchmarks: ``supermask_model(settings, encoder)``,
+        the network the supermask strategies mask over the frozen encoder
+        (:class:`~avalanche_ctr.models.KimCNN`, ExSSNeT's text model).
     """
 
     name: str
@@ -47,6 +50,7 @@ class BenchmarkSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     backbone: Callable[[Any], nn.Module] | None = None
     output_layers: tuple[str, ...] = ("heads",)
+    supermask_model: Callable[[Any, nn.Module], nn.Module] | None = None
 
 
 def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
@@ -77,6 +81,18 @@ def _fmnist(builder_name: str):
             )
         except FileNotFoundError as error:
             raise BenchmarkDataError(str(error)) from None
+
+    return build
+
+
+def _kim_cnn(n_classes: int) -> Callable[[Any, nn.Module], nn.Module]:
+    """A :class:`~avalanche_ctr.models.KimCNN` with ``n_classes`` shared outputs (the
+    most classes of any task of the benchmark) over the frozen encoder."""
+
+    def build(s, encoder: nn.Module) -> nn.Module:
+        from avalanche_ctr.models import KimCNN
+
+        return KimCNN(encoder, outputs=n_classes)
 
     return build
 
@@ -234,6 +250,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "CTR paper's document sentiment, 10 Amazon domains (--data-root)",
             _text("dsc"),
             {**_TEXT, "epochs": 2, "n_train": 500},
+            supermask_model=_kim_cnn(2),
         ),
         BenchmarkSpec(
             "asc",
@@ -241,6 +258,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "CTR paper's aspect sentiment, 19 tasks (--data-root)",
             _text("asc"),
             {**_TEXT, "epochs": 2, "n_train": None},
+            supermask_model=_kim_cnn(3),
         ),
     )
 }

@@ -12,7 +12,9 @@ run gets the same backbone shape (image) or encoder (text), the same epochs per
 experience, batch size and Adam learning rate:
 
 * ExSSNeT / SSNeT split the epochs into ``ceil(epochs / 2)`` mask epochs and the
-  rest weight epochs; SupSup trains its mask for all of them;
+  rest weight epochs; SupSup trains its mask for all of them; on text they mask a
+  Kim-CNN over the frozen encoder's token states (ExSSNeT's text model, the
+  benchmark's ``supermask_model``);
 * PackNet trains ``epochs - post_prune_epochs`` epochs, prunes, and fine-tunes;
 * SI, MAS, Replay and PackNet run as ``Naive`` plus their Avalanche plugin, patched
   in :mod:`avalanche_ctr.compat` (Avalanche's ``Replay`` is ``Naive`` plus
@@ -295,17 +297,24 @@ WARMUP = Option(
     "learning rate)",
     check=_warmup,
 )
-_SUPERMASK_NEEDS = (
-    "it masks the Linear / Conv2d layers of a network trained from scratch, and text "
-    "benchmarks use a frozen BERT-family encoder"
-)
 _CTR_NEEDS = "it works inside a BERT-family encoder"
+
+
+def _supermask_model(ctx: StrategyContext) -> torch.nn.Module:
+    """The image benchmark's backbone, or the text benchmark's supermask network over
+    a fresh copy of the encoder."""
+    if ctx.backbone is not None:
+        return ctx.backbone()
+    build = ctx.settings.spec.supermask_model
+    if build is None:
+        raise UsageError(f"{ctx.settings.benchmark} has no supermask model for ExSSNeT/SupSup")
+    return build(ctx.settings, ctx.encoder())
 
 
 def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     from avalanche_ctr.training import SupSup
 
-    model = ctx.backbone()
+    model = _supermask_model(ctx)
     optimizer = torch.optim.Adam(model.parameters(), lr=ctx.settings.lr)
     return SupSup(
         model=model,
@@ -323,7 +332,7 @@ def _exssnet(exclusive: bool):
 
         epochs = ctx.settings.epochs
         mask_epochs = math.ceil(epochs / 2)
-        model = ctx.backbone()
+        model = _supermask_model(ctx)
         return ExSSNeT(
             model=model,
             optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
@@ -446,29 +455,26 @@ for _record in (
     StrategyRecord(
         "exssnet",
         "ExSSNeT (ours): supermasks + exclusive weights + KKT",
-        _IMAGE,
+        _BOTH,
         _exssnet(exclusive=True),
         (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
-        _SUPERMASK_NEEDS,
         ours=True,
         ablation="supsup",
     ),
     StrategyRecord(
         "ssnet",
         "SSNeT (ours): ExSSNeT without exclusivity",
-        _IMAGE,
+        _BOTH,
         _exssnet(exclusive=False),
         (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
-        _SUPERMASK_NEEDS,
         ours=True,
     ),
     StrategyRecord(
         "supsup",
         "SupSup (ours): one supermask per task, fixed weights",
-        _IMAGE,
+        _BOTH,
         _supsup,
         (DENSITY, MASK_LR, LR_SCHEDULE),
-        _SUPERMASK_NEEDS,
         ours=True,
     ),
     StrategyRecord(

@@ -15,12 +15,14 @@ from avalanche_ctr.exssnet.kkt import KKTChoice, knn_accuracy, select_source_tas
 from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
 from avalanche_ctr.exssnet.supermask import (
+    SupermaskConv1d,
     SupermaskConv2d,
     SupermaskLinear,
     TaskBatchNorm,
+    UnsupportedLayerError,
     signed_constant_,
 )
-from avalanche_ctr.exssnet.supermask_net import SupermaskNet, convert_to_supermask
+from avalanche_ctr.exssnet.supermask_net import FrozenModule, SupermaskNet, convert_to_supermask
 from avalanche_ctr.exssnet.task_inference import (
     infer,
     infer_task,
@@ -34,7 +36,10 @@ __all__ = [
     "ExSSNeTPlugin",
     "SupermaskNet",
     "convert_to_supermask",
+    "FrozenModule",
+    "UnsupportedLayerError",
     "SupermaskLinear",
+    "SupermaskConv1d",
     "SupermaskConv2d",
     "TaskBatchNorm",
     "signed_constant_",

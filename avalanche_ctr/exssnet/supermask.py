@@ -17,13 +17,17 @@ Departures from the reference code, chosen deliberately:
   1 bit per weight (the official code keeps every task's float scores).
 * BatchNorm statistics and affine parameters are per task
   (:class:`TaskBatchNorm`), the fix SupSup published after release.
+* A masked output layer keeps ``k`` weights of every output unit
+  (:meth:`SupermaskLayer.keep_per_unit`) where the official code keeps ``k`` of the
+  layer: a layer-wide top-k can leave a class unit without weights
+  (``docs/exssnet.md``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +38,10 @@ from avalanche_ctr.masking import TopKStraightThrough, n_kept, topk_mask
 __all__ = [
     "SupermaskLayer",
     "SupermaskLinear",
+    "SupermaskConv1d",
     "SupermaskConv2d",
     "TaskBatchNorm",
+    "UnsupportedLayerError",
     "signed_constant_",
 ]
 
@@ -59,6 +65,10 @@ class SupermaskLayer(nn.Module):
     :param density: fraction of the layer's weights each task's mask keeps.
     :param max_cached_tasks: number of finished tasks whose masked weights stay
         cached for evaluation (the cache is rebuilt whenever the weight changes).
+
+    A mask keeps the top ``k`` scores of the whole layer (edge-popup), or of every
+    output unit's fan-in after :meth:`keep_per_unit` (a masked output layer, where a
+    unit the layer-wide top-k leaves empty is a class the task cannot predict).
     """
 
     def __init__(self, weight_shape: tuple[int, ...], density: float, max_cached_tasks: int = 4):
@@ -67,6 +77,7 @@ class SupermaskLayer(nn.Module):
         signed_constant_(self.weight)
         self.density = density
         self.k = n_kept(self.weight.numel(), density)
+        self.per_unit = False
         self.scores: nn.Parameter | None = None
         self.training_task: int | None = None
         self.active_task: int | None = None
@@ -75,6 +86,17 @@ class SupermaskLayer(nn.Module):
         self.max_cached_tasks = max_cached_tasks
         self._cache: OrderedDict[Hashable, tuple[int, Tensor]] = OrderedDict()
         self._active: tuple[int, Tensor] | None = None
+
+    def keep_per_unit(self) -> None:
+        """Make every mask keep ``density`` of each output unit's fan-in (``k`` per unit)
+        instead of ``density`` of the layer, so that no output unit is left without
+        weights; :class:`~avalanche_ctr.exssnet.supermask_net.SupermaskNet` asks this of
+        a masked output layer. Call it before any task is trained."""
+        self.per_unit = True
+        self.k = n_kept(self.weight[0].numel(), self.density)
+
+    def _topk(self, scores: Tensor) -> Tensor:
+        return topk_mask(scores, self.k, per_row=self.per_unit)
 
     def init_scores(self, task: int) -> nn.Parameter:
         """Create the float scores of the task about to be trained (edge-popup's
@@ -93,12 +115,12 @@ class SupermaskLayer(nn.Module):
         streams are not touched."""
         bound = 1 / math.sqrt(nn.init._calculate_correct_fan(self.weight, "fan_in"))
         scores = torch.empty(self.weight.shape).uniform_(-bound, bound, generator=generator)
-        return topk_mask(scores, self.k).to(self.weight.device)
+        return self._topk(scores).to(self.weight.device)
 
     def fix_mask(self) -> None:
         """Freeze the mask of the task in training at the top-k of its scores (end of
         ExSSNeT's mask phase)."""
-        self.fixed_mask = topk_mask(self.scores, self.k)
+        self.fixed_mask = self._topk(self.scores)
         self._fixed_at = self.scores._version
 
     def current_mask(self) -> Tensor:
@@ -112,7 +134,7 @@ class SupermaskLayer(nn.Module):
             return self.fixed_mask
         if self.scores is None:
             raise RuntimeError("no task is being trained by this layer")
-        return topk_mask(self.scores, self.k)
+        return self._topk(self.scores)
 
     def release_scores(self) -> None:
         """Drop the float scores once the task's mask has been stored."""
@@ -166,7 +188,7 @@ class SupermaskLayer(nn.Module):
         if self.training_task is not None and self.active_task == self.training_task:
             if self.fixed_mask is not None:
                 return self.weight * self.current_mask()
-            return self.weight * TopKStraightThrough.apply(self.scores, self.k)
+            return self.weight * TopKStraightThrough.apply(self.scores, self.k, self.per_unit)
         if self._active is None or self._active[0] != self.weight._version:
             raise RuntimeError(
                 "supermask layer used outside SupermaskNet: call the converted model, "
@@ -193,12 +215,17 @@ class SupermaskLinear(SupermaskLayer):
         )
 
 
-class SupermaskConv2d(SupermaskLayer):
-    """Supermask version of :class:`torch.nn.Conv2d` (no bias, see module notes)."""
+class _SupermaskConv(SupermaskLayer):
+    """Supermask version of a convolution (no bias, see module notes)."""
 
-    def __init__(self, conv: nn.Conv2d, density: float, **kwargs) -> None:
+    _conv: Callable[..., Tensor]
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d, density: float, **kwargs) -> None:
         if conv.padding_mode != "zeros":
-            raise ValueError(f"padding_mode={conv.padding_mode!r} is not supported; use 'zeros'")
+            raise UnsupportedLayerError(
+                f"{type(conv).__name__} with padding_mode={conv.padding_mode!r} cannot be "
+                "masked; use padding_mode='zeros'"
+            )
         super().__init__(tuple(conv.weight.shape), density, **kwargs)
         self.stride = conv.stride
         self.padding = conv.padding
@@ -206,12 +233,37 @@ class SupermaskConv2d(SupermaskLayer):
         self.groups = conv.groups
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(
+        return self._conv(
             x, self.masked_weight(), None, self.stride, self.padding, self.dilation, self.groups
         )
 
     def extra_repr(self) -> str:
         return f"weight={tuple(self.weight.shape)}, stride={self.stride}, density={self.density}"
+
+
+class SupermaskConv1d(_SupermaskConv):
+    """Supermask version of :class:`torch.nn.Conv1d` (no bias, see module notes), e.g.
+    the convolutions of ExSSNeT's Kim-CNN text model (Sec. 4.1)."""
+
+    _conv = staticmethod(F.conv1d)
+
+
+class SupermaskConv2d(_SupermaskConv):
+    """Supermask version of :class:`torch.nn.Conv2d` (no bias, see module notes)."""
+
+    _conv = staticmethod(F.conv2d)
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer with weights that the supermask conversion cannot mask.
+
+    :param message: what is wrong and what is supported instead.
+    :param layer_type: the class name of the layer.
+    """
+
+    def __init__(self, message: str, layer_type: str | None = None) -> None:
+        super().__init__(message)
+        self.layer_type = layer_type
 
 
 class TaskBatchNorm(nn.Module):

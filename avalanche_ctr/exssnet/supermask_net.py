@@ -22,14 +22,23 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from avalanche_ctr.compat import widest_head
 from avalanche_ctr.exssnet.supermask import (
+    SupermaskConv1d,
     SupermaskConv2d,
     SupermaskLayer,
     SupermaskLinear,
     TaskBatchNorm,
+    UnsupportedLayerError,
 )
 from avalanche_ctr.masking import pack_mask, unpack_mask
 
-__all__ = ["SupermaskNet", "convert_to_supermask", "check_density"]
+__all__ = [
+    "SupermaskNet",
+    "FrozenModule",
+    "UnsupportedLayerError",
+    "SUPPORTED_LAYERS",
+    "convert_to_supermask",
+    "check_density",
+]
 
 _MASK_PREFIX = "task_mask_"
 _CLASSES_PREFIX = "task_classes_"
@@ -47,8 +56,42 @@ def check_density(density: float) -> float:
     return float(density)
 
 
+SUPPORTED_LAYERS = (
+    "Linear, Conv1d and Conv2d (masked per task), BatchNorm (one per task), "
+    "MultiHeadClassifier heads (dense, one per task), FrozenModule parts (left as they "
+    "are, e.g. a frozen encoder) and layers without parameters"
+)
+"""What :func:`convert_to_supermask` accepts, as its errors say it."""
+
+
+class FrozenModule(nn.Module):
+    """A part of a model that no task trains and :func:`convert_to_supermask` leaves as
+    it is, e.g. the frozen pretrained encoder under ExSSNeT's text model (Sec. 4.1:
+    a Kim-CNN over frozen token representations).
+
+    Its parameters are frozen here and stay frozen (:meth:`SupermaskNet.set_trainable`
+    only ever enables supermask scores and weights, per-task BatchNorms and heads), and
+    it stays in evaluation mode (no dropout) when the model trains, so its outputs are
+    the same for every task and epoch.
+
+    :param module: the frozen part.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> FrozenModule:
+        super().train(mode)
+        self.module.eval()
+        return self
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
 class SupermaskNet(MultiTaskModule):
-    """A model whose Linear / Conv2d layers are supermask layers.
+    """A model whose Linear / Conv1d / Conv2d layers are supermask layers.
 
     Build it with :func:`convert_to_supermask`.
 
@@ -69,14 +112,18 @@ class SupermaskNet(MultiTaskModule):
         self._bns = tuple(net.get_submodule(n) for n in self._bn_names)
         if not self._layer_names:
             raise ValueError(
-                "the model has no Linear or Conv2d layer outside its MultiHeadClassifier heads: "
-                "there is nothing to mask; give ExSSNeT/SupSup a model with at least one such layer"
+                "the model has no Linear, Conv1d or Conv2d layer outside its MultiHeadClassifier "
+                "heads and FrozenModule parts: there is nothing to mask; give ExSSNeT/SupSup a "
+                "model with at least one such layer"
             )
         widest_head(self)
         output = self._layers[-1]
         if not self._head_names and isinstance(output, SupermaskLinear):
-            # a masked output layer: batches of several tasks need all of its units
+            # a masked output layer: batches of several tasks need all of its units, and
+            # every unit keeps weights in every mask (a layer-wide top-k can leave a class
+            # unit empty, and ExSSNeT's weight phase cannot revive it; docs/exssnet.md)
             self.max_class_label = max(self.max_class_label, output.out_features)
+            output.keep_per_unit()
         feature_name = self._head_names[-1] if self._head_names else self._layer_names[-1]
         self._capture = False
         self._features: Tensor | None = None
@@ -380,10 +427,9 @@ def _convertible_leaf(module: nn.Module, density: float, max_cached_tasks: int) 
         return SupermaskLinear(
             module.in_features, module.out_features, density, max_cached_tasks=max_cached_tasks
         ).to(module.weight.device)
-    if isinstance(module, nn.Conv2d):
-        return SupermaskConv2d(module, density, max_cached_tasks=max_cached_tasks).to(
-            module.weight.device
-        )
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        layer = SupermaskConv1d if isinstance(module, nn.Conv1d) else SupermaskConv2d
+        return layer(module, density, max_cached_tasks=max_cached_tasks).to(module.weight.device)
     if isinstance(module, _BatchNorm):
         return TaskBatchNorm(module)
     return None
@@ -392,22 +438,25 @@ def _convertible_leaf(module: nn.Module, density: float, max_cached_tasks: int) 
 def _convert_children(module: nn.Module, prefix: str, density: float, cache: int) -> None:
     for name, child in list(module.named_children()):
         path = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, (MultiHeadClassifier, SupermaskLayer, TaskBatchNorm)):
+        if isinstance(child, (MultiHeadClassifier, SupermaskLayer, TaskBatchNorm, FrozenModule)):
             continue
         new = _convertible_leaf(child, density, cache)
         if new is not None:
             setattr(module, name, new)
             continue
+        kind = type(child).__name__
         if isinstance(child, DynamicModule) and not isinstance(child, MultiTaskModule):
-            raise ValueError(
-                f"layer '{path}' ({type(child).__name__}) changes shape during training and "
-                "cannot be masked; use avalanche.models.MultiHeadClassifier for per-task heads"
+            raise UnsupportedLayerError(
+                f"layer '{path}' ({kind}) changes shape during training and cannot be "
+                "masked; use avalanche.models.MultiHeadClassifier for per-task heads",
+                kind,
             )
         if any(True for _ in child.parameters(recurse=False)):
-            raise ValueError(
-                f"layer '{path}' ({type(child).__name__}) has parameters and cannot be masked; "
-                "supermask models may contain Linear, Conv2d, BatchNorm, MultiHeadClassifier "
-                "heads and parameter-free layers only"
+            raise UnsupportedLayerError(
+                f"layer '{path}' ({kind}) has parameters and cannot be masked; supermask "
+                f"models may contain {SUPPORTED_LAYERS} only (wrap a pretrained part that "
+                "stays fixed in avalanche_ctr.exssnet.FrozenModule)",
+                kind,
             )
         _convert_children(child, path, density, cache)
 
@@ -417,11 +466,12 @@ def convert_to_supermask(
 ) -> SupermaskNet:
     """Turn ``model`` into a :class:`SupermaskNet`, in place.
 
-    Every ``Linear`` and ``Conv2d`` becomes a supermask layer with fresh
+    Every ``Linear``, ``Conv1d`` and ``Conv2d`` becomes a supermask layer with fresh
     signed-constant weights and no bias; every BatchNorm becomes a per-task
     BatchNorm; :class:`~avalanche.models.MultiHeadClassifier` heads stay dense
-    per-task heads. Any other layer with parameters raises ``ValueError``
-    naming it.
+    per-task heads; :class:`FrozenModule` parts are left as they are. Any other
+    layer with parameters raises :class:`UnsupportedLayerError` (a ``ValueError``)
+    naming it and what is supported.
 
     :param model: the user's model (a ``MultiTaskModule`` such as
         ``MTSimpleMLP``, or a plain module whose last layer is then masked per task).
@@ -435,9 +485,10 @@ def convert_to_supermask(
     if _convertible_leaf(model, density, max_cached_tasks) is not None:
         model = nn.Sequential(model)
     elif any(True for _ in model.parameters(recurse=False)):
-        raise ValueError(
+        raise UnsupportedLayerError(
             f"the model ({type(model).__name__}) holds parameters directly and cannot be "
-            "masked; put them in Linear / Conv2d / BatchNorm submodules"
+            "masked; put them in Linear / Conv1d / Conv2d / BatchNorm submodules",
+            type(model).__name__,
         )
     _convert_children(model, "", density, max_cached_tasks)
     return SupermaskNet(model, density)

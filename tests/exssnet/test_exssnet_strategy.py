@@ -263,3 +263,36 @@ def test_a_masked_output_layer_is_masked_per_task_and_forgets_nothing():
     output_masks = [net.task_masks(t)[-1] for t in range(3)]
     assert not torch.equal(output_masks[0], output_masks[1])
     assert net.max_class_label == 10  # a batch of several tasks gets all ten outputs
+
+
+def test_a_masked_output_layer_keeps_every_class_unit_with_a_short_mask_phase():
+    """The compare settings of split_digits with ``--output-layer masked`` (2 mask + 2
+    weight epochs, density 0.1). A layer-wide top-k let the superfluous units take the
+    output layer's budget and left task 0's class-1 unit without a single weight when the
+    mask phase ended, so the weight phase could not revive it and task 0 stayed at chance
+    (49.5 %); the output layer now keeps ``k`` weights of every unit."""
+    from avalanche_ctr.experiments.backbones import MaskedOutputMLP
+
+    torch.manual_seed(0)
+    benchmark = SplitDigits(5, seed=0)
+    model = MaskedOutputMLP(64, (256, 256), outputs=10)
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        density=0.1,
+        mask_epochs=2,
+        weight_epochs=2,
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    net = strategy.model
+    output = net.supermask_layers[-1]
+    x0, y0 = experience_tensors(benchmark.test_stream[0])
+    strategy.train(benchmark.train_stream[0])
+    after_own = task_logits(net, x0, 0)
+    assert (after_own.argmax(1) == y0).float().mean() >= 0.9
+    strategy.train(benchmark.train_stream[1])
+    assert torch.equal(task_logits(net, x0, 0), after_own)
+    for task in (0, 1):
+        per_unit = net.task_masks(task)[-1].sum(dim=1)
+        assert per_unit.tolist() == [output.k] * 10 and output.k == round(0.1 * 256)
