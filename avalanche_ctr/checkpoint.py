@@ -11,8 +11,9 @@ fails with current dill. A checkpoint here holds, after a finished experience:
 * the state of every plugin (the evaluator's metric history and metric states, the
   clock, EWC importances, replay buffers, ...), pickled attribute by attribute;
   references to the strategy, its model, the model's tensors and its optimizer are
-  stored as such and re-linked to the new strategy on load; functions (configuration)
-  and generators are left to the new strategy;
+  stored as such and re-linked to the new strategy on load; functions (configuration),
+  generators and the attributes a plugin names in ``transient_attributes`` (e.g. the data
+  it was given) are left to the new strategy;
 * the random number generator states of Python, NumPy and PyTorch;
 * whatever the caller adds (``meta``: e.g. the run's settings and its metric record).
 
@@ -262,8 +263,9 @@ def _plugin_states(strategy) -> list[tuple[str, dict[str, Any]]]:
     states = []
     for plugin in strategy.plugins:
         state = {}
+        kept_by_new = getattr(plugin, "transient_attributes", ())
         for key, value in vars(plugin).items():
-            if key == "loggers" or isinstance(value, _TRANSIENT):
+            if key == "loggers" or key in kept_by_new or isinstance(value, _TRANSIENT):
                 continue
             state[key] = _DefaultDictState(value) if isinstance(value, defaultdict) else value
         states.append((_qualname(plugin), state))

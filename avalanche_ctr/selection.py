@@ -40,6 +40,10 @@ class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
     :param batch_size: validation mini-batch size.
     """
 
+    transient_attributes = ("dev_stream",)
+    """Left out of checkpoints (:mod:`avalanche_ctr.checkpoint`): the resumed strategy's
+    plugin keeps the stream it was built with."""
+
     def __init__(self, dev_stream: Sequence, *, batch_size: int = 128) -> None:
         super().__init__()
         if batch_size < 1:

@@ -39,6 +39,8 @@ class CLPluginConfig:
     :param channels: channels of each routing similarity convolution.
     :param knowledge_sharing: ``False`` drops the KSM (the paper's "CTR without
         KSM" ablation, i.e. adapters with HAT masks).
+    :param zero_projection: the KSM's projection to the layer width starts at zero
+        (else at random, as the official code).
     """
 
     bottleneck: int = 128
@@ -47,6 +49,7 @@ class CLPluginConfig:
     n_transfer: int = 3
     channels: int = 32
     knowledge_sharing: bool = True
+    zero_projection: bool = True
 
 
 class CLPlugin(nn.Module):
@@ -76,6 +79,7 @@ class CLPlugin(nn.Module):
                     config.capsule_dim,
                     config.n_transfer,
                     config.channels,
+                    zero_projection=config.zero_projection,
                 )
         self.last_gates: Tensor | None = None
 

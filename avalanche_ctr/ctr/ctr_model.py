@@ -22,7 +22,10 @@ from avalanche_ctr.text_encoder import (
     split_text_inputs,
 )
 
-__all__ = ["CTRModel"]
+__all__ = ["CTRModel", "KSM_INITS"]
+
+KSM_INITS = ("zero", "random")
+"""Initialisations of the KSM's projection (:class:`CTRModel` ``ksm_init``)."""
 
 
 class CTRModel(MultiTaskModule):
@@ -53,6 +56,9 @@ class CTRModel(MultiTaskModule):
         draws nothing from PyTorch's global generator, so a model with
         ``knowledge_sharing=False`` built and trained after the same ``torch.manual_seed``
         gets the same TSM initialisation, heads, dropout and batch order.
+    :param ksm_init: ``"zero"`` starts the KSM's shared projection to the layer width at
+        zero (the first task starts as adapter + HAT); ``"random"`` at PyTorch's default,
+        as the official code (the KSM's output then matters from the first step).
     """
 
     def __init__(
@@ -68,9 +74,12 @@ class CTRModel(MultiTaskModule):
         pooling: str = "mean",
         knowledge_sharing: bool = True,
         ksm_seed: int | None = None,
+        ksm_init: str = "zero",
     ) -> None:
         super().__init__()
         check_pooling(pooling)
+        if ksm_init not in KSM_INITS:
+            raise ValueError(f"ksm_init must be one of {', '.join(KSM_INITS)}, got {ksm_init!r}")
         seed = torch.initial_seed() if ksm_seed is None else int(ksm_seed)
         self.register_buffer("ksm_seed", torch.tensor(seed % 2**62, dtype=torch.long))
         self.register_buffer("training_sessions", torch.zeros((), dtype=torch.long))
@@ -84,6 +93,7 @@ class CTRModel(MultiTaskModule):
             n_transfer=n_transfer_capsules,
             channels=routing_channels,
             knowledge_sharing=knowledge_sharing,
+            zero_projection=ksm_init == "zero",
         )
         self.context = TaskContext(s=s_max)
         count = itertools.count()

@@ -41,11 +41,12 @@ to keep samples independent:
 * padded tokens are excluded: their pre-route vectors are zeroed before the
   similarity convolutions and the max-pooling skips them, so a sample's routing
   does not depend on how much padding it carries;
-* the shared projection starts at zero, so the first task's CL-plugin starts as its
-  TSM alone (adapter + HAT) and the transfer path grows from there. The official
-  code initialises it at random, which adds noise to every layer's TSM input before
-  the routing has learned anything (the same reason adapters start near the
-  identity, Houlsby et al. 2019, Sec. 2.1);
+* by default (``zero_projection=True``) the shared projection starts at zero, so the
+  first task's CL-plugin starts as its TSM alone (adapter + HAT) and the transfer path
+  grows from there. The official code initialises it at random, which adds noise to
+  every layer's TSM input before the routing has learned anything (the same reason
+  adapters start near the identity, Houlsby et al. 2019, Sec. 2.1);
+  ``zero_projection=False`` keeps PyTorch's default initialisation, as the official code;
 * Gumbel noise is drawn from the model's own generator (``TaskContext.generator``), so
   CTR and its ablation without KSM draw the same random numbers for everything else;
 * at evaluation the gate is the deterministic ``argmax`` of its logits (no
@@ -96,6 +97,8 @@ class KnowledgeSharingModule(nn.Module):
     :param n_transfer: number of transfer capsules.
     :param channels: channels of each similarity convolution.
     :param kernel_sizes: token window sizes of the similarity convolutions.
+    :param zero_projection: start the projection to the layer width at zero (else at
+        PyTorch's default, as the official code).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class KnowledgeSharingModule(nn.Module):
         n_transfer: int,
         channels: int = 32,
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
+        zero_projection: bool = True,
     ) -> None:
         super().__init__()
         self.capsule_dim = capsule_dim
@@ -127,8 +131,9 @@ class KnowledgeSharingModule(nn.Module):
         )
         self.fc_current = nn.Linear(pooled, channels)
         self.project = nn.Linear(width, hidden_size)
-        nn.init.zeros_(self.project.weight)
-        nn.init.zeros_(self.project.bias)
+        if zero_projection:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
         self.mask_current = HATMask(pooled)
         self.mask_similarity = HATMask(pooled)
         self.mask_project = HATMask(hidden_size)

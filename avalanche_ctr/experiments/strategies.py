@@ -64,6 +64,7 @@ __all__ = [
     "LR_SCHEDULE",
     "HAT_LR",
     "WARMUP",
+    "KSM_INIT",
 ]
 
 
@@ -290,6 +291,21 @@ def _warmup(value: float | None) -> float | None:
     return value
 
 
+def _ksm_init(value: str) -> str:
+    from avalanche_ctr.ctr.ctr_model import KSM_INITS
+
+    if value not in KSM_INITS:
+        raise ValueError(f"unknown KSM initialisation {value!r}; use one of {', '.join(KSM_INITS)}")
+    return value
+
+
+KSM_INIT = Option(
+    "ksm_init",
+    "zero",
+    "CTR's KSM projection starts at zero, or random as the official code",
+    type=str,
+    check=_ksm_init,
+)
 WARMUP = Option(
     "warmup",
     None,
@@ -352,16 +368,19 @@ def _ctr(knowledge_sharing: bool):
         from avalanche_ctr.models import CTRModel
         from avalanche_ctr.training import CTR
 
+        options = ctx.keywords(record)
+        model_options = {k: options.pop(k) for k in ("ksm_init",) if k in options}
         model = CTRModel(
             ctx.encoder(),
             bottleneck=ctx.settings.bottleneck,
             knowledge_sharing=knowledge_sharing,
+            **model_options,
         )
         return CTR(
             model=model,
             optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
             train_epochs=ctx.settings.epochs,
-            **ctx.keywords(record),
+            **options,
             **ctx.common,
         )
 
@@ -482,7 +501,7 @@ for _record in (
         "CTR (ours): capsules, transfer routing and HAT in BERT",
         _TEXT,
         _ctr(knowledge_sharing=True),
-        (HAT_LR, WARMUP),
+        (HAT_LR, WARMUP, KSM_INIT),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",

@@ -213,14 +213,20 @@ def test_compare_records_and_reports_the_diagnostics(tmp_path, tokenizer):
     encoder = save_tiny_encoder(tmp_path / "encoder", tokenizer)
     out = tmp_path / "out"
     options = ["--max-length", "16", "--n-train", "8", "--epochs", "1", "--batch-size", "8"]
-    options += ["--seeds", "0", "--threads", "1"]
+    options += ["--seeds", "0", "--threads", "1", "--n-experiences", "3", "--best-dev-epoch"]
+    options += ["--hat-lr", "0.05", "--warmup", "0.1"]
     main(
-        ["compare", "--strategies", "ctr", "--benchmark", "dsc", "--data-root", str(data)]
-        + ["--encoder", str(encoder), *options, "--out", str(out), "--no-progress"]
+        ["compare", "--strategies", "ctr,adapter_hat", "--benchmark", "dsc"]
+        + ["--data-root", str(data), "--encoder", str(encoder), *options]
+        + ["--out", str(out), "--no-progress"]
     )
-    (run,) = json.loads((out / "runs.json").read_text())["runs"]
-    assert len(run["ctr_diagnostics"]) == run["n_experiences"] == 10
-    assert "GateOnRate/Layer0.Attention/Source008" in run["ctr_diagnostics"][-1]
+    run, ablation = json.loads((out / "runs.json").read_text())["runs"]
+    assert len(run["ctr_diagnostics"]) == run["n_experiences"] == 3
+    assert "GateOnRate/Layer0.Attention/Source001" in run["ctr_diagnostics"][-1]
     assert 0.0 <= run["summary"]["ctr_free_fraction"] <= 1.0
-    section = (out / "results.md").read_text().split("## CTR diagnostics")[1]
-    assert "| ctr |" in section
+    assert len(run["best_epoch"]) == len(run["dev_acc"]) == 3  # one dev pass per epoch
+    report = (out / "results.md").read_text()
+    assert "| ctr |" in report.split("## CTR diagnostics")[1]
+    paired = report.split("## Paired by seed")[1]
+    delta = 100 * (run["summary"]["final_accuracy"] - ablation["summary"]["final_accuracy"])
+    assert f"| ctr − adapter_hat | 0 | {delta:+.2f} |" in paired

@@ -7,6 +7,7 @@ from avalanche_ctr.experiments.report import (
     final_average,
     forward_transfer,
     markdown_table,
+    paired_table,
 )
 
 # R[i][j]: accuracy on task j after training task i (j > i: not trained yet)
@@ -62,3 +63,20 @@ def test_aggregate_gives_mean_and_sample_std_per_strategy():
     assert "| b | 2 | 70.00 ± 14.14 |" in table
     assert "| a | 1 | 60.00 |" in table
     assert "n/a" in table  # no memory figure
+
+
+def test_paired_table_gives_seed_by_seed_differences_and_how_often_the_method_is_ahead():
+    records = [
+        {"strategy": "ctr", "seed": 0, "summary": summary(0.80, 1.0)},
+        {"strategy": "ctr", "seed": 1, "summary": summary(0.70, 1.0)},
+        {"strategy": "ctr", "seed": 2, "summary": summary(0.90, 1.0)},  # no ablation run
+        {"strategy": "adapter_hat", "seed": 0, "summary": summary(0.75, 1.0)},
+        {"strategy": "adapter_hat", "seed": 1, "summary": summary(0.72, 1.0)},
+    ]
+    lines = paired_table(records, {"ctr": "adapter_hat"}).splitlines()
+    assert lines[0].startswith("| pair | seed | Δ final acc. (pts) | Δ final macro-F1 (pts) |")
+    assert lines[2] == "| ctr − adapter_hat | 0 | +5.00 | +5.00 | +0.00 | +0.00 |"
+    assert lines[3] == "| ctr − adapter_hat | 1 | -2.00 | -2.00 | +0.00 | +0.00 |"
+    assert lines[4].startswith("| ctr − adapter_hat | mean (1/2 ahead) | **+1.50** |")
+    assert len(lines) == 5
+    assert paired_table(records, {"exssnet": "supsup"}) == ""
