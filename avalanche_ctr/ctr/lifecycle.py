@@ -42,10 +42,11 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
     :param mask_reg: weight ``c`` of the mask regulariser (HAT Eq. 5).
     :param thres_cosh: clamp of ``s e`` in the gradient compensation.
     :param thres_emb: clamp of the mask embeddings.
-    :param hat_lr: learning rate of the mask embeddings (default: the optimizer's).
-        HAT was designed for SGD; with Adam an embedding moves by about the learning
-        rate per step whatever its gradient's scale, so at 1e-3 a task's masks stay
-        close to their random initialisation (``docs/ctr.md``).
+    :param hat_lr: learning rate of the mask embeddings, in a parameter group of their
+        own (``None``: the optimizer's). HAT was designed for SGD (lr 0.05); with Adam an
+        embedding moves by about the learning rate per step whatever its gradient's
+        scale, so at the adapters' 1e-3 a task's masks stay at their random
+        initialisation and every task claims half of every layer (``docs/ctr.md``).
     :param warmup: ``None`` keeps the optimizer's learning rates constant; a fraction
         ``w`` in ``[0, 1)`` gives BERT's ``warmup_linear`` schedule over each
         experience's steps (:func:`warmup_linear`), as the official CTR code's BertAdam.
@@ -57,7 +58,7 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         mask_reg: float = 0.75,
         thres_cosh: float = 50.0,
         thres_emb: float = 6.0,
-        hat_lr: float | None = None,
+        hat_lr: float | None = 0.05,
         warmup: float | None = None,
     ) -> None:
         super().__init__()

@@ -36,7 +36,8 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
     :param criterion: loss function.
     :param s_max: HAT's largest mask scale (the model's test-time scale).
     :param mask_reg: weight of HAT's mask regulariser.
-    :param hat_lr: learning rate of HAT's mask embeddings (default: the optimizer's).
+    :param hat_lr: learning rate of HAT's mask embeddings, in their own parameter group
+        (``None``: the optimizer's).
     :param warmup: ``None`` (constant learning rates) or the warm-up fraction of BERT's
         ``warmup_linear`` schedule over each experience
         (:func:`~avalanche_ctr.ctr.lifecycle.warmup_linear`).
@@ -58,7 +59,7 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
         criterion: nn.Module = CrossEntropyLoss(),
         s_max: float = 400.0,
         mask_reg: float = 0.75,
-        hat_lr: float | None = None,
+        hat_lr: float | None = 0.05,
         warmup: float | None = None,
         train_mb_size: int = 32,
         train_epochs: int = 1,

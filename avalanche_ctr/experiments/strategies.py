@@ -279,8 +279,8 @@ LR_SCHEDULE = Option(
 )
 HAT_LR = Option(
     "hat_lr",
-    None,
-    "learning rate of CTR's HAT mask embeddings (default: --lr)",
+    0.05,
+    "learning rate of CTR's HAT mask embeddings, their own parameter group",
     check=_positive_or_none,
 )
 
