@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
@@ -134,3 +136,29 @@ def test_ctr_without_knowledge_sharing_is_adapters_with_hat_masks(tokenizer, sen
     assert all(p.ksm is None for p in model.plugins)
     assert model.transfer_gates() == []
     assert (task_logits(model, x, 0) - first).abs().max() <= 1e-5
+
+
+def test_a_later_task_reads_what_earlier_tasks_learned_through_the_shared_ksm(
+    ctr_run, sentiment_stream
+):
+    """The transfer channel: task 2's routing reads task 0's frozen capsule, so task 2's
+    outputs depend on it, while task 0's outputs depend on nothing task 2 owns."""
+    model = copy.deepcopy(ctr_run.strategy.model)
+    x2, _ = experience_tensors(sentiment_stream.test_stream[2])
+    x0, _ = experience_tensors(sentiment_stream.test_stream[0])
+    earlier = task_logits(model, x0, 0)
+    task_logits(model, x2, 2)
+    gates = torch.cat([g[:, 0] for g in model.transfer_gates()])
+    assert gates.sum() > 0  # some samples route task 0's capsule
+    with torch.no_grad():
+        for plugin in model.plugins:
+            for param in plugin.ksm.task_capsules.capsules[2].parameters():
+                param.add_(torch.randn_like(param))
+            plugin.ksm.gates[2].weight.normal_()
+    assert torch.equal(task_logits(model, x0, 0), earlier)
+    later = task_logits(model, x2, 2)
+    with torch.no_grad():
+        for plugin in model.plugins:
+            for param in plugin.ksm.task_capsules.capsules[0].parameters():
+                param.add_(torch.randn_like(param))
+    assert not torch.allclose(task_logits(model, x2, 2), later)
