@@ -95,6 +95,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "out over the workers)",
     )
     parser.add_argument(
+        "--n-test",
+        type=int,
+        default=None,
+        help="text: test (and dev) examples kept per task, a seeded stratified subsample "
+        "(default: the whole files)",
+    )
+    parser.add_argument(
         "--best-dev-epoch",
         action="store_true",
         help="text: after each task, restore the epoch that scored best on the task's dev "
@@ -177,6 +184,7 @@ def _settings(args: argparse.Namespace):
         encoder=args.encoder,
         max_length=args.max_length,
         n_train=args.n_train,
+        n_test=args.n_test,
         head_units=args.head_units,
         output_layer=args.output_layer,
         task_inference=args.task_inference,

@@ -289,11 +289,11 @@ def _subsample(
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-def _check_n_train(n_train: int | None) -> None:
+def _check_n_train(n_train: int | None, name: str = "n_train") -> None:
     if n_train is None:
         return
     if isinstance(n_train, bool) or not isinstance(n_train, numbers.Integral) or n_train < 1:
-        raise ValueError(f"n_train must be a positive int or None; got {n_train!r}")
+        raise ValueError(f"{name} must be a positive int or None; got {n_train!r}")
 
 
 def _build(
@@ -301,6 +301,7 @@ def _build(
     names: list[str],
     *,
     n_train: int | None,
+    n_test: int | None,
     seed: int,
     dev: bool,
     tokenizer: PreTrainedTokenizerBase | str,
@@ -310,9 +311,9 @@ def _build(
     for name in names:
         texts, labels = loader(name, "train")
         train.append(_subsample(texts, labels, n_train, seed))
-        test.append(loader(name, "test"))
+        test.append(_subsample(*loader(name, "test"), n_test, seed))
         if dev:
-            dev_data.append(loader(name, "dev"))
+            dev_data.append(_subsample(*loader(name, "dev"), n_test, seed))
     return text_benchmark(
         train,
         test,
@@ -332,6 +333,7 @@ def _build_from_files(
     read: Callable[[Path], tuple[list[TextInput], list[int]]],
     *,
     n_train: int | None,
+    n_test: int | None = None,
     seed: int,
     dev: bool,
     tokenizer: PreTrainedTokenizerBase | str,
@@ -339,6 +341,7 @@ def _build_from_files(
 ) -> GenericCLScenario:
     """Check every file of ``names`` exists (before any tokenization), then build."""
     _check_n_train(n_train)
+    _check_n_train(n_test, "n_test")
     base = _check_root(root, kind, layout)
     splits = ("train", "test", "dev") if dev else ("train", "test")
     for name in names:
@@ -348,6 +351,7 @@ def _build_from_files(
         lambda name, split: read(path_of(base, name, split)),
         names,
         n_train=n_train,
+        n_test=n_test,
         seed=seed,
         dev=dev,
         tokenizer=tokenizer,
@@ -439,6 +443,7 @@ def DSC(
     *,
     domains: Sequence[str] | None = None,
     n_train: int | None = None,
+    n_test: int | None = None,
     tokenizer: PreTrainedTokenizerBase | str,
     max_length: int = 128,
     seed: int = 0,
@@ -459,7 +464,11 @@ def DSC(
         24); default :data:`DSC_DOMAINS` (the CTR paper's order, 10 domains).
     :param n_train: If given, keep at most this many training examples per
         task: a seeded subsample, stratified by label (uniformly random when
-        stratifying is impossible). Test (and dev) sets are kept whole.
+        stratifying is impossible). Test (and dev) sets are kept whole unless
+        ``n_test`` is given.
+    :param n_test: If given, keep at most this many test (and dev) examples per task,
+        a seeded stratified subsample as for ``n_train`` (the files are sorted by label,
+        so a prefix would not do).
     :param tokenizer: HuggingFace tokenizer, or its name or folder (see
         :func:`text_benchmark`).
     :param max_length: Sequence length of the tokenized inputs.
@@ -481,6 +490,7 @@ def DSC(
         lambda base, name, split: base / f"{name}_{split}.tsv",
         _read_dsc,
         n_train=n_train,
+        n_test=n_test,
         seed=seed,
         dev=dev,
         tokenizer=tokenizer,
@@ -529,6 +539,7 @@ def ASC(
     *,
     tasks: Sequence[str] | None = None,
     n_train: int | None = None,
+    n_test: int | None = None,
     tokenizer: PreTrainedTokenizerBase | str,
     max_length: int = 128,
     seed: int = 0,
@@ -551,7 +562,11 @@ def ASC(
         CTR paper's order, 19 tasks).
     :param n_train: If given, keep at most this many training examples per
         task: a seeded subsample, stratified by label (uniformly random when
-        stratifying is impossible). Test (and dev) sets are kept whole.
+        stratifying is impossible). Test (and dev) sets are kept whole unless
+        ``n_test`` is given.
+    :param n_test: If given, keep at most this many test (and dev) examples per task,
+        a seeded stratified subsample as for ``n_train`` (the files are sorted by label,
+        so a prefix would not do).
     :param tokenizer: HuggingFace tokenizer, or its name or folder (see
         :func:`text_benchmark`).
     :param max_length: Sequence length of the tokenized inputs.
@@ -570,6 +585,7 @@ def ASC(
         lambda base, name, split: _asc_dir(base, name) / f"{split}.json",
         _read_asc,
         n_train=n_train,
+        n_test=n_test,
         seed=seed,
         dev=dev,
         tokenizer=tokenizer,

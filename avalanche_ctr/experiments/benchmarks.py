@@ -160,6 +160,7 @@ def _text(name: str):
             return builder(
                 text_root(settings.data_root, name),
                 n_train=settings.n_train,
+                n_test=settings.n_test,
                 tokenizer=_tokenizer(settings.encoder),
                 max_length=settings.max_length,
                 seed=seed,

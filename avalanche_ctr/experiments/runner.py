@@ -96,6 +96,7 @@ class Settings:
     encoder: str | None = None
     max_length: int | None = None
     n_train: int | None = None
+    n_test: int | None = None
     bottleneck: int = 128
     head_units: int | None = None
     output_layer: str = "heads"
@@ -109,6 +110,11 @@ class Settings:
             if key in _COMMON and getattr(self, key) is None:
                 setattr(self, key, value)
         check_device(self.device)
+        if self.n_test is not None and (spec.modality != "text" or self.n_test < 1):
+            raise UsageError(
+                f"--n-test keeps a positive number of test reviews per task of the text "
+                f"benchmarks; got {self.n_test} for {self.benchmark}"
+            )
         if self.best_dev_epoch and spec.modality != "text":
             raise UsageError(
                 f"--best-dev-epoch needs a dev split, which only the text benchmarks have; "

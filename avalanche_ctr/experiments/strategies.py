@@ -280,7 +280,8 @@ LR_SCHEDULE = Option(
 HAT_LR = Option(
     "hat_lr",
     0.05,
-    "learning rate of CTR's HAT mask embeddings, their own parameter group",
+    "learning rate of CTR's HAT mask embeddings, their own parameter group (Adam is per "
+    "parameter: --hat-lr equal to --lr trains them as the other parameters)",
     check=_positive_or_none,
 )
 

@@ -303,6 +303,20 @@ def test_n_train_subsample(which, dsc_root, asc_root, tokenizer):
     assert differs
 
 
+def test_n_test_keeps_a_stratified_subsample_of_test_and_dev(dsc_root, tokenizer):
+    kwargs = {"domains": ["Office_Products", "Toys_and_Games"], "tokenizer": tokenizer}
+    bm = DSC(dsc_root, **kwargs, n_test=4, dev=True, seed=1, max_length=L)
+    again = DSC(dsc_root, **kwargs, n_test=4, dev=True, seed=1, max_length=L)
+    assert [len(exp.dataset) for exp in bm.test_stream] == [4, 4]
+    assert [len(exp.dataset) for exp in bm.dev_stream] == [4, 4]
+    assert [len(exp.dataset) for exp in bm.train_stream] == [SPLIT_SIZES["train"]] * 2
+    for exp, same in zip(bm.test_stream, again.test_stream, strict=True):
+        (x, y), (x_again, _) = _stack(exp), _stack(same)
+        assert torch.equal(x, x_again) and sorted(y) == [0, 0, 1, 1]  # both labels kept
+    with pytest.raises(ValueError, match="n_test must be a positive int"):
+        DSC(dsc_root, **kwargs, n_test=0)
+
+
 def test_text_benchmark_generic(tokenizer):
     train = [
         (["good battery", ("screen", "the screen is bad"), "awful"], [1, 0, 0]),
