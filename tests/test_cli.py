@@ -195,6 +195,7 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
             + ["--data-root", "."],
             r"--n-experiences 11: dsc has 10 tasks in the paper's order; give at most 10",
         ),
+        (["run", "--n-test", "5"], r"--n-test keeps a positive number of test reviews"),
         (
             ["run", "--best-dev-epoch"],
             r"--best-dev-epoch needs a dev split, which only the text benchmarks have",
