@@ -112,6 +112,8 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         _ctr_model(strategy).clamp_embeddings(self.thres_emb)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
+        for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base  # the next experience starts from the rates, not their decay
         model = _ctr_model(strategy)
         model.finish_task()
         model.s = model.s_max

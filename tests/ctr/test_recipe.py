@@ -29,6 +29,7 @@ class Record(SupervisedPlugin):
         self.lrs, self.targets, self.groups = [], [], []
 
     def before_forward(self, strategy, **kwargs) -> None:
+        self.optimizer = strategy.optimizer
         self.lrs.append([group["lr"] for group in strategy.optimizer.param_groups])
         self.groups.append([len(group["params"]) for group in strategy.optimizer.param_groups])
         self.targets.append(strategy.mb_y.clone())
@@ -58,15 +59,18 @@ def train(tokenizer, stream, *, knowledge_sharing=True, n_tasks=2, **kwargs):
     return model, record
 
 
-def test_mask_embeddings_get_their_own_rate_and_the_schedule_warms_up(tokenizer, sentiment_stream):
-    model, record = train(tokenizer, sentiment_stream, n_tasks=1, hat_lr=0.1, warmup=0.25)
+def test_mask_embeddings_get_their_own_rate_and_every_task_warms_up_from_it(
+    tokenizer, sentiment_stream
+):
+    model, record = train(tokenizer, sentiment_stream, n_tasks=2, hat_lr=0.1, warmup=0.25)
     n_masks = len(model.masks())
     assert all(groups[1] == n_masks for groups in record.groups)  # one embedding per mask
-    steps = len(record.lrs)  # 2 epochs of 4 mini-batches
-    assert steps == 8
-    factors = [warmup_linear(i / steps, 0.25) for i in range(steps)]
+    assert len(record.lrs) == 16  # 2 tasks of 2 epochs of 4 mini-batches
+    factors = [warmup_linear(i / 8, 0.25) for i in range(8)] * 2
     for (base, own), factor in zip(record.lrs, factors, strict=True):
         assert base == pytest.approx(0.01 * factor) and own == pytest.approx(0.1 * factor)
+    strategy_lrs = [group["lr"] for group in record.optimizer.param_groups]
+    assert strategy_lrs == [0.01, 0.1]  # put back after the experience
 
 
 def test_bad_recipe_values_are_refused(tokenizer):
