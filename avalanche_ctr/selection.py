@@ -10,12 +10,14 @@ last, not its best, parameters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import default_collate
 
+from avalanche_ctr import random_state
 from avalanche_ctr.tasks import TaskIncrementalPlugin
 
 __all__ = ["BestEpochPlugin"]
@@ -24,13 +26,17 @@ __all__ = ["BestEpochPlugin"]
 class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
     """After every training epoch, measure the accuracy on the validation experience that
     matches the training experience (same position in ``dev_stream``, same task label);
-    when the experience ends, put back the trainable parameters of the best epoch (the
-    first of equally good ones).
+    when the experience ends, put back the model state (parameters and buffers) of the
+    best epoch (the first of equally good ones).
 
-    Only parameters that require gradients are copied: everything else is frozen during
-    the experience anyway, so what earlier tasks use is untouched. The validation pass
-    draws no random number and runs in ``eval`` mode, so training continues exactly as
-    without it.
+    Epochs compete within a phase: when the set of trainable parameters changes during
+    an experience (ExSSNeT's mask phase, then its weight phase), the choice starts
+    again, so the restored state is one that was evaluated, and only epochs of the last
+    phase can be kept. Everything a method protects is frozen during the experience, so
+    putting back an earlier state of it changes nothing of other tasks. The validation
+    pass runs in ``eval`` mode and puts back each module's mode, the random-number states
+    and the model's transient evaluation state (``eval_state``), so training continues
+    exactly as without it; its seconds are in :attr:`dev_seconds`.
 
     Place it before the method's own plugin (``CTR(plugins=[BestEpochPlugin(...)])`` does
     that): the method folds the task's final masks in when the experience ends, and must
@@ -53,7 +59,9 @@ class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
         self.best_accuracy: float | None = None
         self.best_epoch: int | None = None
         self.history: list[list[float]] = []
+        self.dev_seconds = 0.0
         self._best: dict[str, torch.Tensor] = {}
+        self._trainable: frozenset[str] = frozenset()
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         later = [p for p in strategy.plugins if isinstance(p, TaskIncrementalPlugin)]
@@ -65,25 +73,28 @@ class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
             )
         self._dev_experience(strategy)
         self.best_accuracy, self.best_epoch, self._best = None, None, {}
+        self._trainable = frozenset()
         self.history.append([])
 
     def after_training_epoch(self, strategy, **kwargs) -> None:
+        model = strategy.model
+        trainable = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
+        if trainable != self._trainable:  # a new phase: its epochs compete afresh
+            self._trainable = trainable
+            self.best_accuracy, self.best_epoch, self._best = None, None, {}
+        start = time.perf_counter()
         accuracy = self._accuracy(strategy)
+        self.dev_seconds += time.perf_counter() - start
         self.history[-1].append(accuracy)
         if self.best_accuracy is None or accuracy > self.best_accuracy:
             self.best_accuracy = accuracy
             self.best_epoch = strategy.clock.train_exp_epochs
-            self._best = {
-                name: param.detach().clone()
-                for name, param in strategy.model.named_parameters()
-                if param.requires_grad
-            }
+            self._best = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def after_training_exp(self, strategy, **kwargs) -> None:
-        parameters = dict(strategy.model.named_parameters())
-        for name, value in self._best.items():
-            parameters[name].copy_(value)
+        if self._best:
+            strategy.model.load_state_dict(self._best)
         self._best = {}
 
     def _dev_experience(self, strategy):
@@ -103,16 +114,25 @@ class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
         return dev
 
     def _accuracy(self, strategy) -> float:
-        dataset = self._dev_experience(strategy).dataset
+        dataset = self._dev_experience(strategy).dataset.eval()
         model = strategy.model
-        was_training = model.training
+        modes = [(module, module.training) for module in model.modules()]
+        rng = random_state.capture()
+        save = getattr(model, "eval_state", None)
+        transient = save() if save is not None else None
         model.eval()
         correct = 0
-        with torch.no_grad():
-            for start in range(0, len(dataset), self.batch_size):
-                stop = min(start + self.batch_size, len(dataset))
-                x, y, t = default_collate([dataset[i] for i in range(start, stop)])[:3]
-                logits = model(x.to(strategy.device), t.to(strategy.device))
-                correct += int((logits.argmax(dim=1).cpu() == y).sum())
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                for start in range(0, len(dataset), self.batch_size):
+                    stop = min(start + self.batch_size, len(dataset))
+                    x, y, t = default_collate([dataset[i] for i in range(start, stop)])[:3]
+                    logits = model(x.to(strategy.device), t.to(strategy.device))
+                    correct += int((logits.argmax(dim=1).cpu() == y).sum())
+        finally:
+            for module, mode in modes:
+                module.training = mode
+            if save is not None:
+                model.load_eval_state(transient)
+            random_state.restore(rng)
         return correct / max(1, len(dataset))

@@ -5,7 +5,8 @@ A CL-plugin sits in every transformer layer twice (inserted by
 dropout) of the attention sublayer and of the feed-forward sublayer, before the
 residual add and LayerNorm. For task ``t``:
 
-``KSM(h) = TransferRouting_t(TK-Layer(h))``,
+``KSM_t(h) = Routing_t(TK-Layer(h))`` (the shared transfer routing of
+:mod:`~avalanche_ctr.ctr.routing`, with task ``t``'s masks, gate and attention),
 ``CL-plugin(h) = h + TSM_t(h + KSM(h))``
 
 as in the official code, where the TSM output is added to its input by a skip
@@ -140,6 +141,6 @@ def _own_random_stream(seed: int) -> Iterator[None]:
     """PyTorch's global CPU generator seeded with ``seed`` inside the block and put back
     afterwards, as if the block drew nothing (parameters are drawn on the CPU and then
     moved, so the CUDA generators are never used)."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.random.default_generator.manual_seed(seed)
         yield

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 
 import torch
+import torch.distributed as dist
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 
@@ -143,9 +144,9 @@ class CTRModel(MultiTaskModule):
         return None if index is None else self.task_labels[index]
 
     def start_task(self, task: int) -> None:
-        """Begin training ``task``: install its capsule, routing and mask embeddings in
-        every plugin, or, for a task trained before, continue with its own; then fix
-        which TSM units the other tasks use (HAT's ``a^{<t}``, see
+        """Begin training ``task``: install its capsule, routing parts and mask embeddings
+        in every plugin, or, for a task trained before, continue with its own; then fix
+        which TSM and KSM units the other tasks use (HAT's ``a^{<t}``, see
         :meth:`~avalanche_ctr.ctr.task_masks.HATMask.begin_task`)."""
         if self.training_task is not None:
             raise RuntimeError(f"task {self.training_task} is still in training")
@@ -257,11 +258,14 @@ class CTRModel(MultiTaskModule):
 
     def _training_generator(self, device: torch.device) -> torch.Generator:
         """The generator of the training gates' Gumbel noise: seeded anew for every
-        training session (:meth:`start_task`) from ``ksm_seed``, so a run resumed from a
+        training session (:meth:`start_task`) from ``ksm_seed`` (and, under torchrun, the
+        rank, so that the ranks' samples draw different noise), so a run resumed from a
         checkpoint between experiences draws what an uninterrupted run draws."""
         if self._generator is None or self._generator.device != device:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            parts = ("gates", int(self.training_sessions), *((rank,) if rank else ()))
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self._seed("gates", int(self.training_sessions)))
+            self._generator.manual_seed(self._seed(*parts))
         return self._generator
 
     def transfer_gates(self) -> list[Tensor]:

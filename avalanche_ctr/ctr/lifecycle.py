@@ -24,19 +24,20 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
     * ``before_training_iteration``: anneals HAT's ``s`` over the epoch's iterations
       and, with ``warmup``, sets the learning rates of the schedule;
     * ``before_backward``: adds HAT's mask regulariser (weight ``mask_reg``);
-    * ``after_backward``: blocks the gradients of the weights earlier tasks use
+    * ``after_backward``: blocks the gradients of the weights other tasks use
       and compensates the embedding gradients;
-    * ``after_update``: restores any weight earlier tasks use that the
+    * ``after_update``: restores any weight other tasks use that the
       optimizer moved (momentum, weight decay) and clamps the task's embeddings;
-    * ``after_training_exp``: folds the task's masks into the cumulative masks
-      and freezes everything the task owns.
+    * ``after_training_exp``: puts the optimizer's learning rates back (after the
+      schedule), folds the task's masks into the cumulative masks and freezes
+      everything the task owns.
 
-    A repeated task label continues that task with its capsule, routing, mask
-    embeddings and head; the TSM units and weights that other tasks use stay
-    frozen, and so does its capsule once a later task reads it, so no other task
-    changes. Tasks not trained yet can be evaluated (their CL-plugins claim no
-    unit and pass their input through), and evaluation during training sees the
-    task in training at HAT's test-time scale ``s_max``; evaluation changes nothing
+    A repeated task label continues that task with its capsule, routing parts, mask
+    embeddings and head; the TSM and KSM units and weights that other tasks use stay
+    frozen, and so do its capsule and ``W_{t·}`` once a later task reads them, so no
+    other task changes. Tasks not trained yet can be evaluated (their CL-plugins claim
+    no unit and pass their input through), and evaluation during training sees the
+    task in training with its binary test-time masks; evaluation changes nothing
     training uses (:class:`~avalanche_ctr.tasks.TaskIncrementalPlugin`).
 
     :param mask_reg: weight ``c`` of the mask regulariser (HAT Eq. 5).

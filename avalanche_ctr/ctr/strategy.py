@@ -34,7 +34,8 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
     :param optimizer: optimizer whose first parameter group's hyper-parameters
         are used; it is pointed at each task's trainable parameters.
     :param criterion: loss function.
-    :param s_max: HAT's largest mask scale (the model's test-time scale).
+    :param s_max: HAT's largest mask scale, reached at the end of every training epoch
+        (the test-time masks are binary, so it does not change trained tasks).
     :param mask_reg: weight of HAT's mask regulariser.
     :param hat_lr: learning rate of HAT's mask embeddings, in their own parameter group
         (``None``: the optimizer's).
@@ -77,11 +78,6 @@ class CTR(PluginManagedOptimizer, SupervisedTemplate):
             )
         if s_max <= 0:
             raise ValueError(f"s_max must be positive, got {s_max}")
-        if model.trained_tasks and model.s_max != s_max:
-            raise ValueError(
-                f"the model was trained with s_max={model.s_max}; changing it to {s_max} "
-                "would change the outputs of its trained tasks"
-            )
         model.s_max = model.s = float(s_max)
         self.ctr_plugin = CTRPlugin(mask_reg=mask_reg, hat_lr=hat_lr, warmup=warmup)
         super().__init__(
