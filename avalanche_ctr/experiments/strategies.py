@@ -250,12 +250,29 @@ def _positive_or_none(value: float | None) -> float | None:
     return value
 
 
-def _lr_schedule(value: str) -> str:
+def _one_of(what: str, choices: Callable[[], tuple[str, ...]]) -> Callable[[str], str]:
+    """A check that a value is one of ``choices()`` (read when checking, so that the
+    method modules are imported only then)."""
+
+    def check(value: str) -> str:
+        valid = choices()
+        if value not in valid:
+            raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(valid)}")
+        return value
+
+    return check
+
+
+def _lr_schedules() -> tuple[str, ...]:
     from avalanche_ctr.exssnet.lifecycle import LR_SCHEDULES
 
-    if value not in LR_SCHEDULES:
-        raise ValueError(f"unknown schedule {value!r}; use one of {', '.join(LR_SCHEDULES)}")
-    return value
+    return tuple(LR_SCHEDULES)
+
+
+def _ksm_inits() -> tuple[str, ...]:
+    from avalanche_ctr.ctr.ctr_model import KSM_INITS
+
+    return KSM_INITS
 
 
 MASK_LR = Option(
@@ -275,7 +292,7 @@ LR_SCHEDULE = Option(
     "constant",
     "learning-rate schedule within each supermask phase: constant or cosine",
     type=str,
-    check=_lr_schedule,
+    check=_one_of("schedule", _lr_schedules),
 )
 HAT_LR = Option(
     "hat_lr",
@@ -292,20 +309,12 @@ def _warmup(value: float | None) -> float | None:
     return value
 
 
-def _ksm_init(value: str) -> str:
-    from avalanche_ctr.ctr.ctr_model import KSM_INITS
-
-    if value not in KSM_INITS:
-        raise ValueError(f"unknown KSM initialisation {value!r}; use one of {', '.join(KSM_INITS)}")
-    return value
-
-
 KSM_INIT = Option(
     "ksm_init",
     "zero",
     "CTR's KSM projection starts at zero, or random as the official code",
     type=str,
-    check=_ksm_init,
+    check=_one_of("KSM initialisation", _ksm_inits),
 )
 WARMUP = Option(
     "warmup",
