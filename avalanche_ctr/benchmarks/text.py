@@ -289,11 +289,12 @@ def _subsample(
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-def _check_n_train(n_train: int | None, name: str = "n_train") -> None:
-    if n_train is None:
+def _check_count(value: int | None, name: str = "n_train") -> None:
+    """Raise unless ``value`` (``n_train``, ``n_test``) is a positive int or ``None``."""
+    if value is None:
         return
-    if isinstance(n_train, bool) or not isinstance(n_train, numbers.Integral) or n_train < 1:
-        raise ValueError(f"{name} must be a positive int or None; got {n_train!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
 
 
 def _build(
@@ -340,8 +341,8 @@ def _build_from_files(
     max_length: int,
 ) -> GenericCLScenario:
     """Check every file of ``names`` exists (before any tokenization), then build."""
-    _check_n_train(n_train)
-    _check_n_train(n_test, "n_test")
+    _check_count(n_train)
+    _check_count(n_test, "n_test")
     base = _check_root(root, kind, layout)
     splits = ("train", "test", "dev") if dev else ("train", "test")
     for name in names:
