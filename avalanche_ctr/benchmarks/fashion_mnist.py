@@ -87,7 +87,8 @@ def prepare_fashion_mnist_root(
     raw_dir.mkdir(parents=True, exist_ok=True)
     for name in todo:
         target = raw_dir / name
-        partial = raw_dir / f"{name}.part"
+        # a name of this process's own: concurrent runs may unpack the same file
+        partial = raw_dir / f"{name}.{os.getpid()}.part"
         with gzip.open(source / f"{name}.gz", "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.replace(partial, target)

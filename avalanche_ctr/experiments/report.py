@@ -67,6 +67,7 @@ DIAGNOSTICS: dict[str, tuple[str, float, str]] = {
     "exclusive_fraction": ("exclusive fraction of a new mask (%)", 100.0, ".1f"),
     "kkt_source_rate": ("tasks KKT initialised (%)", 100.0, ".0f"),
     "kkt_margin": ("KKT margin (pts)", 100.0, ".1f"),
+    "first_epoch_acc": ("training acc. in the first mask epoch (%)", 100.0, ".1f"),
 }
 """ExSSNeT diagnostics of the supermask strategies
 (:mod:`avalanche_ctr.exssnet.diagnostics`), averaged over the tasks after the first."""
@@ -161,6 +162,8 @@ def _diagnostics_summary(record: dict[str, Any]) -> dict[str, float]:
     if not later:
         return {}
     summary = {"exclusive_fraction": statistics.fmean(d["ExclusiveFraction"] for d in later)}
+    if all("FirstEpochAccuracy" in d for d in later):
+        summary["first_epoch_acc"] = statistics.fmean(d["FirstEpochAccuracy"] for d in later)
     kkt = [d for d in later if "KKTSource" in d]
     if kkt:
         summary["kkt_source_rate"] = statistics.fmean(d["KKTSource"] >= 0 for d in kkt)

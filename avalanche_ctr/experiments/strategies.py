@@ -12,7 +12,9 @@ run gets the same backbone shape (image) or encoder (text), the same epochs per
 experience, batch size and Adam learning rate:
 
 * ExSSNeT / SSNeT split the epochs into ``ceil(epochs / 2)`` mask epochs and the
-  rest weight epochs; SupSup trains its mask for all of them; on text they mask a
+  rest weight epochs, or, with ``weight_epochs`` set, train ``epochs`` mask epochs
+  and then ``weight_epochs`` weight epochs (the official split: the mask phase as
+  long as SupSup's); SupSup trains its mask for all of them; on text they mask a
   Kim-CNN over the frozen encoder's token states (ExSSNeT's text model, the
   benchmark's ``supermask_model``);
 * PackNet trains ``epochs - post_prune_epochs`` epochs, prunes, and fine-tunes;
@@ -28,6 +30,7 @@ temperature and PackNet, the values of their papers.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,6 +68,8 @@ __all__ = [
     "HAT_LR",
     "WARMUP",
     "KSM_INIT",
+    "KKT",
+    "WEIGHT_EPOCHS",
 ]
 
 
@@ -294,6 +299,41 @@ LR_SCHEDULE = Option(
     type=str,
     check=_one_of("schedule", _lr_schedules),
 )
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"must be on or off, got {value!r}")
+    return value == "on"
+
+
+def _bool_or_none(value: bool | None) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"must be True, False or None (the strategy's default), got {value!r}")
+    return value
+
+
+def _non_negative_or_none(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or value < 0):
+        raise ValueError(f"must be a number of epochs >= 0, got {value!r}")
+    return value
+
+
+KKT = Option(
+    "kkt",
+    None,
+    "KNN-based knowledge transfer for each new mask: on or off (default: on for exssnet "
+    "and ssnet, off for supsup, as in the paper)",
+    type=_on_off,
+    check=_bool_or_none,
+)
+WEIGHT_EPOCHS = Option(
+    "weight_epochs",
+    None,
+    "train --epochs mask epochs, then this many weight epochs (the official split, the "
+    "mask phase as long as SupSup's; default: ceil(epochs / 2) mask epochs, the rest "
+    "weight epochs, the same epochs as SupSup)",
+    type=int,
+    check=_non_negative_or_none,
+)
 HAT_LR = Option(
     "hat_lr",
     0.05,
@@ -347,9 +387,19 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
         optimizer=optimizer,
         train_epochs=ctx.settings.epochs,
         input_statistics="statistics" in ctx.settings.inference_methods,
-        **ctx.keywords(record),
+        **_supermask_keywords(ctx, record),
         **ctx.common,
     )
+
+
+def _supermask_keywords(ctx: StrategyContext, record: StrategyRecord) -> dict[str, Any]:
+    """The record's options as keywords, leaving out ``kkt`` when unset (each class's
+    own default) and ``weight_epochs`` (the factory splits the epochs)."""
+    keywords = ctx.keywords(record)
+    if keywords.get("kkt", False) is None:
+        del keywords["kkt"]
+    keywords.pop("weight_epochs", None)
+    return keywords
 
 
 def _exssnet(exclusive: bool):
@@ -357,16 +407,21 @@ def _exssnet(exclusive: bool):
         from avalanche_ctr.training import ExSSNeT
 
         epochs = ctx.settings.epochs
-        mask_epochs = math.ceil(epochs / 2)
+        weight_epochs = ctx.options["weight_epochs"]
+        if weight_epochs is None:
+            mask_epochs = math.ceil(epochs / 2)
+            weight_epochs = epochs - mask_epochs
+        else:
+            mask_epochs = epochs
         model = _supermask_model(ctx)
         return ExSSNeT(
             model=model,
             optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
             mask_epochs=mask_epochs,
-            weight_epochs=epochs - mask_epochs,
+            weight_epochs=weight_epochs,
             exclusive=exclusive,
             input_statistics="statistics" in ctx.settings.inference_methods,
-            **ctx.keywords(record),
+            **_supermask_keywords(ctx, record),
             **ctx.common,
         )
 
@@ -486,7 +541,7 @@ for _record in (
         "ExSSNeT (ours): supermasks + exclusive weights + KKT",
         _BOTH,
         _exssnet(exclusive=True),
-        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
+        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS),
         ours=True,
         ablation="supsup",
     ),
@@ -495,7 +550,7 @@ for _record in (
         "SSNeT (ours): ExSSNeT without exclusivity",
         _BOTH,
         _exssnet(exclusive=False),
-        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE),
+        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS),
         ours=True,
     ),
     StrategyRecord(
@@ -503,7 +558,7 @@ for _record in (
         "SupSup (ours): one supermask per task, fixed weights",
         _BOTH,
         _supsup,
-        (DENSITY, MASK_LR, LR_SCHEDULE),
+        (DENSITY, MASK_LR, LR_SCHEDULE, KKT),
         ours=True,
     ),
     StrategyRecord(

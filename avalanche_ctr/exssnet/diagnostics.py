@@ -11,6 +11,10 @@ experience of task ``t``:
   the new mask's weights its weight phase may train (1 for the first task);
 * ``ExSSNeT_Overlap`` (one value per other task ``i``, ``.../With<i>``):
   ``|M_t ∧ M_i| / |M_t|``;
+* ``ExSSNeT_FirstEpochAccuracy``: the training accuracy over the mini-batches of
+  the experience's first (mask) epoch, as each was trained on, the measure of
+  how fast a mask learns that the KKT ablation reads (the paper's "learns
+  faster", Sec. 4.3; it reports test accuracy after the first epoch);
 * when KKT ran: ``ExSSNeT_KKTSource`` (the chosen task, -1 when no earlier task
   beat chance), ``ExSSNeT_KKTAccuracy`` (its KNN accuracy) and
   ``ExSSNeT_KKTMargin`` (its lead over the runner-up; its lead over chance when
@@ -69,9 +73,21 @@ class ExSSNeTDiagnostics(PluginMetric[dict]):
     def __init__(self) -> None:
         super().__init__()
         self._last: dict[str, float] = {}
+        self._correct = 0
+        self._seen = 0
 
     def reset(self) -> None:
         self._last = {}
+
+    def before_training_exp(self, strategy) -> None:
+        self._correct = 0
+        self._seen = 0
+
+    def after_training_iteration(self, strategy) -> None:
+        if strategy.clock.train_exp_epochs == 0 and isinstance(strategy.model, SupermaskNet):
+            predicted = strategy.mb_output.detach().argmax(dim=1)
+            self._correct += int((predicted == strategy.mb_y).sum())
+            self._seen += len(predicted)
 
     def result(self) -> dict[str, float]:
         return dict(self._last)
@@ -82,6 +98,8 @@ class ExSSNeTDiagnostics(PluginMetric[dict]):
             return None
         task = strategy.experience.task_label
         values = mask_diagnostics(model, task)
+        if self._seen:
+            values["FirstEpochAccuracy"] = self._correct / self._seen
         for plugin in strategy.plugins:
             choice = getattr(plugin, "last_kkt", None)
             if isinstance(choice, KKTChoice) and choice.accuracies:

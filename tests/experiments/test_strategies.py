@@ -22,8 +22,8 @@ from avalanche_ctr.experiments.strategies import default_strategies, get_strateg
 from avalanche_ctr.text_encoder import load_encoder
 
 
-def build(name: str, epochs: int = 2):
-    settings = Settings(benchmark="split_digits", epochs=epochs, hidden_size=64)
+def build(name: str, epochs: int = 2, **options):
+    settings = Settings(benchmark="split_digits", epochs=epochs, hidden_size=64, options=options)
     record = get_strategy(name)
     context = StrategyContext(
         settings=settings,
@@ -51,6 +51,34 @@ def test_every_image_strategy_learns_two_tasks(name):
     results = strategy.eval(benchmark.test_stream[:2])
     accuracy = results["Top1_Acc_Exp/eval_phase/test_stream/Task001/Exp001"]
     assert accuracy >= 0.75, (name, accuracy)  # chance: 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "kkt", "phases"),
+    [
+        ("exssnet", {}, True, (2, 2)),  # ceil(4 / 2) mask epochs, the rest weight epochs
+        ("exssnet", {"kkt": False, "weight_epochs": 3}, False, (4, 3)),  # the official split
+        ("ssnet", {"weight_epochs": 0}, True, (4, 0)),
+        ("supsup", {}, False, (4, 0)),
+        ("supsup", {"kkt": True}, True, (4, 0)),
+    ],
+)
+def test_supermask_options_set_kkt_and_the_epoch_split(name, options, kkt, phases):
+    strategy = build(name, epochs=4, **options)
+    plugin = strategy.exssnet_plugin
+    assert plugin.kkt is kkt
+    assert (plugin.mask_epochs, plugin.weight_epochs) == phases
+    assert strategy.train_epochs == sum(phases)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--kkt", "maybe"), ("--weight-epochs", "-1")])
+def test_bad_supermask_options_are_refused_naming_the_flag(flag, value, tmp_path, capsys):
+    from avalanche_ctr.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", flag, value, "--strategies", "exssnet", "--out", str(tmp_path)])
+    said = f"{capsys.readouterr().err} {exit_.value.code}"  # argparse's or the usage error
+    assert flag in said and value in said
 
 
 def test_packnet_keeps_earlier_tasks_exactly():

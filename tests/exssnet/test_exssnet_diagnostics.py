@@ -15,7 +15,7 @@ def trained(cls, **kwargs):
     torch.manual_seed(0)
     model = MultiHeadMLP(64, (32, 32))
     evaluator = EvaluationPlugin(
-        accuracy_metrics(experience=True), ExSSNeTDiagnostics(), loggers=[]
+        accuracy_metrics(epoch=True, experience=True), ExSSNeTDiagnostics(), loggers=[]
     )
     strategy = cls(
         model=model,
@@ -64,3 +64,14 @@ def test_supsup_without_kkt_reports_masks_only():
     # task 0's overlap with the later tasks, seen from the finished model
     assert set(final) == {"ExclusiveFraction", "Overlap/With001", "Overlap/With002"}
     assert 0.0 <= final["ExclusiveFraction"] <= 1.0
+
+
+def test_first_epoch_accuracy_is_the_first_mask_epochs_training_accuracy():
+    _, metrics = trained(ExSSNeT, mask_epochs=1, weight_epochs=1, kkt=True)
+    for task in range(3):
+        first = last(metrics, f"ExSSNeT_FirstEpochAccuracy/train_phase/train_stream/Task{task:03d}")
+        # Avalanche's running accuracy of the task's epochs: mask epoch, then weight epoch
+        epochs = metrics[f"Top1_Acc_Epoch/train_phase/train_stream/Task{task:03d}"][1]
+        assert len(epochs) == 2
+        assert first == pytest.approx(epochs[0])
+        assert 0.5 < first < epochs[1]  # it learns within the epoch, and more in the next
