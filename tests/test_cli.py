@@ -243,3 +243,11 @@ def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
                 "--no-progress",
             ]
         )
+
+
+def test_missing_mnist1d_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
+    with pytest.raises(SystemExit, match="pip install mnist1d"):
+        main(["run", "--benchmark", "split_mnist1d", "--out", str(tmp_path), "--no-progress"])

@@ -5,6 +5,8 @@
   Debian ``dataset-fashion-mnist`` files via :func:`prepare_fashion_mnist_root`.
 * :func:`PermutedFashionMNIST` -- 10-way tasks with one pixel permutation each, from
   the same files.
+* :func:`SplitMNIST1D` -- task-incremental split of MNIST-1D, generated offline by
+  the ``mnist1d`` package.
 * :func:`text_benchmark`, :func:`DSC`, :func:`ASC` -- task-incremental text
   streams of the CTR paper, read from local files and tokenized with a
   HuggingFace tokenizer.
@@ -16,6 +18,7 @@ from avalanche_ctr.benchmarks.fashion_mnist import (
     SplitFashionMNIST,
     prepare_fashion_mnist_root,
 )
+from avalanche_ctr.benchmarks.mnist1d import SplitMNIST1D, mnist1d_arrays
 from avalanche_ctr.benchmarks.text import (
     ASC,
     ASC_TASKS,
@@ -36,6 +39,8 @@ __all__ = [
     "PermutedFashionMNIST",
     "SplitDigits",
     "SplitFashionMNIST",
+    "SplitMNIST1D",
+    "mnist1d_arrays",
     "prepare_fashion_mnist_root",
     "text_benchmark",
 ]

@@ -69,6 +69,15 @@ def _split_digits(seed: int, settings) -> Any:
     return SplitDigits(settings.n_experiences, seed=seed)
 
 
+def _split_mnist1d(seed: int, settings) -> Any:
+    from avalanche_ctr.benchmarks import SplitMNIST1D
+
+    try:
+        return SplitMNIST1D(settings.n_experiences, seed=seed)
+    except ImportError as error:
+        raise BenchmarkDataError(str(error)) from None
+
+
 def _fmnist(builder_name: str):
     def build(seed: int, settings) -> Any:
         from avalanche_ctr import benchmarks
@@ -192,6 +201,15 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             _split_digits,
             {**_IMAGE, "epochs": 4, "hidden_layers": 2, "density": 0.1},
             _mlp(64),
+            ("heads", "masked"),
+        ),
+        BenchmarkSpec(
+            "split_mnist1d",
+            "image",
+            "MNIST-1D, 5 tasks of 2 classes (generated offline by the mnist1d package)",
+            _split_mnist1d,
+            {**_IMAGE, "epochs": 4, "hidden_layers": 2, "density": 0.05},
+            _mlp(40),
             ("heads", "masked"),
         ),
         BenchmarkSpec(
