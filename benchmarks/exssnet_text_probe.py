@@ -5,8 +5,9 @@ domains (Kim-CNN over the frozen all-MiniLM-L6-v2, masked output layer with 2
 units) and prints each domain's test accuracy right after it was trained. The
 frozen encoder's token states are computed once and shared by every
 configuration (a copy of one warmed model each), so a configuration costs only its
-training. ``naive`` trains the dense Kim-CNN (its convolutions and output layer),
-the ceiling of what this text model gives a task on its own.
+training. ``naive`` fine-tunes the dense Kim-CNN (its convolutions and output
+layer) domain after domain: on the first domain, the ceiling of what this text
+model learns from that domain alone.
 
 Usage::
 

@@ -245,9 +245,8 @@ def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
         )
 
 
-def test_missing_mnist1d_says_how_to_install_it(tmp_path, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
-    with pytest.raises(SystemExit, match="pip install mnist1d"):
-        main(["run", "--benchmark", "split_mnist1d", "--out", str(tmp_path), "--no-progress"])
+def test_split_mnist1d_with_a_bad_number_of_tasks_names_the_flag(tmp_path):
+    with pytest.raises(SystemExit, match="--n-experiences: n_experiences must divide"):
+        main(
+            ["run", "--benchmark", "split_mnist1d", "--n-experiences", "3", "--out", str(tmp_path)]
+        )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,15 @@ def prepare_fashion_mnist_root(
     raw_dir.mkdir(parents=True, exist_ok=True)
     for name in todo:
         target = raw_dir / name
-        # a name of this process's own: concurrent runs may unpack the same file
-        partial = raw_dir / f"{name}.{os.getpid()}.part"
-        with gzip.open(source / f"{name}.gz", "rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(partial, target)
+        # a file of this process's own: concurrent runs may unpack the same file
+        handle, partial = tempfile.mkstemp(dir=raw_dir, prefix=f"{name}.", suffix=".part")
+        try:
+            with gzip.open(source / f"{name}.gz", "rb") as src, os.fdopen(handle, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
     return root
 
 

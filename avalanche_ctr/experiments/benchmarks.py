@@ -74,8 +74,8 @@ def _split_mnist1d(seed: int, settings) -> Any:
 
     try:
         return SplitMNIST1D(settings.n_experiences, seed=seed)
-    except ImportError as error:
-        raise BenchmarkDataError(str(error)) from None
+    except ValueError as error:
+        raise UsageError(f"--n-experiences: {error}") from None
 
 
 def _fmnist(builder_name: str):

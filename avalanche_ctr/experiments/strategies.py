@@ -299,6 +299,8 @@ LR_SCHEDULE = Option(
     type=str,
     check=_one_of("schedule", _lr_schedules),
 )
+
+
 def _on_off(value: str) -> bool:
     if value not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"must be on or off, got {value!r}")
@@ -312,7 +314,7 @@ def _bool_or_none(value: bool | None) -> bool | None:
 
 
 def _non_negative_or_none(value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ValueError(f"must be a number of epochs >= 0, got {value!r}")
     return value
 
