@@ -32,24 +32,21 @@ from avalanche_ctr.models import KimCNN
 from avalanche_ctr.text_encoder import load_tokenizer
 from avalanche_ctr.training import ExSSNeT, SupSup
 
-# name -> (strategy class, keyword arguments, learning rate)
-CONFIGS: dict[str, tuple[type, dict, float]] = {
-    "naive, dense Kim-CNN, 4 epochs, lr 1e-3": (Naive, {"train_epochs": 4}, 1e-3),
-    "supsup, 4 epochs, lr 1e-3": (SupSup, {"train_epochs": 4}, 1e-3),
-    "exssnet, 2 + 2 epochs, lr 1e-3": (ExSSNeT, {"mask_epochs": 2, "weight_epochs": 2}, 1e-3),
-    "exssnet, 2 + 2 epochs, lr 1e-3, no KKT": (
-        ExSSNeT,
-        {"mask_epochs": 2, "weight_epochs": 2, "kkt": False},
-        1e-3,
-    ),
-    "supsup, 4 epochs, lr 1e-2": (SupSup, {"train_epochs": 4}, 1e-2),
-    "exssnet, 2 + 2 epochs, lr 1e-2": (ExSSNeT, {"mask_epochs": 2, "weight_epochs": 2}, 1e-2),
-    "exssnet, 2 + 2 epochs, lr 1e-2, no KKT": (
-        ExSSNeT,
-        {"mask_epochs": 2, "weight_epochs": 2, "kkt": False},
-        1e-2,
-    ),
-}
+_PHASES = {"mask_epochs": 2, "weight_epochs": 2}
+
+
+def _configs() -> dict[str, tuple[type, dict, float]]:
+    """Name -> (strategy class, keyword arguments, learning rate), in the order printed."""
+    configs = {"naive, dense Kim-CNN, 4 epochs, lr 1e-3": (Naive, {"train_epochs": 4}, 1e-3)}
+    for lr, rate in ((1e-3, "1e-3"), (1e-2, "1e-2")):
+        configs[f"supsup, 4 epochs, lr {rate}"] = (SupSup, {"train_epochs": 4}, lr)
+        configs[f"exssnet, 2 + 2 epochs, lr {rate}"] = (ExSSNeT, _PHASES, lr)
+        configs[f"exssnet, 2 + 2 epochs, lr {rate}, no KKT"] = (
+            ExSSNeT,
+            {**_PHASES, "kkt": False},
+            lr,
+        )
+    return configs
 
 
 def main() -> None:
@@ -85,7 +82,7 @@ def main() -> None:
                     warmed.token_states(inputs[i : i + 64])
     print(f"token states of every text computed in {time.perf_counter() - start:.0f} s")
     print(f"domains: {', '.join(DSC_DOMAINS[: args.domains])}; density {args.density}")
-    for name, (cls, kwargs, lr) in CONFIGS.items():
+    for name, (cls, kwargs, lr) in _configs().items():
         torch.manual_seed(args.seed)
         model = copy.deepcopy(warmed)
         evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])

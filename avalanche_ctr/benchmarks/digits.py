@@ -13,24 +13,13 @@ import torch
 from avalanche.benchmarks import NCScenario, nc_benchmark
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import TensorDataset
+
+from avalanche_ctr.benchmarks._tensors import TargetTensorDataset
 
 __all__ = ["SplitDigits"]
 
 _N_CLASSES = 10
 _VALID_N_EXPERIENCES = tuple(n for n in range(1, _N_CLASSES + 1) if _N_CLASSES % n == 0)
-
-
-class _DigitsDataset(TensorDataset):
-    """A :class:`~torch.utils.data.TensorDataset` exposing the ``targets`` field Avalanche needs.
-
-    :param images: Float tensor of shape ``(N, 1, 8, 8)``.
-    :param targets: Int64 tensor of shape ``(N,)``.
-    """
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        super().__init__(images, targets)
-        self.targets = targets
 
 
 def SplitDigits(
@@ -88,8 +77,8 @@ def SplitDigits(
     )
 
     return nc_benchmark(
-        train_dataset=_DigitsDataset(x_train, y_train),
-        test_dataset=_DigitsDataset(x_test, y_test),
+        train_dataset=TargetTensorDataset(x_train, y_train),
+        test_dataset=TargetTensorDataset(x_test, y_test),
         n_experiences=n_experiences,
         task_labels=return_task_id,
         seed=seed,

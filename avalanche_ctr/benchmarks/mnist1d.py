@@ -17,20 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 from avalanche.benchmarks import NCScenario, nc_benchmark
-from torch.utils.data import TensorDataset
+
+from avalanche_ctr.benchmarks._tensors import TargetTensorDataset
 
 __all__ = ["SplitMNIST1D", "mnist1d_arrays"]
 
 _N_CLASSES = 10
 _VALID_N_EXPERIENCES = tuple(n for n in range(1, _N_CLASSES + 1) if _N_CLASSES % n == 0)
-
-
-class _SignalDataset(TensorDataset):
-    """A :class:`~torch.utils.data.TensorDataset` with the ``targets`` field Avalanche needs."""
-
-    def __init__(self, signals: torch.Tensor, targets: torch.Tensor) -> None:
-        super().__init__(signals, targets)
-        self.targets = targets
 
 
 def mnist1d_arrays(num_samples: int = 5000, data_seed: int = 42) -> dict[str, Any]:
@@ -93,8 +86,8 @@ def SplitMNIST1D(
         )
     data = mnist1d_arrays(num_samples)
 
-    def dataset(x: np.ndarray, y: np.ndarray) -> _SignalDataset:
-        return _SignalDataset(
+    def dataset(x: np.ndarray, y: np.ndarray) -> TargetTensorDataset:
+        return TargetTensorDataset(
             torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
         )
 
