@@ -42,6 +42,7 @@ class CLPluginConfig:
         KSM" ablation, i.e. adapters with HAT masks).
     :param zero_projection: the KSM's projection to the layer width starts at zero
         (else at random, as the official code).
+    :param mask_init_mean: mean of every HAT mask's initial embeddings (HAT: 0).
     """
 
     bottleneck: int = 128
@@ -51,6 +52,7 @@ class CLPluginConfig:
     channels: int = 32
     knowledge_sharing: bool = True
     zero_projection: bool = True
+    mask_init_mean: float = 0.0
 
 
 class CLPlugin(nn.Module):
@@ -70,7 +72,7 @@ class CLPlugin(nn.Module):
         super().__init__()
         self.hidden_size = hidden_size
         self.config = config
-        self.tsm = TaskSpecificModule(hidden_size, config.bottleneck)
+        self.tsm = TaskSpecificModule(hidden_size, config.bottleneck, config.mask_init_mean)
         self.ksm: KnowledgeSharingModule | None = None
         if config.knowledge_sharing:
             with _own_random_stream(ksm_seed):
@@ -81,6 +83,7 @@ class CLPlugin(nn.Module):
                     config.n_transfer,
                     config.channels,
                     zero_projection=config.zero_projection,
+                    mask_init_mean=config.mask_init_mean,
                 )
         self.last_gates: Tensor | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 
 import torch
 import torch.distributed as dist
@@ -60,6 +61,10 @@ class CTRModel(MultiTaskModule):
     :param ksm_init: ``"zero"`` starts the KSM's shared projection to the layer width at
         zero (the first task starts as adapter + HAT); ``"random"`` at PyTorch's default,
         as the official code (the KSM's output then matters from the first step).
+    :param mask_init_mean: mean of every HAT mask's initial embeddings ``N(mean, 1)``
+        (HAT: 0). Each task starts with a fraction ``Φ(mean)`` of every layer's units on
+        and, over a short task, keeps about that much (``docs/ctr.md``): below 0, tasks
+        claim less and capacity lasts for more tasks.
     """
 
     def __init__(
@@ -76,11 +81,14 @@ class CTRModel(MultiTaskModule):
         knowledge_sharing: bool = True,
         ksm_seed: int | None = None,
         ksm_init: str = "zero",
+        mask_init_mean: float = 0.0,
     ) -> None:
         super().__init__()
         check_pooling(pooling)
         if ksm_init not in KSM_INITS:
             raise ValueError(f"ksm_init must be one of {', '.join(KSM_INITS)}, got {ksm_init!r}")
+        if not math.isfinite(mask_init_mean):
+            raise ValueError(f"mask_init_mean must be a finite number, got {mask_init_mean}")
         seed = torch.initial_seed() if ksm_seed is None else int(ksm_seed)
         self.register_buffer("ksm_seed", torch.tensor(seed % 2**62, dtype=torch.long))
         self.register_buffer("training_sessions", torch.zeros((), dtype=torch.long))
@@ -95,6 +103,7 @@ class CTRModel(MultiTaskModule):
             channels=routing_channels,
             knowledge_sharing=knowledge_sharing,
             zero_projection=ksm_init == "zero",
+            mask_init_mean=mask_init_mean,
         )
         self.context = TaskContext(s=s_max)
         count = itertools.count()

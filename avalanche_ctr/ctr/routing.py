@@ -99,6 +99,8 @@ class KnowledgeSharingModule(nn.Module):
     :param kernel_sizes: token window sizes of the similarity convolutions.
     :param zero_projection: start the projection to the layer width at zero (else at
         PyTorch's default, as the official code).
+    :param mask_init_mean: mean of the initial mask embeddings
+        (:class:`~avalanche_ctr.ctr.task_masks.HATMask`).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class KnowledgeSharingModule(nn.Module):
         channels: int = 32,
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
         zero_projection: bool = True,
+        mask_init_mean: float = 0.0,
     ) -> None:
         super().__init__()
         self.capsule_dim = capsule_dim
@@ -134,9 +137,9 @@ class KnowledgeSharingModule(nn.Module):
         if zero_projection:
             nn.init.zeros_(self.project.weight)
             nn.init.zeros_(self.project.bias)
-        self.mask_current = HATMask(pooled)
-        self.mask_similarity = HATMask(pooled)
-        self.mask_project = HATMask(hidden_size)
+        self.mask_current = HATMask(pooled, mask_init_mean)
+        self.mask_similarity = HATMask(pooled, mask_init_mean)
+        self.mask_project = HATMask(hidden_size, mask_init_mean)
 
     @property
     def masks(self) -> tuple[HATMask, HATMask, HATMask]:

@@ -38,9 +38,9 @@ class BenchmarkSpec:
         ``"masked"`` (one output layer shared by all tasks,
         :class:`~avalanche_ctr.experiments.backbones.MaskedOutputMLP`, which the
         supermask strategies mask per task as the official models do).
-    :param supermask_model: text benchmarks: ``supermask_model(settings, encoder)``,
-        the network the supermask strategies mask over the frozen encoder
-        (:class:`~avalanche_ctr.models.KimCNN`, ExSSNeT's text model).
+    :param supermask_model: text benchmarks: ``supermask_model(settings, encoder, *,
+        layer)``, the network the supermask strategies mask over the frozen encoder's
+        layer ``layer`` (:class:`~avalanche_ctr.models.KimCNN`, ExSSNeT's text model).
     """
 
     name: str
@@ -50,7 +50,7 @@ class BenchmarkSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     backbone: Callable[[Any], nn.Module] | None = None
     output_layers: tuple[str, ...] = ("heads",)
-    supermask_model: Callable[[Any, nn.Module], nn.Module] | None = None
+    supermask_model: Callable[..., nn.Module] | None = None
 
 
 def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
@@ -96,12 +96,13 @@ def _fmnist(builder_name: str):
 
 def _kim_cnn(n_classes: int) -> Callable[[Any, nn.Module], nn.Module]:
     """A :class:`~avalanche_ctr.models.KimCNN` with ``n_classes`` shared outputs (the
-    most classes of any task of the benchmark) over the frozen encoder."""
+    most classes of any task of the benchmark) over the frozen encoder's layer
+    ``layer`` (``None``: the last)."""
 
-    def build(s, encoder: nn.Module) -> nn.Module:
+    def build(s, encoder: nn.Module, *, layer: int | None = None) -> nn.Module:
         from avalanche_ctr.models import KimCNN
 
-        return KimCNN(encoder, outputs=n_classes)
+        return KimCNN(encoder, outputs=n_classes, layer=layer)
 
     return build
 

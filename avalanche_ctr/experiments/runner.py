@@ -120,6 +120,11 @@ class Settings:
                 f"--best-dev-epoch needs a dev split, which only the text benchmarks have; "
                 f"leave it out for {self.benchmark}"
             )
+        if self.options.get("encoder_layer") is not None and spec.modality != "text":
+            raise UsageError(
+                f"--encoder-layer chooses the text encoder layer the supermask Kim-CNN reads; "
+                f"{self.benchmark} has no encoder, leave it out"
+            )
         for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")

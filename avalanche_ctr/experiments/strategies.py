@@ -68,8 +68,10 @@ __all__ = [
     "HAT_LR",
     "WARMUP",
     "KSM_INIT",
+    "MASK_INIT_MEAN",
     "KKT",
     "WEIGHT_EPOCHS",
+    "ENCODER_LAYER",
 ]
 
 
@@ -336,6 +338,23 @@ WEIGHT_EPOCHS = Option(
     type=int,
     check=_non_negative_or_none,
 )
+
+
+def _layer_or_none(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"must be a layer index, got {value!r}")
+    return value
+
+
+ENCODER_LAYER = Option(
+    "encoder_layer",
+    None,
+    "text: the frozen encoder layer whose token states the supermask Kim-CNN reads (0: "
+    "the embeddings, negative: from the last; default: the last layer, as the official "
+    "model)",
+    type=int,
+    check=_layer_or_none,
+)
 HAT_LR = Option(
     "hat_lr",
     0.05,
@@ -351,6 +370,19 @@ def _warmup(value: float | None) -> float | None:
     return value
 
 
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    return value
+
+
+MASK_INIT_MEAN = Option(
+    "mask_init_mean",
+    0.0,
+    "CTR and adapter_hat: mean of the HAT mask embeddings' N(mean, 1) start (HAT: 0); "
+    "a task starts with a fraction Phi(mean) of every layer's units on, e.g. 0.16 at -1",
+    check=_finite,
+)
 KSM_INIT = Option(
     "ksm_init",
     "zero",
@@ -376,7 +408,10 @@ def _supermask_model(ctx: StrategyContext) -> torch.nn.Module:
     build = ctx.settings.spec.supermask_model
     if build is None:
         raise UsageError(f"{ctx.settings.benchmark} has no supermask model for ExSSNeT/SupSup")
-    return build(ctx.settings, ctx.encoder())
+    try:
+        return build(ctx.settings, ctx.encoder(), layer=ctx.options["encoder_layer"])
+    except ValueError as error:
+        raise UsageError(f"--encoder-layer: {error}") from None
 
 
 def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
@@ -396,11 +431,13 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
 
 def _supermask_keywords(ctx: StrategyContext, record: StrategyRecord) -> dict[str, Any]:
     """The record's options as keywords, leaving out ``kkt`` when unset (each class's
-    own default) and ``weight_epochs`` (the factory splits the epochs)."""
+    own default), ``weight_epochs`` (the factory splits the epochs) and
+    ``encoder_layer`` (the model's)."""
     keywords = ctx.keywords(record)
     if keywords.get("kkt", False) is None:
         del keywords["kkt"]
     keywords.pop("weight_epochs", None)
+    keywords.pop("encoder_layer", None)
     return keywords
 
 
@@ -436,7 +473,7 @@ def _ctr(knowledge_sharing: bool):
         from avalanche_ctr.training import CTR
 
         options = ctx.keywords(record)
-        model_options = {k: options.pop(k) for k in ("ksm_init",) if k in options}
+        model_options = {k: options.pop(k) for k in ("ksm_init", "mask_init_mean") if k in options}
         model = CTRModel(
             ctx.encoder(),
             bottleneck=ctx.settings.bottleneck,
@@ -543,7 +580,7 @@ for _record in (
         "ExSSNeT (ours): supermasks + exclusive weights + KKT",
         _BOTH,
         _exssnet(exclusive=True),
-        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS),
+        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS, ENCODER_LAYER),
         ours=True,
         ablation="supsup",
     ),
@@ -552,7 +589,7 @@ for _record in (
         "SSNeT (ours): ExSSNeT without exclusivity",
         _BOTH,
         _exssnet(exclusive=False),
-        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS),
+        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS, ENCODER_LAYER),
         ours=True,
     ),
     StrategyRecord(
@@ -560,7 +597,7 @@ for _record in (
         "SupSup (ours): one supermask per task, fixed weights",
         _BOTH,
         _supsup,
-        (DENSITY, MASK_LR, LR_SCHEDULE, KKT),
+        (DENSITY, MASK_LR, LR_SCHEDULE, KKT, ENCODER_LAYER),
         ours=True,
     ),
     StrategyRecord(
@@ -568,7 +605,7 @@ for _record in (
         "CTR (ours): capsules, transfer routing and HAT in BERT",
         _TEXT,
         _ctr(knowledge_sharing=True),
-        (HAT_LR, WARMUP, KSM_INIT),
+        (HAT_LR, WARMUP, KSM_INIT, MASK_INIT_MEAN),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",
@@ -578,7 +615,7 @@ for _record in (
         "CTR without its KSM (ours): adapters + HAT",
         _TEXT,
         _ctr(knowledge_sharing=False),
-        (HAT_LR, WARMUP),
+        (HAT_LR, WARMUP, MASK_INIT_MEAN),
         requirement=_CTR_NEEDS,
         ours=True,
     ),

@@ -3,8 +3,9 @@ official ``models/text_model.py: CNNStatic``): a Kim-CNN (Kim, EMNLP 2014) over 
 token states of a frozen pretrained encoder, with one output layer shared by every
 task.
 
-* :class:`FrozenTokenStates` -- the frozen encoder's last hidden states of the
-  ``(batch, 3, length)`` text inputs, zero at padding, with a cache keyed by the
+* :class:`FrozenTokenStates` -- the frozen encoder's hidden states (the last layer's,
+  or those of a chosen layer) of the ``(batch, 3, length)`` text inputs, zero at
+  padding, with a cache keyed by the
   tokens: the encoder is frozen and in evaluation mode, so a text's states are the
   same for every task, epoch and evaluation, and computing them once is enough;
 * :class:`KimCNN` -- ``Conv1d`` with kernel sizes 3, 4 and 5 over those states,
@@ -19,7 +20,10 @@ then its mask over the shared output layer, as in the official model.
 Departures from the official model: the convolutions have no bias (as every
 supermask layer here); padding positions hold zeros rather than the encoder's states
 of padding tokens, so a text's output does not depend on how much padding its batch
-has; the official model pools over the full ``max_length``.
+has; the official model pools over the full ``max_length``. ``layer`` (default: the
+last, as the official model) reads an intermediate layer instead: all-MiniLM-L6-v2 is
+trained for sentence similarity, and its last layer carries less of a review's
+sentiment than its middle layers (``benchmarks/RESULTS.md``, "which layer").
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ class FrozenTokenStates(FrozenModule):
 
     Called on ``(batch, 3, length)`` integer inputs (``input_ids``,
     ``attention_mask``, ``token_type_ids``, as built by
-    :func:`avalanche_ctr.benchmarks.text_benchmark`), it returns the last hidden
-    states ``(batch, length', hidden)``, zero at padding, ``length'`` being the
-    batch's longest text (:func:`~avalanche_ctr.text_encoder.split_text_inputs`).
+    :func:`avalanche_ctr.benchmarks.text_benchmark`), it returns the hidden states
+    ``(batch, length', hidden)`` of the last layer, or of layer ``layer``, zero at
+    padding, ``length'`` being the batch's longest text
+    (:func:`~avalanche_ctr.text_encoder.split_text_inputs`).
 
     **Cache.** A text's states are stored under the bytes of its real tokens (ids,
     token types and positions), on the device they were computed on, the first time
@@ -55,13 +60,19 @@ class FrozenTokenStates(FrozenModule):
 
     :param encoder: a transformers encoder (``BertModel``, ...), called with
         ``input_ids``, ``attention_mask`` and ``token_type_ids``.
+    :param layer: ``None`` (the last layer's states), or an index into the encoder's
+        ``hidden_states``: 0 is the embedding layer's output, ``i`` the ``i``-th
+        transformer layer's, negative indices count from the last.
     :param cache_mb: the cache's size in MiB (0: no cache).
     """
 
-    def __init__(self, encoder: nn.Module, *, cache_mb: float = 2048) -> None:
+    def __init__(
+        self, encoder: nn.Module, *, layer: int | None = None, cache_mb: float = 2048
+    ) -> None:
         if not cache_mb >= 0:
             raise ValueError(f"cache_mb must be 0 (no cache) or more, got {cache_mb}")
         super().__init__(encoder)
+        self.layer = _check_layer(layer, encoder)
         self.cache_bytes = int(cache_mb * 2**20)
         self.cached_bytes = 0
         self.hits = 0
@@ -106,14 +117,37 @@ class FrozenTokenStates(FrozenModule):
         return out
 
     def _encode(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:
-        output = self.module(input_ids=ids, attention_mask=mask, token_type_ids=types)
-        return output.last_hidden_state
+        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        if self.layer is None:
+            return self.module(**inputs).last_hidden_state
+        return self.module(**inputs, output_hidden_states=True).hidden_states[self.layer]
 
     def _keep(self, key: bytes, state: Tensor) -> None:
         size = state.numel() * state.element_size()
         if self.cached_bytes + size <= self.cache_bytes:
             self._cache[key] = state.clone()
             self.cached_bytes += size
+
+
+def _check_layer(layer: int | None, encoder: nn.Module) -> int | None:
+    """``layer`` if ``encoder`` has it (see :class:`FrozenTokenStates`), else a
+    :class:`ValueError` naming the valid range."""
+    if layer is None:
+        return None
+    layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer must be an int or None (the last layer), got {layer!r}")
+    if layers is None:
+        raise ValueError(
+            f"layer={layer} needs an encoder whose config gives num_hidden_layers; leave "
+            f"layer unset to read the last layer's states"
+        )
+    if not -(layers + 1) <= layer <= layers:
+        raise ValueError(
+            f"layer {layer} is out of range for an encoder with {layers} layers: use 0 (the "
+            f"embeddings) to {layers} (the last layer), or -1 to -{layers + 1} from the end"
+        )
+    return layer
 
 
 def _text_keys(ids: Tensor, types: Tensor, real: Tensor) -> list[bytes]:
@@ -145,6 +179,8 @@ class KimCNN(nn.Module):
         superfluous units).
     :param n_filters: filters per kernel size.
     :param kernel_sizes: the convolutions' kernel sizes.
+    :param layer: the encoder layer whose token states it reads
+        (:class:`FrozenTokenStates`; default: the last).
     :param cache_mb: size of the token-state cache (:class:`FrozenTokenStates`).
     """
 
@@ -155,6 +191,7 @@ class KimCNN(nn.Module):
         outputs: int = 2,
         n_filters: int = 100,
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
+        layer: int | None = None,
         cache_mb: float = 2048,
     ) -> None:
         super().__init__()
@@ -162,7 +199,7 @@ class KimCNN(nn.Module):
             raise ValueError(f"outputs and n_filters must be positive, got {outputs}, {n_filters}")
         if not kernel_sizes or min(kernel_sizes) < 1:
             raise ValueError(f"kernel_sizes must be positive sizes, got {kernel_sizes}")
-        self.token_states = FrozenTokenStates(load_encoder(encoder), cache_mb=cache_mb)
+        self.token_states = FrozenTokenStates(load_encoder(encoder), layer=layer, cache_mb=cache_mb)
         hidden = self.token_states.hidden_size
         self.kernel_sizes = tuple(kernel_sizes)
         self.convs = nn.ModuleList(nn.Conv1d(hidden, n_filters, k) for k in self.kernel_sizes)
@@ -170,7 +207,11 @@ class KimCNN(nn.Module):
         self.output = nn.Linear(n_filters * len(self.kernel_sizes), outputs)
 
     def forward(self, x: Tensor) -> Tensor:
-        states = self.token_states(x).transpose(1, 2)  # (batch, hidden, length)
+        return self.classify(self.token_states(x))
+
+    def classify(self, states: Tensor) -> Tensor:
+        """The outputs for token states ``(batch, length, hidden)``, zero at padding."""
+        states = states.transpose(1, 2)  # (batch, hidden, length)
         short = max(self.kernel_sizes) - states.shape[-1]
         if short > 0:  # texts shorter than the widest kernel: zeros, as padding
             states = nn.functional.pad(states, (0, short))

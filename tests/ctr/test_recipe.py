@@ -1,5 +1,6 @@
-"""CTR's training recipe (mask-embedding learning rate, warm-up schedule) and the
-pairing of CTR with its ablation without KSM (same random numbers outside the KSM)."""
+"""CTR's training recipe (mask-embedding learning rate and initial mean, warm-up
+schedule) and the pairing of CTR with its ablation without KSM (same random numbers
+outside the KSM)."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from _helpers import quiet_evaluator
 from _text_helpers import tiny_bert
 from avalanche.core import SupervisedPlugin
 
-from avalanche_ctr.ctr import warmup_linear
+from avalanche_ctr.ctr import HATMask, warmup_linear
 from avalanche_ctr.models import CTRModel
 from avalanche_ctr.training import CTR
 
@@ -35,7 +36,7 @@ class Record(SupervisedPlugin):
         self.targets.append(strategy.mb_y.clone())
 
 
-def train(tokenizer, stream, *, knowledge_sharing=True, n_tasks=2, **kwargs):
+def train(tokenizer, stream, *, knowledge_sharing=True, n_tasks=2, model_options=None, **kwargs):
     torch.manual_seed(3)
     model = CTRModel(
         tiny_bert(tokenizer),
@@ -43,6 +44,7 @@ def train(tokenizer, stream, *, knowledge_sharing=True, n_tasks=2, **kwargs):
         capsule_hidden=8,
         routing_channels=8,
         knowledge_sharing=knowledge_sharing,
+        **(model_options or {}),
     )
     record = Record()
     strategy = CTR(
@@ -73,6 +75,25 @@ def test_mask_embeddings_get_their_own_rate_and_every_task_warms_up_from_it(
     assert strategy_lrs == [0.01, 0.1]  # put back after the experience
 
 
+def test_mask_embeddings_start_at_the_chosen_mean_and_tasks_then_claim_less(
+    tokenizer, sentiment_stream
+):
+    torch.manual_seed(0)
+    hat = HATMask(4000).add_task()
+    torch.manual_seed(0)
+    shifted = HATMask(4000, init_mean=-1.0).add_task()
+    assert torch.allclose(shifted, hat - 1.0)  # the same draws, moved: pairs stay paired
+    assert (shifted > 0).float().mean() == pytest.approx(0.159, abs=0.02)  # Phi(-1)
+    free = {}
+    for mean in (0.0, -1.5):
+        model, _ = train(
+            tokenizer, sentiment_stream, model_options={"mask_init_mean": mean}, hat_lr=0.05
+        )
+        cumulative = torch.cat([m.cumulative for m in model.masks()])
+        free[mean] = float((cumulative == 0).float().mean())
+    assert free[0.0] < 0.4 < 0.7 < free[-1.5]  # about (1 - p)^2 after 2 tasks
+
+
 def test_bad_recipe_values_are_refused(tokenizer):
     model = CTRModel(tiny_bert(tokenizer), bottleneck=8)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -80,6 +101,8 @@ def test_bad_recipe_values_are_refused(tokenizer):
         CTR(model=model, optimizer=optimizer, hat_lr=0.0)
     with pytest.raises(ValueError, match=r"warmup must be a fraction in \[0, 1\)"):
         CTR(model=model, optimizer=optimizer, warmup=1.0)
+    with pytest.raises(ValueError, match="mask_init_mean must be a finite number"):
+        CTRModel(tiny_bert(tokenizer), bottleneck=8, mask_init_mean=float("nan"))
 
 
 def test_ctr_and_its_ablation_draw_the_same_random_numbers_outside_the_ksm(

@@ -154,3 +154,26 @@ def test_token_state_cache_gives_the_states_the_encoder_gives(tokenizer, text_st
     assert uncached.cached_bytes == 0 and uncached.misses == 0
     with pytest.raises(ValueError, match="cache_mb must be 0"):
         FrozenTokenStates(encoder, cache_mb=-1)
+
+
+def test_token_states_of_a_chosen_layer_are_that_layers_hidden_states(tokenizer, text_stream):
+    x, _ = experience_tensors(text_stream.test_stream[0])
+    encoder = tiny_bert(tokenizer).eval()
+    ids, mask, types = x[:, 0], x[:, 1], x[:, 2]
+    with torch.no_grad():
+        hidden = encoder(
+            input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True
+        ).hidden_states
+    real = mask.bool().unsqueeze(-1)
+    for layer in (0, 1, -1):
+        states = FrozenTokenStates(encoder, layer=layer)(x)
+        assert torch.allclose(states, (hidden[layer] * real)[:, : states.shape[1]], atol=1e-5)
+    assert not torch.allclose(
+        FrozenTokenStates(encoder, layer=1)(x), FrozenTokenStates(encoder, layer=0)(x)
+    )
+    layers = encoder.config.num_hidden_layers
+    for bad in (layers + 1, -(layers + 2)):
+        with pytest.raises(ValueError, match=f"out of range for an encoder with {layers} layers"):
+            KimCNN(encoder, layer=bad)
+    with pytest.raises(TypeError, match="layer must be an int"):
+        FrozenTokenStates(encoder, layer=1.5)
