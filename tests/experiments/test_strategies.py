@@ -2,6 +2,7 @@
 keeps its earlier tasks, and a strategy registered with one record runs through
 ``compare`` and the command line."""
 
+import dataclasses
 import json
 
 import pytest
@@ -14,11 +15,13 @@ from avalanche_ctr.experiments import (
     Settings,
     StrategyContext,
     StrategyRecord,
+    UsageError,
     compare,
     register,
     unregister,
 )
 from avalanche_ctr.experiments.strategies import default_strategies, get_strategy
+from avalanche_ctr.models import FrozenTokenStates
 from avalanche_ctr.text_encoder import load_encoder
 
 
@@ -116,9 +119,7 @@ def tiny_text(tmp_path_factory, tokenizer):
     return settings, settings.spec.build(0, settings)
 
 
-@pytest.mark.parametrize("name", default_strategies("text"))
-def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
-    settings, benchmark = tiny_text
+def build_text(name: str, settings: Settings):
     record = get_strategy(name)
     context = StrategyContext(
         settings=settings,
@@ -134,13 +135,34 @@ def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
             "evaluator": quiet_evaluator(),
         },
     )
+    return record.build(context, record)
+
+
+@pytest.mark.parametrize("name", default_strategies("text"))
+def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
+    settings, benchmark = tiny_text
     torch.manual_seed(0)
-    strategy = record.build(context, record)
+    strategy = build_text(name, settings)
     for experience in benchmark.train_stream[:2]:
         strategy.train(experience)
     results = strategy.eval(benchmark.test_stream[:2])
     accuracy = results["Top1_Acc_Exp/eval_phase/test_stream/Task001/Exp001"]
     assert accuracy >= 0.7, (name, accuracy)  # chance: 0.5
+
+
+def test_text_model_options_reach_the_models(tiny_text):
+    settings, _ = tiny_text
+    layered = dataclasses.replace(settings, options={"encoder_layer": 1})
+    model = build_text("exssnet", layered).model
+    assert [m.layer for m in model.modules() if isinstance(m, FrozenTokenStates)] == [1]
+    shifted = dataclasses.replace(settings, options={"mask_init_mean": -1.0})
+    for name in ("ctr", "adapter_hat"):
+        assert all(mask.init_mean == -1.0 for mask in build_text(name, shifted).model.masks())
+    too_deep = dataclasses.replace(settings, options={"encoder_layer": 9})
+    with pytest.raises(UsageError, match="--encoder-layer: layer 9 is out of range"):
+        build_text("supsup", too_deep)
+    with pytest.raises(UsageError, match="--encoder-layer chooses the text encoder layer"):
+        Settings(benchmark="split_digits", options={"encoder_layer": 2})
 
 
 def _toy(ctx: StrategyContext, record) -> object:
