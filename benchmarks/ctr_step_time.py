@@ -1,0 +1,119 @@
+"""CTR's training step against its ablation without KSM (c), as tasks accumulate (issue 12).
+
+CTR's routing reads every learned task's capsule, so its step grows with the number of
+tasks; (c)'s does not. This script times one training iteration (forward, backward,
+optimizer step, HAT's gradient compensation and protection: everything the ``CTR``
+strategy does per mini-batch) of both systems after 0, 4, 9, ... tasks, on the packaged
+all-MiniLM-L6-v2 with mini-batches of random tokens of DSC's shape (``--batch`` texts of
+``--length`` tokens, no padding): the step's cost does not depend on what the tokens
+say. Each task trains ``--steps`` iterations; the timed tasks' iterations after the
+first are timed and their median printed. Both systems run in this one process, one
+after the other, with ``--threads`` threads, so run it on an otherwise idle machine.
+
+Usage::
+
+    python benchmarks/ctr_step_time.py --tasks 19 --timed 1,5,10,19
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from avalanche.benchmarks import tensors_benchmark
+from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_ctr.models import CTRModel
+from avalanche_ctr.training import CTR
+
+
+class IterationTimer(SupervisedPlugin):
+    """Wall time of every training iteration of the current experience."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self.times = []
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        self._start = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def random_stream(n_tasks: int, n_samples: int, length: int, vocab: int, seed: int):
+    """``n_tasks`` binary tasks of random token ids in the ``(n, 3, length)`` text layout."""
+    generator = torch.Generator().manual_seed(seed)
+    tasks = []
+    for _ in range(n_tasks):
+        ids = torch.randint(1000, vocab, (n_samples, length), generator=generator)
+        x = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=1)
+        tasks.append((x, torch.randint(0, 2, (n_samples,), generator=generator)))
+    return tensors_benchmark(
+        train_tensors=tasks, test_tensors=tasks[:1], task_labels=list(range(n_tasks))
+    )
+
+
+def step_times(sharing: bool, stream, timed: set[int], args) -> dict[int, float]:
+    """Median training-iteration time (s) of ``timed`` tasks (1-based) for CTR or (c)."""
+    torch.manual_seed(args.seed)
+    model = CTRModel(knowledge_sharing=sharing)
+    timer = IterationTimer()
+    strategy = CTR(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        train_mb_size=args.batch,
+        train_epochs=1,
+        plugins=[timer],
+        evaluator=EvaluationPlugin(loggers=[]),
+    )
+    medians = {}
+    for task, experience in enumerate(stream.train_stream, start=1):
+        strategy.train(experience)
+        if task in timed:
+            medians[task] = statistics.median(timer.times[1:])
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=19)
+    parser.add_argument("--timed", default="1,5,10,19", help="tasks (1-based) to time")
+    parser.add_argument("--steps", type=int, default=6, help="training iterations per task")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    timed = {int(t) for t in args.timed.split(",")}
+    if not timed <= set(range(1, args.tasks + 1)):
+        parser.error(f"--timed tasks must lie in 1..{args.tasks}, got {sorted(timed)}")
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (the first iteration of a task is not timed)")
+    torch.set_num_threads(args.threads)
+    vocab = CTRModel(knowledge_sharing=False).encoder.config.vocab_size
+    stream = random_stream(args.tasks, args.steps * args.batch, args.length, vocab, args.seed)
+    ctr = step_times(True, stream, timed, args)
+    ablation = step_times(False, stream, timed, args)
+    print(f"batch {args.batch} x {args.length} tokens, {args.threads} thread(s), MiniLM")
+    print("| task | CTR step (s) | (c) step (s) | CTR / (c) |")
+    print("|---:|---:|---:|---:|")
+    for task in sorted(timed):
+        ratio = ctr[task] / ablation[task]
+        print(f"| {task} | {ctr[task]:.3f} | {ablation[task]:.3f} | {ratio:.2f} |")
+    first, last = min(timed), max(timed)
+    print(
+        f"CTR task {last} / task {first}: {ctr[last] / ctr[first]:.2f}; (c): "
+        f"{ablation[last] / ablation[first]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
