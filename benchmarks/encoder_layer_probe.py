@@ -2,13 +2,15 @@
 
 For each DSC domain asked for, alone: the frozen encoder's token states of every
 layer (0: the embeddings, then each transformer layer) for the domain's training and
-test reviews, and two readers trained on each layer's states:
+dev reviews (``--split test`` for the test reviews), and two readers trained on each
+layer's states, scored on the dev (or test) reviews:
 
 * a logistic regression on the mean of the review's token states (a linear probe);
 * the dense Kim-CNN of ExSSNeT's text model (:class:`~avalanche_ctr.models.KimCNN`,
   its convolutions and output layer trained with Adam, batch 32).
 
-It prints each layer's test accuracy, to choose ``compare --encoder-layer``.
+It prints each layer's accuracy, to choose ``compare --encoder-layer`` on data that
+the comparison does not score.
 
 Usage::
 
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--split", choices=("dev", "test"), default="dev")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = load_encoder(None).eval()
@@ -115,9 +118,11 @@ def main() -> None:
             tokenizer=tokenizer,
             max_length=args.max_length,
             seed=args.seed,
+            dev=True,
         )
+        scored = benchmark.dev_stream if args.split == "dev" else benchmark.test_stream
         train, real, y = layer_states(encoder, benchmark.train_stream[0].dataset)
-        test, real_t, y_t = layer_states(encoder, benchmark.test_stream[0].dataset)
+        test, real_t, y_t = layer_states(encoder, scored[0].dataset)
         cells = []
         for layer in range(len(train)):
             probe = linear_probe(train[layer], real, y, test[layer], real_t, y_t)
@@ -134,7 +139,10 @@ def main() -> None:
                 seed=args.seed,
             )
             cells.append(f"layer {layer}: {100 * probe:.1f} / {100 * kim:.1f}")
-        print(f"{domain} (linear probe / dense Kim-CNN, %): {' | '.join(cells)}", flush=True)
+        print(
+            f"{domain} ({args.split}: linear probe / dense Kim-CNN, %): {' | '.join(cells)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ class BenchmarkSpec:
         ``"masked"`` (one output layer shared by all tasks,
         :class:`~avalanche_ctr.experiments.backbones.MaskedOutputMLP`, which the
         supermask strategies mask per task as the official models do).
-    :param supermask_model: text benchmarks: ``supermask_model(settings, encoder, *,
-        layer)``, the network the supermask strategies mask over the frozen encoder's
-        layer ``layer`` (:class:`~avalanche_ctr.models.KimCNN`, ExSSNeT's text model).
+    :param supermask_model: text benchmarks: ``supermask_model(settings, encoder)``, the
+        network the supermask strategies mask over the frozen encoder
+        (:class:`~avalanche_ctr.models.KimCNN`, ExSSNeT's text model); called with
+        ``layer=`` too when ``--encoder-layer`` is given.
     """
 
     name: str
@@ -94,7 +95,7 @@ def _fmnist(builder_name: str):
     return build
 
 
-def _kim_cnn(n_classes: int) -> Callable[[Any, nn.Module], nn.Module]:
+def _kim_cnn(n_classes: int) -> Callable[..., nn.Module]:
     """A :class:`~avalanche_ctr.models.KimCNN` with ``n_classes`` shared outputs (the
     most classes of any task of the benchmark) over the frozen encoder's layer
     ``layer`` (``None``: the last)."""

@@ -58,7 +58,7 @@ from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
 from avalanche_ctr.metrics import macro_f1_metrics
 from avalanche_ctr.selection import BestEpochPlugin
-from avalanche_ctr.text_encoder import load_encoder
+from avalanche_ctr.text_encoder import default_encoder_path, load_encoder
 
 __all__ = [
     "Settings",
@@ -120,11 +120,8 @@ class Settings:
                 f"--best-dev-epoch needs a dev split, which only the text benchmarks have; "
                 f"leave it out for {self.benchmark}"
             )
-        if self.options.get("encoder_layer") is not None and spec.modality != "text":
-            raise UsageError(
-                f"--encoder-layer chooses the text encoder layer the supermask Kim-CNN reads; "
-                f"{self.benchmark} has no encoder, leave it out"
-            )
+        if self.options.get("encoder_layer") is not None:
+            self._check_encoder_layer(self.options["encoder_layer"])
         for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -168,6 +165,24 @@ class Settings:
     @property
     def spec(self) -> BenchmarkSpec:
         return get_benchmark(self.benchmark)
+
+    def _check_encoder_layer(self, layer: Any) -> None:
+        """``--encoder-layer`` names a layer of this run's text encoder (checked before any
+        run starts, from the encoder's config)."""
+        if self.spec.modality != "text":
+            raise UsageError(
+                f"--encoder-layer chooses the text encoder layer the supermask Kim-CNN reads; "
+                f"{self.benchmark} has no encoder, leave it out"
+            )
+        from transformers import AutoConfig
+
+        from avalanche_ctr.models.kim_cnn import check_layer
+
+        config = AutoConfig.from_pretrained(self.encoder or default_encoder_path())
+        try:
+            check_layer(layer, getattr(config, "num_hidden_layers", None))
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"--encoder-layer: {error}") from None
 
     def strategy_options(self, record: StrategyRecord) -> dict[str, Any]:
         """``record``'s options for this run, resolved and checked."""

@@ -408,8 +408,12 @@ def _supermask_model(ctx: StrategyContext) -> torch.nn.Module:
     build = ctx.settings.spec.supermask_model
     if build is None:
         raise UsageError(f"{ctx.settings.benchmark} has no supermask model for ExSSNeT/SupSup")
+    encoder = ctx.encoder()
+    layer = ctx.options["encoder_layer"]
+    if layer is None:
+        return build(ctx.settings, encoder)
     try:
-        return build(ctx.settings, ctx.encoder(), layer=ctx.options["encoder_layer"])
+        return build(ctx.settings, encoder, layer=layer)
     except ValueError as error:
         raise UsageError(f"--encoder-layer: {error}") from None
 

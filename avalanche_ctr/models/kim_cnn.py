@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from avalanche_ctr.exssnet.supermask_net import FrozenModule
 from avalanche_ctr.text_encoder import load_encoder, split_text_inputs
 
-__all__ = ["FrozenTokenStates", "KimCNN"]
+__all__ = ["FrozenTokenStates", "KimCNN", "check_layer"]
 
 
 class FrozenTokenStates(FrozenModule):
@@ -72,13 +72,19 @@ class FrozenTokenStates(FrozenModule):
         if not cache_mb >= 0:
             raise ValueError(f"cache_mb must be 0 (no cache) or more, got {cache_mb}")
         super().__init__(encoder)
-        self.layer = _check_layer(layer, encoder)
+        n_layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+        self._layer = check_layer(layer, n_layers)
         self.cache_bytes = int(cache_mb * 2**20)
         self.cached_bytes = 0
         self.hits = 0
         self.misses = 0
         self._cache: dict[bytes, Tensor] = {}
         self._device: torch.device | None = None
+
+    @property
+    def layer(self) -> int | None:
+        """The layer whose states it returns (``None``: the last); fixed, as the cache is."""
+        return self._layer
 
     @property
     def hidden_size(self) -> int:
@@ -118,9 +124,9 @@ class FrozenTokenStates(FrozenModule):
 
     def _encode(self, ids: Tensor, mask: Tensor, types: Tensor) -> Tensor:
         inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        if self.layer is None:
+        if self._layer is None:
             return self.module(**inputs).last_hidden_state
-        return self.module(**inputs, output_hidden_states=True).hidden_states[self.layer]
+        return self.module(**inputs, output_hidden_states=True).hidden_states[self._layer]
 
     def _keep(self, key: bytes, state: Tensor) -> None:
         size = state.numel() * state.element_size()
@@ -129,23 +135,24 @@ class FrozenTokenStates(FrozenModule):
             self.cached_bytes += size
 
 
-def _check_layer(layer: int | None, encoder: nn.Module) -> int | None:
-    """``layer`` if ``encoder`` has it (see :class:`FrozenTokenStates`), else a
-    :class:`ValueError` naming the valid range."""
+def check_layer(layer: int | None, n_layers: int | None) -> int | None:
+    """``layer`` if an encoder of ``n_layers`` transformer layers has it (see
+    :class:`FrozenTokenStates`); :class:`TypeError` for a non-integer, :class:`ValueError`
+    naming the valid range otherwise (``n_layers`` ``None``: the encoder's config does
+    not say)."""
     if layer is None:
         return None
-    layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise TypeError(f"layer must be an int or None (the last layer), got {layer!r}")
-    if layers is None:
+    if n_layers is None:
         raise ValueError(
             f"layer={layer} needs an encoder whose config gives num_hidden_layers; leave "
             f"layer unset to read the last layer's states"
         )
-    if not -(layers + 1) <= layer <= layers:
+    if not -(n_layers + 1) <= layer <= n_layers:
         raise ValueError(
-            f"layer {layer} is out of range for an encoder with {layers} layers: use 0 (the "
-            f"embeddings) to {layers} (the last layer), or -1 to -{layers + 1} from the end"
+            f"layer {layer} is out of range for an encoder with {n_layers} layers: use 0 (the "
+            f"embeddings) to {n_layers} (the last layer), or -1 to -{n_layers + 1} from the end"
         )
     return layer
 
