@@ -408,14 +408,10 @@ def _supermask_model(ctx: StrategyContext) -> torch.nn.Module:
     build = ctx.settings.spec.supermask_model
     if build is None:
         raise UsageError(f"{ctx.settings.benchmark} has no supermask model for ExSSNeT/SupSup")
-    encoder = ctx.encoder()
-    layer = ctx.options["encoder_layer"]
+    layer = ctx.options["encoder_layer"]  # its range was checked with the settings
     if layer is None:
-        return build(ctx.settings, encoder)
-    try:
-        return build(ctx.settings, encoder, layer=layer)
-    except ValueError as error:
-        raise UsageError(f"--encoder-layer: {error}") from None
+        return build(ctx.settings, ctx.encoder())
+    return build(ctx.settings, ctx.encoder(), layer=layer)
 
 
 def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
