@@ -34,7 +34,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="number of tasks (split_*: must divide the classes; permuted_fmnist: any, "
-        "e.g. 100; dsc / asc: the first N tasks of the paper's order; default: per benchmark)",
+        "e.g. 100; dsc / asc: the first N tasks of --task-order; default: per benchmark)",
+    )
+    parser.add_argument(
+        "--task-order",
+        default=None,
+        help="dsc / asc: the task order, as comma-separated task names (dsc: any domain "
+        "with files in --data-root) or random:S, the paper's tasks shuffled with seed S "
+        "(the same order for every run seed; default: the paper's order)",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs per experience (default: per benchmark)"
@@ -189,6 +196,7 @@ def _settings(args: argparse.Namespace):
         output_layer=args.output_layer,
         task_inference=args.task_inference,
         best_dev_epoch=args.best_dev_epoch,
+        task_order=args.task_order,
         options={name: getattr(args, f"option_{name}") for name in all_options()},
     )
 

@@ -193,7 +193,7 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
         (
             ["run", "--benchmark", "dsc", "--strategy", "ctr", "--n-experiences", "11"]
             + ["--data-root", "."],
-            r"--n-experiences 11: dsc has 10 tasks in the paper's order; give at most 10",
+            r"--n-experiences 11: the dsc order has 10 tasks; give at most 10",
         ),
         (["run", "--n-test", "5"], r"--n-test keeps a positive number of test reviews"),
         (

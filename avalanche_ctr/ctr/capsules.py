@@ -19,6 +19,8 @@ Departures from the official code:
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -65,14 +67,20 @@ class TaskCapsuleLayer(nn.Module):
     def forward(self, h: Tensor, n_tasks: int) -> Tensor:
         """Capsules of the first ``n_tasks`` tasks: ``(batch, length, n_tasks, capsule_dim)``.
 
-        The capsules run together: one matrix product for all first layers and one
-        batched product for all second layers, the same arithmetic as calling each
-        capsule in turn, in two operations instead of ``2 · n_tasks``.
+        The capsules run together: one batched product for all second layers, and for
+        the first layers one matrix product per run of consecutive capsules that are all
+        trained or all frozen, so no gradient is computed for a frozen capsule's weights
+        (its input still gets one). The same arithmetic as calling each capsule in turn,
+        in a few operations instead of ``2 · n_tasks``.
         """
         capsules = self.capsules[:n_tasks]
-        w1 = torch.cat([c.fc1.weight for c in capsules])
-        b1 = torch.cat([c.fc1.bias for c in capsules])
-        hidden = F.gelu(F.linear(h, w1, b1)).unflatten(-1, (n_tasks, self.capsule_hidden))
+        parts = []
+        for _, run in groupby(capsules, key=lambda c: c.fc1.weight.requires_grad):
+            run = list(run)
+            weight = torch.cat([c.fc1.weight for c in run])
+            parts.append(F.linear(h, weight, torch.cat([c.fc1.bias for c in run])))
+        hidden = F.gelu(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])
+        hidden = hidden.unflatten(-1, (n_tasks, self.capsule_hidden))
         w2 = torch.stack([c.fc2.weight for c in capsules])
         b2 = torch.stack([c.fc2.bias for c in capsules])
         return squash(torch.einsum("blnh,ndh->blnd", hidden, w2) + b2)

@@ -82,11 +82,6 @@ def binary_gate(
     return (hard - soft.detach() + soft)[..., 0]
 
 
-def _masked_max(x: Tensor, keep: Tensor) -> Tensor:
-    """Max over the last (token) axis of ``x`` (B, C, L), ignoring tokens where ``keep`` is 0."""
-    return x.masked_fill(~keep[:, None, :], float("-inf")).max(dim=-1).values
-
-
 class KnowledgeSharingModule(nn.Module):
     """CTR's KSM in one CL-plugin: the task capsule layer (Sec. 3.2.1) and the shared,
     HAT-masked transfer routing (Sec. 3.2.2).
@@ -211,34 +206,64 @@ class KnowledgeSharingModule(nn.Module):
         ]
         return pairs
 
-    def _conv_pool(self, convs: nn.ModuleList, x: Tensor, keep: Tensor, extra=None) -> Tensor:
-        """ReLU and masked max-pooling of each convolution of ``convs`` over ``x``
-        (with ``extra`` added to each), concatenated.
-
-        The convolutions run as one: each kernel of size ``k`` (padding ``k // 2``,
-        output cut to the input length) covers tokens ``i - k//2 .. i - k//2 + k - 1``,
-        so zero-padding it to the largest size ``K`` at the right offset and
-        convolving once with padding ``K // 2`` gives the same outputs. Adding a
-        per-channel constant and ReLU commute with the max over tokens, so they are
-        applied to the pooled values rather than to every token.
-        """
+    def _merged_kernel(self, convs: nn.ModuleList) -> tuple[Tensor, Tensor]:
+        """The convolutions of ``convs`` as one: each kernel of size ``k`` (padding
+        ``k // 2``, output cut to the input length) covers tokens ``i - k//2 .. i - k//2 +
+        k - 1``, so zero-padding it to the largest size ``K`` at the right offset gives one
+        kernel ``(channels · len(kernel_sizes), width, K)`` with the same outputs."""
         largest = max(self.kernel_sizes)
         weights = [
             F.pad(conv.weight, (largest // 2 - k // 2, largest - k - largest // 2 + k // 2))
             for conv, k in zip(convs, self.kernel_sizes, strict=True)
         ]
-        bias = torch.cat([conv.bias for conv in convs])
-        y = F.conv1d(x, torch.cat(weights), bias, padding=largest // 2)[..., : x.shape[-1]]
-        pooled = _masked_max(y, keep)
+        return torch.cat(weights), torch.cat([conv.bias for conv in convs])
+
+    def similarity_features(
+        self,
+        convs: nn.ModuleList,
+        capsules: Tensor,
+        routes: Tensor,
+        keep: Tensor,
+        extra: Tensor | None = None,
+    ) -> Tensor:
+        """The task-similarity features of Sec. 3.2.2: for each source ``i``, the
+        convolutions of ``convs`` over its pre-route vectors ``û_{·|i} = W_{i·} p_i``
+        (tokens as the convolution axis), ``extra`` added, ReLU and max-pooling over the
+        tokens that ``keep`` marks.
+
+        :param capsules: (B, L, n, capsule_dim) task capsules ``p_i`` of ``n`` sources.
+        :param routes: (n, n_transfer, capsule_dim, capsule_dim) their ``W_{i·}``.
+        :param keep: (B, L) boolean, ``False`` at padded tokens.
+        :param extra: (B, channels) added to every kernel's pooled channels.
+        :return: (B, n, channels · len(kernel_sizes)).
+
+        Same arithmetic, less work (up to float rounding): a convolution over
+        ``W_{i·} p_i`` is a convolution over ``p_i`` with the kernel composed with
+        ``W_{i·}`` (both are linear, and the pre-route map has no bias), so each source's
+        ``capsule_dim`` channels are convolved instead of its ``n_transfer · capsule_dim``;
+        the convolution runs as one batched matrix product over token windows, laid out
+        source-first as the product leaves it. The convolutions' bias, ``extra`` and ReLU
+        commute with the max over tokens, so they are applied to the pooled values.
+        """
+        weight, bias = self._merged_kernel(convs)
+        weight = weight.unflatten(1, (self.n_transfer, self.capsule_dim))
+        kernels = torch.einsum("ojdk,ijdc->iock", weight, routes)
+        size = kernels.shape[-1]
+        x = (capsules * keep[:, :, None, None]).permute(0, 2, 3, 1)
+        windows = F.pad(x, (size // 2, size - 1 - size // 2)).unfold(-1, size, 1)
+        y = torch.einsum("bnclk,nock->nblo", windows, kernels)
+        if not keep.all():
+            y = y.masked_fill(~keep[None, :, :, None], float("-inf"))
+        pooled = y.max(dim=2).values.transpose(0, 1) + bias
         if extra is not None:
-            pooled = pooled + extra.repeat(1, len(convs))
+            pooled = pooled + extra.repeat(1, len(convs))[:, None]
         return F.relu(pooled)
 
-    def pre_route(self, capsules: Tensor) -> Tensor:
-        """``û_{j|i} = W_{ij} p_i``: (B, L, n, c) → (B, L, n, n_transfer · c) for the
-        first ``n`` tasks."""
-        weights = torch.stack(list(self.route_weights[: capsules.shape[2]]))
-        return torch.einsum("blic,ijdc->blijd", capsules, weights).flatten(3)
+    @staticmethod
+    def pre_route(capsules: Tensor, routes: Tensor) -> Tensor:
+        """``û_{j|i} = W_{ij} p_i``: capsules (B, L, n, c) and routes ``W_{i·}``
+        (n, n_transfer, c, c) → (B, L, n, n_transfer · c)."""
+        return torch.einsum("blic,ijdc->blijd", capsules, routes).flatten(3)
 
     def forward(
         self,
@@ -259,21 +284,16 @@ class KnowledgeSharingModule(nn.Module):
         :return: the transfer output (B, L, hidden) and the gates (B, t + 1).
         """
         capsules = self.task_capsules(h, task + 1)
-        batch, length, n_sources, _ = capsules.shape
-        priors = self.pre_route(capsules) * keep[:, :, None, None]
-        current = priors[:, :, -1].transpose(1, 2)
-        current = self._conv_pool(self.convs_current, current, keep)
+        routes = torch.stack(list(self.route_weights[: task + 1]))
+        current = self.similarity_features(
+            self.convs_current, capsules[:, :, -1:], routes[-1:], keep
+        )[:, 0]
         current = self.fc_current(current * self.mask_current.mask(task, s))
-        sources = priors.permute(0, 2, 3, 1).reshape(batch * n_sources, -1, length)
-        z = self._conv_pool(
-            self.convs_source,
-            sources,
-            keep.repeat_interleave(n_sources, dim=0),
-            extra=current.repeat_interleave(n_sources, dim=0),
-        ).view(batch, n_sources, -1)
+        z = self.similarity_features(self.convs_source, capsules, routes, keep, extra=current)
         z = z * self.mask_similarity.mask(task, s)
         gates = binary_gate(self.gates[task](z), training=self.training, generator=generator)
         attention = self.attentions[task](z)
+        priors = self.pre_route(capsules, routes) * keep[:, :, None, None]
         votes = gates[:, None, :, None] * attention[:, None] * priors
         transfer = self.project(votes.sum(dim=2)) * self.mask_project.mask(task, s)
         return transfer, gates

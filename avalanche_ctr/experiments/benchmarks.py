@@ -9,6 +9,7 @@ counted from zero in each experience.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,7 +21,14 @@ from torch import nn
 from avalanche_ctr.experiments.backbones import MaskedOutputMLP, MultiHeadConvNet, MultiHeadMLP
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 
-__all__ = ["BenchmarkSpec", "BENCHMARKS", "BenchmarkDataError", "get_benchmark", "text_root"]
+__all__ = [
+    "BenchmarkSpec",
+    "BENCHMARKS",
+    "BenchmarkDataError",
+    "get_benchmark",
+    "text_root",
+    "text_tasks",
+]
 
 
 @dataclass(frozen=True)
@@ -153,20 +161,55 @@ def _tokenizer(encoder: str | None):
     return load_tokenizer(encoder)
 
 
+def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> list[str]:
+    """The tasks of text benchmark ``name`` (``dsc`` / ``asc``) in ``--task-order``'s order,
+    cut to the first ``n_experiences``.
+
+    ``task_order`` is ``None`` (the paper's order: :data:`~avalanche_ctr.benchmarks.text.
+    DSC_DOMAINS`, :data:`~avalanche_ctr.benchmarks.text.ASC_TASKS`), ``random:S`` (the
+    paper's tasks shuffled by a generator seeded with ``S``: not the run seed, so the
+    runs of one order stay paired by seed) or comma-separated task names (``dsc``: any
+    domain with files in the data folder, checked when the data are read).
+    :class:`UsageError` saying what to change otherwise.
+    """
+    from avalanche_ctr.benchmarks.text import ASC_TASKS, DSC_DOMAINS
+
+    paper = list(DSC_DOMAINS if name == "dsc" else ASC_TASKS)
+    if task_order is None:
+        names = paper
+    elif task_order.startswith("random:"):
+        seed = task_order.removeprefix("random:")
+        if not seed.strip().lstrip("-").isdigit():
+            raise UsageError(
+                f"--task-order {task_order!r}: give random:S with an integer seed S, e.g. random:1"
+            )
+        names = paper
+        random.Random(int(seed)).shuffle(names)
+    else:
+        names = [n.strip() for n in task_order.split(",") if n.strip()]
+        if not names:
+            raise UsageError("--task-order is empty; give comma-separated task names or random:S")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise UsageError(f"--task-order names {repeated} more than once; give each task once")
+        unknown = [n for n in names if n not in paper]
+        if name == "asc" and unknown:
+            raise UsageError(
+                f"--task-order: unknown asc task(s) {unknown}; the tasks are: {', '.join(paper)}"
+            )
+    if n_experiences is not None and n_experiences > len(names):
+        raise UsageError(
+            f"--n-experiences {n_experiences}: the {name} order has {len(names)} tasks; "
+            f"give at most {len(names)}"
+        )
+    return names[:n_experiences]
+
+
 def _text(name: str):
     def build(seed: int, settings) -> Any:
         from avalanche_ctr.benchmarks import ASC, DSC
-        from avalanche_ctr.benchmarks.text import ASC_TASKS, DSC_DOMAINS
 
-        builder, names, keyword = (
-            (DSC, DSC_DOMAINS, "domains") if name == "dsc" else (ASC, ASC_TASKS, "tasks")
-        )
-        n = settings.n_experiences
-        if n is not None and n > len(names):
-            raise UsageError(
-                f"--n-experiences {n}: {name} has {len(names)} tasks in the paper's order; "
-                f"give at most {len(names)}"
-            )
+        builder, keyword = (DSC, "domains") if name == "dsc" else (ASC, "tasks")
         try:
             return builder(
                 text_root(settings.data_root, name),
@@ -176,7 +219,7 @@ def _text(name: str):
                 max_length=settings.max_length,
                 seed=seed,
                 dev=settings.best_dev_epoch,
-                **({keyword: list(names[:n])} if n is not None else {}),
+                **{keyword: text_tasks(name, settings.task_order, settings.n_experiences)},
             )
         except FileNotFoundError as error:
             raise BenchmarkDataError(str(error)) from None

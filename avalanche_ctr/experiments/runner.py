@@ -41,7 +41,12 @@ from avalanche_ctr.distributed import (
     is_main_process,
     unsupported_plugins,
 )
-from avalanche_ctr.experiments.benchmarks import BENCHMARKS, BenchmarkSpec, get_benchmark
+from avalanche_ctr.experiments.benchmarks import (
+    BENCHMARKS,
+    BenchmarkSpec,
+    get_benchmark,
+    text_tasks,
+)
 from avalanche_ctr.experiments.errors import UsageError
 from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
 from avalanche_ctr.experiments.report import summarize, write_report
@@ -102,6 +107,7 @@ class Settings:
     output_layer: str = "heads"
     task_inference: str | None = None
     best_dev_epoch: bool = False
+    task_order: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +126,13 @@ class Settings:
                 f"--best-dev-epoch needs a dev split, which only the text benchmarks have; "
                 f"leave it out for {self.benchmark}"
             )
+        if self.task_order is not None:
+            if spec.modality != "text":
+                raise UsageError(
+                    f"--task-order orders the tasks of the text benchmarks; {self.benchmark} "
+                    "has no named tasks, leave it out"
+                )
+            text_tasks(self.benchmark, self.task_order, self.n_experiences)
         if self.options.get("encoder_layer") is not None:
             self._check_encoder_layer(self.options["encoder_layer"])
         for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):

@@ -4,7 +4,7 @@ from _helpers import quiet_evaluator
 
 from avalanche_ctr.benchmarks import text_benchmark
 from avalanche_ctr.ctr import KnowledgeSharingModule, TaskCapsuleLayer
-from avalanche_ctr.ctr.routing import _masked_max, binary_gate
+from avalanche_ctr.ctr.routing import binary_gate
 
 
 def ksm(n_tasks=3):
@@ -26,19 +26,27 @@ def test_transfer_starts_at_zero_and_still_learns():
     assert module.attentions[2].weight.grad.abs().sum() == 0  # the rest once it is not zero
 
 
-def test_merged_similarity_convolutions_equal_one_per_kernel():
+def test_similarity_features_equal_the_papers_convolutions():
+    """Composed kernels over capsules, as one product, equal the paper's formulation: the
+    pre-route vectors of every source, one convolution per kernel size, ReLU, max over the
+    kept tokens."""
     module = ksm()
-    x = torch.randn(5, 9, 11)
+    capsules = torch.randn(5, 11, 3, 3)
+    routes = torch.stack(list(module.route_weights))
     keep = torch.rand(5, 11) > 0.3
     keep[:, 0] = True
     extra = torch.randn(5, 4)
-    pooled = []
-    for conv in module.convs_source:  # the paper's formulation, one convolution at a time
-        y = conv(x)[..., : x.shape[-1]] + extra[..., None]
-        pooled.append(_masked_max(F.relu(y), keep))
-    expected = torch.cat(pooled, dim=1)
-    merged = module._conv_pool(module.convs_source, x, keep, extra=extra)
-    assert torch.allclose(merged, expected, atol=1e-6)
+    priors = module.pre_route(capsules, routes) * keep[:, :, None, None]
+    expected = []
+    for source in range(3):
+        x = priors[:, :, source].transpose(1, 2)
+        pooled = []
+        for conv in module.convs_source:
+            y = F.relu(conv(x)[..., : x.shape[-1]] + extra[..., None])
+            pooled.append(y.masked_fill(~keep[:, None], float("-inf")).max(dim=-1).values)
+        expected.append(torch.cat(pooled, dim=1))
+    features = module.similarity_features(module.convs_source, capsules, routes, keep, extra)
+    assert torch.allclose(features, torch.stack(expected, dim=1), atol=1e-5)
 
 
 def test_gumbel_gates_follow_the_given_generator_only():
