@@ -7,7 +7,7 @@ its ablation without KSM (c) run paired (same seed, same random numbers outside 
 the script prints, per seed, both tasks' accuracies for both systems and the mean
 difference CTR − (c) on task 1. Example::
 
-    python benchmarks/ctr_repeat_probe.py --n-few 16 --epochs 30 --seeds 0,1,2,3
+    python benchmarks/ctr_repeat_probe.py --n-few 16 --epochs 30 --seeds 0,1,2,3 [--gate-bias 4]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--hat-lr", type=float, default=0.05)
     parser.add_argument("--ksm-init", default="zero")
+    parser.add_argument("--gate-bias", type=float, default=0.0)
     parser.add_argument("--seeds", default="0,1,2,3")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -59,7 +60,7 @@ def main() -> None:
         result = {}
         for sharing in (True, False):
             torch.manual_seed(seed)
-            extra = {"ksm_init": args.ksm_init} if sharing else {}
+            extra = {"ksm_init": args.ksm_init, "gate_bias": args.gate_bias} if sharing else {}
             model = CTRModel(
                 tiny_bert(tokenizer),
                 bottleneck=32,

@@ -43,6 +43,7 @@ class CLPluginConfig:
     :param zero_projection: the KSM's projection to the layer width starts at zero
         (else at random, as the official code).
     :param mask_init_mean: mean of every HAT mask's initial embeddings (HAT: 0).
+    :param gate_bias: initial margin of every KSM gate's "use" logit (0: at chance).
     """
 
     bottleneck: int = 128
@@ -53,6 +54,7 @@ class CLPluginConfig:
     knowledge_sharing: bool = True
     zero_projection: bool = True
     mask_init_mean: float = 0.0
+    gate_bias: float = 0.0
 
 
 class CLPlugin(nn.Module):
@@ -84,6 +86,7 @@ class CLPlugin(nn.Module):
                     config.channels,
                     zero_projection=config.zero_projection,
                     mask_init_mean=config.mask_init_mean,
+                    gate_bias=config.gate_bias,
                 )
         self.last_gates: Tensor | None = None
 

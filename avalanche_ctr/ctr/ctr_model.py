@@ -65,6 +65,11 @@ class CTRModel(MultiTaskModule):
         (HAT: 0). Each task starts with a fraction ``Φ(mean)`` of every layer's units on
         and, over a short task, keeps about that much (``docs/ctr.md``): below 0, tasks
         claim less and capacity lasts for more tasks.
+    :param gate_bias: initial margin of every KSM gate's "use" logit over its "skip"
+        logit. At 0 (PyTorch's initialisation, the default) a gate is on for about half of
+        the training samples, by its Gumbel noise, and at evaluation takes the sign of an
+        untrained logit; at ``b > 0`` a source starts on with probability about
+        ``σ(b)`` in training and on at evaluation, and training may switch it off.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class CTRModel(MultiTaskModule):
         ksm_seed: int | None = None,
         ksm_init: str = "zero",
         mask_init_mean: float = 0.0,
+        gate_bias: float = 0.0,
     ) -> None:
         super().__init__()
         check_pooling(pooling)
@@ -89,6 +95,8 @@ class CTRModel(MultiTaskModule):
             raise ValueError(f"ksm_init must be one of {', '.join(KSM_INITS)}, got {ksm_init!r}")
         if not math.isfinite(mask_init_mean):
             raise ValueError(f"mask_init_mean must be a finite number, got {mask_init_mean}")
+        if not math.isfinite(gate_bias):
+            raise ValueError(f"gate_bias must be a finite number, got {gate_bias}")
         seed = torch.initial_seed() if ksm_seed is None else int(ksm_seed)
         self.register_buffer("ksm_seed", torch.tensor(seed % 2**62, dtype=torch.long))
         self.register_buffer("training_sessions", torch.zeros((), dtype=torch.long))
@@ -104,6 +112,7 @@ class CTRModel(MultiTaskModule):
             knowledge_sharing=knowledge_sharing,
             zero_projection=ksm_init == "zero",
             mask_init_mean=mask_init_mean,
+            gate_bias=gate_bias,
         )
         self.context = TaskContext(s=s_max)
         count = itertools.count()

@@ -96,6 +96,9 @@ class KnowledgeSharingModule(nn.Module):
         PyTorch's default, as the official code).
     :param mask_init_mean: mean of the initial mask embeddings
         (:class:`~avalanche_ctr.ctr.task_masks.HATMask`).
+    :param gate_bias: added to a new gate's "use" logit and taken from its "skip" logit,
+        so the gate starts with a margin of about ``gate_bias`` (default 0: PyTorch's
+        initialisation, the gate at chance).
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class KnowledgeSharingModule(nn.Module):
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
         zero_projection: bool = True,
         mask_init_mean: float = 0.0,
+        gate_bias: float = 0.0,
     ) -> None:
         super().__init__()
+        self.gate_bias = gate_bias
         self.capsule_dim = capsule_dim
         self.n_transfer = n_transfer
         self.channels = channels
@@ -157,6 +162,8 @@ class KnowledgeSharingModule(nn.Module):
         )
         self.route_weights.append(route)
         gate = nn.Linear(pooled, 2).to(device)
+        with torch.no_grad():
+            gate.bias += torch.tensor([self.gate_bias / 2, -self.gate_bias / 2], device=device)
         attention = nn.Linear(pooled, self.width).to(device)
         self.gates.append(gate)
         self.attentions.append(attention)

@@ -68,6 +68,7 @@ __all__ = [
     "HAT_LR",
     "WARMUP",
     "KSM_INIT",
+    "GATE_BIAS",
     "MASK_INIT_MEAN",
     "KKT",
     "WEIGHT_EPOCHS",
@@ -383,6 +384,13 @@ MASK_INIT_MEAN = Option(
     "a task starts with a fraction Phi(mean) of every layer's units on, e.g. 0.16 at -1",
     check=_finite,
 )
+GATE_BIAS = Option(
+    "gate_bias",
+    0.0,
+    "CTR: initial margin of every KSM gate's 'use' logit over 'skip' (0: PyTorch's init, "
+    "gates at chance; b > 0: sources start on with probability about sigmoid(b))",
+    check=_finite,
+)
 KSM_INIT = Option(
     "ksm_init",
     "zero",
@@ -467,13 +475,16 @@ def _exssnet(exclusive: bool):
     return build
 
 
+_CTR_MODEL_OPTIONS = ("ksm_init", "gate_bias", "mask_init_mean")
+
+
 def _ctr(knowledge_sharing: bool):
     def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
         from avalanche_ctr.models import CTRModel
         from avalanche_ctr.training import CTR
 
         options = ctx.keywords(record)
-        model_options = {k: options.pop(k) for k in ("ksm_init", "mask_init_mean") if k in options}
+        model_options = {k: options.pop(k) for k in _CTR_MODEL_OPTIONS if k in options}
         model = CTRModel(
             ctx.encoder(),
             bottleneck=ctx.settings.bottleneck,
@@ -605,7 +616,7 @@ for _record in (
         "CTR (ours): capsules, transfer routing and HAT in BERT",
         _TEXT,
         _ctr(knowledge_sharing=True),
-        (HAT_LR, WARMUP, KSM_INIT, MASK_INIT_MEAN),
+        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",

@@ -137,3 +137,26 @@ def test_ctr_outputs_do_not_depend_on_padding(tokenizer):
         mixed[0, :, -1] = torch.tensor([tokenizer.sep_token_id, 1, 0])
         assert torch.allclose(model(mixed[1:2], 0), model(x_padded[1:2], 0), atol=1e-5)
         assert torch.allclose(model(mixed, 0)[1:], model(x_padded, 0)[1:], atol=1e-5)
+
+
+def test_gate_bias_starts_sources_on_and_keeps_every_other_draw():
+    def module(gate_bias):
+        torch.manual_seed(0)
+        m = KnowledgeSharingModule(16, 8, 3, 3, channels=4, gate_bias=gate_bias)
+        for _ in range(2):
+            m.add_task()
+        return m
+
+    plain, biased = module(0.0), module(6.0)
+    for name, value in plain.state_dict().items():
+        if not name.startswith("gates.") or not name.endswith("bias"):
+            assert torch.equal(value, biased.state_dict()[name]), name  # runs stay paired
+    shift = biased.gates[1].bias - plain.gates[1].bias
+    assert torch.allclose(shift, torch.tensor([3.0, -3.0]))
+    h, keep = torch.randn(64, 7, 16), torch.ones(64, 7, dtype=torch.bool)
+    biased.eval()
+    _, gates = biased(h, keep, 1, None)
+    assert gates.float().mean() > 0.9  # on at evaluation, where plain gates are arbitrary
+    biased.train()
+    _, gates = biased(h, keep, 1, 1.0, torch.Generator().manual_seed(0))
+    assert gates.float().mean() > 0.9  # and in training, Gumbel noise and all
