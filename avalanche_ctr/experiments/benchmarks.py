@@ -192,8 +192,8 @@ def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> 
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise UsageError(f"--task-order names {repeated} more than once; give each task once")
-        unknown = [n for n in names if n not in paper]
-        if name == "asc" and unknown:
+        unknown = [n for n in names if n not in paper] if name == "asc" else []
+        if unknown:
             raise UsageError(
                 f"--task-order: unknown asc task(s) {unknown}; the tasks are: {', '.join(paper)}"
             )

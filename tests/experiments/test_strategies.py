@@ -159,6 +159,8 @@ def test_text_model_options_reach_the_models(tiny_text):
     for name in ("ctr", "adapter_hat"):
         masks = build_text(name, shifted).model.masks()
         assert masks and all(mask.init_mean == -1.0 for mask in masks)
+    gated = build_text("ctr", dataclasses.replace(settings, options={"gate_bias": 4.0})).model
+    assert gated.plugins and all(p.ksm.gate_bias == 4.0 for p in gated.plugins)
     with pytest.raises(UsageError, match="--encoder-layer: layer 9 is out of range"):
         dataclasses.replace(settings, options={"encoder_layer": 9})  # before any run starts
     with pytest.raises(UsageError, match="--encoder-layer chooses the text encoder layer"):
