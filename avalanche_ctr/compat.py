@@ -16,6 +16,9 @@ module to revisit.
   state that Avalanche keeps where a checkpoint or a memory count must look
   for it (``Cumulative``'s data, an unmasked head's ``active_units``, AGEM's
   buffer iterator);
+* :class:`PaddedMultiTaskModule` -- ``MultiTaskModule.forward`` pads a task's logits
+  with zeros up to the widest head, and a padded zero wins the argmax whenever the
+  task's own logits are all negative;
 * :func:`widest_head` -- a ``MultiTaskModule`` sizes its output for a batch of
   several tasks by the classes seen, not by its heads' ``initial_out_features``,
   so a model with heads wider than their classes cannot run such a batch;
@@ -39,6 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.packnet import PackNetModel
@@ -65,6 +69,8 @@ __all__ = [
     "rebuild_after_restore",
     "EvalAdaptation",
     "PostAdaptReplayPlugin",
+    "PaddedMultiTaskModule",
+    "PAD_LOGIT",
     "widest_head",
     "task_labelled_dataset",
     "RankSlicedLoader",
@@ -233,6 +239,47 @@ def rebuild_after_restore(plugin) -> None:
             persistent_workers=False,
         )
         plugin.buffer_dliter = iter(plugin.buffer_dataloader)
+
+
+PAD_LOGIT = -1000.0
+"""The logit of a padded output column: ``MultiHeadClassifier``'s own ``mask_value``,
+what it writes into a head's inactive units."""
+
+
+class PaddedMultiTaskModule(MultiTaskModule):
+    """A ``MultiTaskModule`` whose output pads each task's logits with :data:`PAD_LOGIT`.
+
+    ``MultiTaskModule.forward`` with a tensor of task labels (what Avalanche's
+    strategies pass) writes each task's logits into a tensor of zeros ``max_class_label``
+    columns wide. When tasks have heads of different widths (ASC: 2-class Bing tasks
+    beside 3-class SemEval ones), a narrower task's padded zeros act as logits: the
+    argmax predicts a class the task does not have whenever its own logits are all
+    negative, and the training loss's softmax puts mass on them. Measured on ASC: after
+    a 3-class task was learned, a 2-class task learned earlier lost one of its 31 test
+    sentences to the padding, which the runner reported as forgetting although no
+    parameter the task uses had changed. Padded here, a column never wins the argmax
+    and weighs nothing in the softmax (``exp(-1000)`` is 0 in float32), so every task
+    is trained and scored on its own classes, whatever the other heads' widths.
+    """
+
+    def forward(self, x: Tensor, task_labels: Tensor | int | None) -> Tensor:
+        if task_labels is None or isinstance(task_labels, int):
+            return super().forward(x, task_labels)
+        tasks = torch.unique(task_labels)
+        if len(tasks) == 1:
+            logits = self.forward_single_task(x, int(tasks[0]))
+            width = max(self.max_class_label, logits.shape[1])
+            return F.pad(logits, (0, width - logits.shape[1]), value=PAD_LOGIT)
+        parts = [
+            (rows, self.forward_single_task(x[rows], int(task)))
+            for task in tasks
+            for rows in [task_labels == task]
+        ]
+        width = max(self.max_class_label, *(logits.shape[1] for _, logits in parts))
+        out = parts[0][1].new_full((len(task_labels), width), PAD_LOGIT)
+        for rows, logits in parts:
+            out[rows, : logits.shape[1]] = logits
+        return out
 
 
 def widest_head(module: MultiTaskModule) -> None:

@@ -2,12 +2,19 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _helpers import quiet_evaluator
+from avalanche.models import MultiTaskModule
 from avalanche.training import Naive
 from avalanche.training.plugins import SynapticIntelligencePlugin
 
 from avalanche_ctr.benchmarks import SplitDigits
-from avalanche_ctr.compat import CopyingSIPlugin, ZeroLossMASPlugin
+from avalanche_ctr.compat import (
+    PAD_LOGIT,
+    CopyingSIPlugin,
+    PaddedMultiTaskModule,
+    ZeroLossMASPlugin,
+)
 from avalanche_ctr.experiments.backbones import MultiHeadMLP
 
 
@@ -125,3 +132,35 @@ def test_heads_wider_than_their_classes_run_a_batch_of_several_tasks(supermask):
 def test_head_units_must_be_positive():
     with pytest.raises(ValueError, match="head_units must be a positive number of units, got 0"):
         MultiHeadMLP(64, (32,), head_units=0)
+
+
+class _TwoWidths(PaddedMultiTaskModule):
+    """Task 0 has a 2-class head with negative logits, task 1 a 3-class head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_class_label = 3
+
+    def forward_single_task(self, x, task_label):
+        if task_label == 0:
+            return torch.stack([x[:, 0] - 3.0, x[:, 0] - 1.0], dim=1)
+        return torch.stack([x[:, 0], x[:, 0] + 1.0, x[:, 0] - 1.0], dim=1)
+
+
+def test_padded_columns_never_win_and_weigh_nothing():
+    model = _TwoWidths()
+    x = torch.zeros(4, 1)
+    labels = torch.tensor([0, 1, 0, 1])
+    out = model(x, labels)
+    assert out.argmax(dim=1).tolist() == [1, 1, 1, 1]  # task 0 predicts its own class 1
+    assert torch.equal(out[labels == 0, 2], torch.full((2,), PAD_LOGIT))
+    single = model(x[:2], torch.tensor([0, 0]))
+    assert single.shape == (2, 3) and single.argmax(dim=1).tolist() == [1, 1]
+    own = model.forward_single_task(x[:2], 0)
+    targets = torch.tensor([1, 0])
+    assert torch.allclose(F.cross_entropy(single, targets), F.cross_entropy(own, targets))
+    # what Avalanche's own padding does with the same logits: the zero column wins
+    assert MultiTaskModule.forward(model, x[:2], torch.tensor([0, 0])).argmax(dim=1).tolist() == [
+        2,
+        2,
+    ]

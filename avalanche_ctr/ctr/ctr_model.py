@@ -9,9 +9,10 @@ import math
 
 import torch
 import torch.distributed as dist
-from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.models import MultiHeadClassifier
 from torch import Tensor, nn
 
+from avalanche_ctr.compat import PaddedMultiTaskModule
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
 from avalanche_ctr.ctr.task_masks import HATMask
 from avalanche_ctr.masking import PartialFreeze
@@ -30,7 +31,7 @@ KSM_INITS = ("zero", "random")
 """Initialisations of the KSM's projection (:class:`CTRModel` ``ksm_init``)."""
 
 
-class CTRModel(MultiTaskModule):
+class CTRModel(PaddedMultiTaskModule):
     """A frozen BERT-family encoder with two CL-plugins per transformer layer and
     per-task classification heads on the pooled representation.
 

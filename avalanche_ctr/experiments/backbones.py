@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.models import MultiHeadClassifier
 from avalanche.models.packnet import PackNetModel
 from torch import Tensor, nn
 
-from avalanche_ctr.compat import widest_head
+from avalanche_ctr.compat import PaddedMultiTaskModule, widest_head
 
 __all__ = ["multi_head", "MultiHeadMLP", "MaskedOutputMLP", "MultiHeadConvNet", "PackNetMultiHead"]
 
@@ -49,7 +49,7 @@ def _mlp_features(input_size: int, hidden_sizes: tuple[int, ...]) -> tuple[nn.Se
     return nn.Sequential(*layers), width
 
 
-class _MultiHeadNet(MultiTaskModule):
+class _MultiHeadNet(PaddedMultiTaskModule):
     """A backbone ``features`` followed by one classification head per task."""
 
     features: nn.Module

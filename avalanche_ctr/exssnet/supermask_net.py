@@ -20,7 +20,7 @@ from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from avalanche_ctr.compat import widest_head
+from avalanche_ctr.compat import PaddedMultiTaskModule, widest_head
 from avalanche_ctr.exssnet.supermask import (
     SupermaskConv1d,
     SupermaskConv2d,
@@ -90,7 +90,7 @@ class FrozenModule(nn.Module):
         return self.module(*args, **kwargs)
 
 
-class SupermaskNet(MultiTaskModule):
+class SupermaskNet(PaddedMultiTaskModule):
     """A model whose Linear / Conv1d / Conv2d layers are supermask layers.
 
     Build it with :func:`convert_to_supermask`.

@@ -18,9 +18,10 @@ passes task labels, growing one head per task through
 from __future__ import annotations
 
 import torch.nn.functional as F
-from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.models import MultiHeadClassifier
 from torch import Tensor, nn
 
+from avalanche_ctr.compat import PaddedMultiTaskModule
 from avalanche_ctr.text_encoder import (
     TaskContext,
     check_pooling,
@@ -51,7 +52,7 @@ class Adapter(nn.Module):
         return h + F.gelu(self.fc2(F.gelu(self.fc1(h))))
 
 
-class AdapterBERT(MultiTaskModule):
+class AdapterBERT(PaddedMultiTaskModule):
     """A frozen BERT-family encoder, optionally with one adapter shared by all tasks
     in each of two places per layer, and per-task heads on the pooled output.
 
