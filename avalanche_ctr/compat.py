@@ -266,6 +266,8 @@ class PaddedMultiTaskModule(MultiTaskModule):
         if task_labels is None or isinstance(task_labels, int):
             return super().forward(x, task_labels)
         tasks = torch.unique(task_labels)
+        if len(tasks) == 0:
+            return torch.full((0, self.max_class_label), PAD_LOGIT, device=task_labels.device)
         if len(tasks) == 1:
             logits = self.forward_single_task(x, int(tasks[0]))
             width = max(self.max_class_label, logits.shape[1])

@@ -38,6 +38,7 @@ def main() -> None:
     flat = dict(identity["settings"])
     if args.data_root is not None:
         flat["data_root"] = args.data_root
+    flat.pop("pad_logit", None)  # recorded by runs made after the padding fix, not a setting
     options = {name: flat.pop(name) for name in list(flat) if name in all_options()}
     settings = Settings(**flat, options=options)
     record = get_strategy(identity["strategy"])

@@ -149,18 +149,20 @@ class _TwoWidths(PaddedMultiTaskModule):
 
 def test_padded_columns_never_win_and_weigh_nothing():
     model = _TwoWidths()
-    x = torch.zeros(4, 1)
-    labels = torch.tensor([0, 1, 0, 1])
+    x = torch.rand(6, 1)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
     out = model(x, labels)
-    assert out.argmax(dim=1).tolist() == [1, 1, 1, 1]  # task 0 predicts its own class 1
-    assert torch.equal(out[labels == 0, 2], torch.full((2,), PAD_LOGIT))
-    single = model(x[:2], torch.tensor([0, 0]))
+    assert out.argmax(dim=1).tolist() == [1] * 6  # task 0 predicts its own class 1
+    expected = MultiTaskModule.forward(model, x, labels)
+    expected[labels == 0, 2] = PAD_LOGIT  # Avalanche's output, padded with PAD_LOGIT
+    assert torch.equal(out, expected)
+    assert model(x[:0], labels[:0]).shape == (0, 3)
+    x = torch.zeros(2, 1)
+    single = model(x, torch.tensor([0, 0]))
     assert single.shape == (2, 3) and single.argmax(dim=1).tolist() == [1, 1]
-    own = model.forward_single_task(x[:2], 0)
+    own = model.forward_single_task(x, 0)
     targets = torch.tensor([1, 0])
     assert torch.allclose(F.cross_entropy(single, targets), F.cross_entropy(own, targets))
     # what Avalanche's own padding does with the same logits: the zero column wins
-    assert MultiTaskModule.forward(model, x[:2], torch.tensor([0, 0])).argmax(dim=1).tolist() == [
-        2,
-        2,
-    ]
+    zero_padded = MultiTaskModule.forward(model, x, torch.tensor([0, 0]))
+    assert zero_padded.argmax(dim=1).tolist() == [2, 2]

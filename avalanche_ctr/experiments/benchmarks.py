@@ -50,6 +50,9 @@ class BenchmarkSpec:
         network the supermask strategies mask over the frozen encoder
         (:class:`~avalanche_ctr.models.KimCNN`, ExSSNeT's text model); called with
         ``layer=`` too when ``--encoder-layer`` is given.
+    :param mixed_widths: its tasks have different numbers of classes, so how a model pads
+        a narrower head's logits (:class:`~avalanche_ctr.compat.PaddedMultiTaskModule`)
+        changes results, and a run records it.
     """
 
     name: str
@@ -60,6 +63,7 @@ class BenchmarkSpec:
     backbone: Callable[[Any], nn.Module] | None = None
     output_layers: tuple[str, ...] = ("heads",)
     supermask_model: Callable[..., nn.Module] | None = None
+    mixed_widths: bool = False
 
 
 def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
@@ -178,10 +182,10 @@ def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> 
     if task_order is None:
         names = paper
     elif task_order.startswith("random:"):
-        seed = task_order.removeprefix("random:")
-        if not seed.strip().lstrip("-").isdigit():
+        seed = task_order.removeprefix("random:").strip()
+        if not seed.isdigit():
             raise UsageError(
-                f"--task-order {task_order!r}: give random:S with an integer seed S, e.g. random:1"
+                f"--task-order {task_order!r}: give random:S with a seed S >= 0, e.g. random:1"
             )
         names = paper
         random.Random(int(seed)).shuffle(names)
@@ -323,6 +327,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             _text("asc"),
             {**_TEXT, "epochs": 2, "n_train": None},
             supermask_model=_kim_cnn(3),
+            mixed_widths=True,
         ),
     )
 }

@@ -33,6 +33,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from avalanche_ctr.compat import PAD_LOGIT
 from avalanche_ctr.ctr.diagnostics import CTRDiagnostics
 from avalanche_ctr.distributed import (
     DistributedTraining,
@@ -205,6 +206,9 @@ class Settings:
         """The settings as a JSON-ready flat dict (what a run's results depend on): the
         common settings and the resolved options of ``strategies`` (default: none)."""
         flat = {key: getattr(self, key) for key in _COMMON}
+        if self.spec.mixed_widths:
+            # runs made before the padding fix lack it and are refused, not mixed in
+            flat["pad_logit"] = PAD_LOGIT
         for name in strategies or []:
             flat.update(self.strategy_options(get_strategy(name)))
         return flat

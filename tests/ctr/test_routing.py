@@ -105,6 +105,15 @@ def test_batched_capsules_equal_one_capsule_at_a_time():
 
     expected = torch.stack([squash(c(h)) for c in layer.capsules[:3]], dim=2)
     assert torch.allclose(layer(h, 3), expected, atol=1e-6)
+    for index in (0, 2):  # frozen and trained capsules interleaved
+        layer.capsules[index].requires_grad_(False)
+    h.requires_grad_(True)
+    expected = torch.stack([squash(c(h)) for c in layer.capsules], dim=2)
+    out = layer(h, 4)
+    assert torch.allclose(out, expected, atol=1e-6)
+    out.sum().backward()
+    assert [c.fc1.weight.grad is not None for c in layer.capsules] == [False, True, False, True]
+    assert h.grad is not None and h.grad.abs().sum() > 0
 
 
 def test_ctr_outputs_do_not_depend_on_padding(tokenizer):

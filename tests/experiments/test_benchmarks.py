@@ -47,7 +47,8 @@ def test_a_random_order_is_a_permutation_that_the_run_seed_does_not_change(dsc_s
 @pytest.mark.parametrize(
     ("name", "order", "message"),
     [
-        ("asc", "random:one", r"give random:S with an integer seed S"),
+        ("asc", "random:one", r"give random:S with a seed S >= 0"),
+        ("asc", "random:-1", r"give random:S with a seed S >= 0"),
         ("asc", " , ", r"--task-order is empty"),
         ("dsc", "Pet_Supplies,Pet_Supplies", r"names \['Pet_Supplies'\] more than once"),
         ("asc", "XuSemEval14_rest,Bing9domains_Nope", r"unknown asc task\(s\) \['Bing9domains_No"),
