@@ -118,3 +118,15 @@ def test_a_resumed_run_keeps_recording_the_diagnostics(tmp_path, monkeypatch):
     )
     assert len(whole["diagnostics"]) == whole["n_experiences"]
     assert resumed["diagnostics"] == whole["diagnostics"]
+
+
+def test_an_asc_run_made_before_the_padding_fix_is_refused(tmp_path):
+    from avalanche_ctr.checkpoint import CheckpointError
+
+    settings = Settings(benchmark="asc")
+    here = {"strategy": "ctr", "seed": 0, "settings": settings.config()}
+    before = {**here, "settings": {k: v for k, v in here["settings"].items() if k != "pad_logit"}}
+    runner._check_same_run(here, here, tmp_path, settings.spec)  # the same run is accepted
+    with pytest.raises(CheckpointError, match="pad_logit=None there, -1000.0 here"):
+        runner._check_same_run(before, here, tmp_path, settings.spec)
+    assert "pad_logit" not in Settings(benchmark="dsc").config()  # 2-class tasks: runs stay valid
