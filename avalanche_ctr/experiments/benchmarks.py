@@ -183,7 +183,7 @@ def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> 
         names = paper
     elif task_order.startswith("random:"):
         seed = task_order.removeprefix("random:").strip()
-        if not seed.isdigit():
+        if not (seed.isascii() and seed.isdigit()):
             raise UsageError(
                 f"--task-order {task_order!r}: give random:S with a seed S >= 0, e.g. random:1"
             )
