@@ -21,10 +21,9 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.checkpoint import load_model, read_checkpoint
-from avalanche_ctr.experiments.runner import Settings, experience_metric
-from avalanche_ctr.experiments.strategies import StrategyContext, all_options, get_strategy
+from avalanche_ctr.experiments.runner import Settings, build_strategy, experience_metric
+from avalanche_ctr.experiments.strategies import all_options, get_strategy
 from avalanche_ctr.metrics import macro_f1_metrics
-from avalanche_ctr.text_encoder import load_encoder
 
 
 def main() -> None:
@@ -46,22 +45,7 @@ def main() -> None:
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True), *macro_f1_metrics(experience=True), loggers=[]
     )
-    spec = settings.spec
-    context = StrategyContext(
-        settings=settings,
-        options=settings.strategy_options(record),
-        backbone=(lambda: spec.backbone(settings)) if spec.backbone else None,
-        encoder=(lambda: load_encoder(settings.encoder)) if spec.modality == "text" else None,
-        common={
-            "criterion": torch.nn.CrossEntropyLoss(),
-            "train_mb_size": settings.batch_size,
-            "eval_mb_size": settings.eval_batch_size,
-            "device": settings.device,
-            "plugins": [],
-            "evaluator": evaluator,
-        },
-    )
-    strategy = record.build(context, record)
+    strategy = build_strategy(settings, record, plugins=[], evaluator=evaluator)
     load_model(args.checkpoint, strategy.model)
     metrics = strategy.eval(benchmark.test_stream)
     n = len(benchmark.test_stream)

@@ -75,6 +75,7 @@ __all__ = [
     "check_device",
     "check_strategies",
     "ablation_pairs",
+    "build_strategy",
 ]
 
 
@@ -298,6 +299,30 @@ def check_strategies(settings: Settings, strategies: list[str]) -> list[Strategy
     return records
 
 
+def build_strategy(
+    settings: Settings, registered: StrategyRecord, *, plugins: list, evaluator: Any
+) -> Any:
+    """``registered``'s strategy for ``settings``, built as every run builds it (the
+    benchmark's backbone or text encoder, cross-entropy, the settings' batch sizes and
+    device), with ``plugins`` and ``evaluator``."""
+    spec = settings.spec
+    context = StrategyContext(
+        settings=settings,
+        options=settings.strategy_options(registered),
+        backbone=(lambda: spec.backbone(settings)) if spec.backbone else None,
+        encoder=(lambda: load_encoder(settings.encoder)) if spec.modality == "text" else None,
+        common={
+            "criterion": torch.nn.CrossEntropyLoss(),
+            "train_mb_size": settings.batch_size,
+            "eval_mb_size": settings.eval_batch_size,
+            "device": settings.device,
+            "plugins": plugins,
+            "evaluator": evaluator,
+        },
+    )
+    return registered.build(context, registered)
+
+
 def run_one(
     settings: Settings,
     strategy_name: str,
@@ -376,21 +401,7 @@ def _run(
         ctr_diagnostics,
         loggers=[logger] if logger is not None else [],
     )
-    context = StrategyContext(
-        settings=settings,
-        options=options,
-        backbone=(lambda: spec.backbone(settings)) if spec.backbone else None,
-        encoder=(lambda: load_encoder(settings.encoder)) if spec.modality == "text" else None,
-        common={
-            "criterion": torch.nn.CrossEntropyLoss(),
-            "train_mb_size": settings.batch_size,
-            "eval_mb_size": settings.eval_batch_size,
-            "device": settings.device,
-            "plugins": plugins,
-            "evaluator": evaluator,
-        },
-    )
-    strategy = registered.build(context, registered)
+    strategy = build_strategy(settings, registered, plugins=plugins, evaluator=evaluator)
     unsupported = unsupported_plugins(strategy) if is_distributed() else []
     if unsupported:
         raise UsageError(
