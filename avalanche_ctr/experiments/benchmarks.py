@@ -223,7 +223,7 @@ def _text(name: str):
                 max_length=settings.max_length,
                 seed=seed,
                 dev=settings.best_dev_epoch,
-                **{keyword: text_tasks(name, settings.task_order, settings.n_experiences)},
+                **{keyword: settings.task_names},
             )
         except FileNotFoundError as error:
             raise BenchmarkDataError(str(error)) from None

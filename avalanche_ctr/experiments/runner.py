@@ -181,6 +181,14 @@ class Settings:
     def spec(self) -> BenchmarkSpec:
         return get_benchmark(self.benchmark)
 
+    @property
+    def task_names(self) -> list[str] | None:
+        """The text benchmark's tasks in this run's order, ``--task-order`` resolved
+        (``None`` for the image benchmarks, whose tasks have no names)."""
+        if self.spec.modality != "text":
+            return None
+        return text_tasks(self.benchmark, self.task_order, self.n_experiences)
+
     def _check_encoder_layer(self, layer: Any) -> None:
         """``--encoder-layer`` names a layer of this run's text encoder (checked before any
         run starts, from the encoder's config)."""
@@ -584,7 +592,15 @@ def compare(
         ]
     if is_main_process():
         (out / "runs.json").write_text(
-            json.dumps({"settings": settings.config(strategies), "runs": records}, indent=1) + "\n"
+            json.dumps(
+                {
+                    "settings": settings.config(strategies),
+                    "tasks": settings.task_names,
+                    "runs": records,
+                },
+                indent=1,
+            )
+            + "\n"
         )
         write_report(records, settings, out, ablation_pairs(strategies))
     return records

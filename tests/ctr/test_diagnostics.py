@@ -19,6 +19,7 @@ from avalanche_ctr.cli import main
 from avalanche_ctr.ctr import CTRDiagnostics
 from avalanche_ctr.ctr.diagnostics import free_fractions, plugin_names
 from avalanche_ctr.experiments.backbones import MultiHeadMLP
+from avalanche_ctr.experiments.benchmarks import text_tasks
 from avalanche_ctr.experiments.report import (
     CTR_DIAGNOSTICS,
     aggregate,
@@ -214,13 +215,15 @@ def test_compare_records_and_reports_the_diagnostics(tmp_path, tokenizer):
     out = tmp_path / "out"
     options = ["--max-length", "16", "--n-train", "8", "--epochs", "1", "--batch-size", "8"]
     options += ["--seeds", "0", "--threads", "1", "--n-experiences", "3", "--best-dev-epoch"]
-    options += ["--hat-lr", "0.05", "--warmup", "0.1"]
+    options += ["--hat-lr", "0.05", "--warmup", "0.1", "--task-order", "random:3"]
     main(
         ["compare", "--strategies", "ctr,adapter_hat", "--benchmark", "dsc"]
         + ["--data-root", str(data), "--encoder", str(encoder), *options]
         + ["--out", str(out), "--no-progress"]
     )
-    run, ablation = json.loads((out / "runs.json").read_text())["runs"]
+    recorded = json.loads((out / "runs.json").read_text())
+    assert recorded["tasks"] == text_tasks("dsc", "random:3", None)[:3]  # the order resolved
+    run, ablation = recorded["runs"]
     assert len(run["ctr_diagnostics"]) == run["n_experiences"] == 3
     assert "GateOnRate/Layer0.Attention/Source001" in run["ctr_diagnostics"][-1]
     assert 0.0 <= run["summary"]["ctr_free_fraction"] <= 1.0
