@@ -135,10 +135,7 @@ class CLPlugin(nn.Module):
             return h
         if self.ksm is None:
             return h + self.tsm(h, task, context.s)
-        keep = context.keep
-        if keep is None:
-            keep = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
-        transfer, self.last_gates = self.ksm(h, keep, task, context.s, context.generator)
+        transfer, self.last_gates = self.ksm(h, context.keep, task, context.s, context.generator)
         return h + self.tsm(h + transfer, task, context.s)
 
 

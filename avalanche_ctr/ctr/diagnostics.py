@@ -81,7 +81,7 @@ class _Accumulator:
         self.samples = 0
 
     @torch.no_grad()
-    def add(self, transfer: Tensor, gates: Tensor, keep: Tensor) -> None:
+    def add(self, transfer: Tensor, gates: Tensor, keep: Tensor | None) -> None:
         hidden = self.hidden
         self.hidden = None
         if hidden is None:
@@ -89,8 +89,10 @@ class _Accumulator:
                 "CTRDiagnostics saw a transfer routing run outside its CL-plugin; it needs "
                 "CTRModel's CL-plugins to call their routing from their own forward"
             )
-        norm_h = float(hidden[keep].norm())
-        self.ratio_sum += float(transfer[keep].norm()) / norm_h if norm_h > 0 else 0.0
+        if keep is not None:  # real tokens only
+            hidden, transfer = hidden[keep], transfer[keep]
+        norm_h = float(hidden.norm())
+        self.ratio_sum += float(transfer.norm()) / norm_h if norm_h > 0 else 0.0
         self.batches += 1
         total = gates.sum(dim=0)
         self.gate_sum = total if self.gate_sum is None else self.gate_sum + total

@@ -230,7 +230,7 @@ class KnowledgeSharingModule(nn.Module):
         convs: nn.ModuleList,
         capsules: Tensor,
         routes: Tensor,
-        keep: Tensor,
+        keep: Tensor | None,
         extra: Tensor | None = None,
     ) -> Tensor:
         """The task-similarity features of Sec. 3.2.2: for each source ``i``, the
@@ -240,7 +240,7 @@ class KnowledgeSharingModule(nn.Module):
 
         :param capsules: (B, L, n, capsule_dim) task capsules ``p_i`` of ``n`` sources.
         :param routes: (n, n_transfer, capsule_dim, capsule_dim) their ``W_{i·}``.
-        :param keep: (B, L) boolean, ``False`` at padded tokens.
+        :param keep: (B, L) boolean, ``False`` at padded tokens; ``None``: no padding.
         :param extra: (B, channels) added to every kernel's pooled channels.
         :return: (B, n, channels · len(kernel_sizes)).
 
@@ -256,10 +256,12 @@ class KnowledgeSharingModule(nn.Module):
         weight = weight.unflatten(1, (self.n_transfer, self.capsule_dim))
         kernels = torch.einsum("ojdk,ijdc->iock", weight, routes)
         size = kernels.shape[-1]
-        x = (capsules * keep[:, :, None, None]).permute(0, 2, 3, 1)
+        if keep is not None:
+            capsules = capsules * keep[:, :, None, None]
+        x = capsules.permute(0, 2, 3, 1)
         windows = F.pad(x, (size // 2, size - 1 - size // 2)).unfold(-1, size, 1)
         y = torch.einsum("bnclk,nock->nblo", windows, kernels)
-        if not keep.all():
+        if keep is not None:
             y = y.masked_fill(~keep[None, :, :, None], float("-inf"))
         pooled = y.max(dim=2).values.transpose(0, 1) + bias
         if extra is not None:
@@ -275,7 +277,7 @@ class KnowledgeSharingModule(nn.Module):
     def forward(
         self,
         h: Tensor,
-        keep: Tensor,
+        keep: Tensor | None,
         task: int,
         s: float | None,
         generator: torch.Generator | None = None,
@@ -283,7 +285,7 @@ class KnowledgeSharingModule(nn.Module):
         """Task ``task``'s transfer output for ``h``.
 
         :param h: (B, L, hidden) hidden states.
-        :param keep: (B, L) boolean, ``False`` at padded tokens.
+        :param keep: (B, L) boolean, ``False`` at padded tokens; ``None``: no padding.
         :param task: index of the routing task ``t``; tasks ``0 .. t`` take part.
         :param s: HAT scale of the training masks, or ``None`` for the binary test-time
             masks.
@@ -300,7 +302,9 @@ class KnowledgeSharingModule(nn.Module):
         z = z * self.mask_similarity.mask(task, s)
         gates = binary_gate(self.gates[task](z), training=self.training, generator=generator)
         attention = self.attentions[task](z)
-        priors = self.pre_route(capsules, routes) * keep[:, :, None, None]
+        priors = self.pre_route(capsules, routes)
+        if keep is not None:
+            priors = priors * keep[:, :, None, None]
         votes = gates[:, None, :, None] * attention[:, None] * priors
         transfer = self.project(votes.sum(dim=2)) * self.mask_project.mask(task, s)
         return transfer, gates

@@ -49,6 +49,22 @@ def test_similarity_features_equal_the_papers_convolutions():
     assert torch.allclose(features, torch.stack(expected, dim=1), atol=1e-5)
 
 
+def test_no_padding_mask_routes_as_a_mask_that_keeps_every_token():
+    module = ksm()
+    with torch.no_grad():
+        module.project.weight.normal_()  # a transfer that is not zero
+    h = torch.randn(4, 9, 16)
+    everything = torch.ones(4, 9, dtype=torch.bool)
+    for s in (None, 1.0):  # test-time masks, argmax gates; training masks, Gumbel gates
+        module.train(s is not None)
+        outputs = [
+            module(h, keep, 2, s, torch.Generator().manual_seed(3)) for keep in (None, everything)
+        ]
+        assert not torch.equal(outputs[0][0], torch.zeros_like(outputs[0][0]))
+        assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-6)
+        assert torch.equal(outputs[0][1], outputs[1][1])  # the same gates
+
+
 def test_gumbel_gates_follow_the_given_generator_only():
     logits = torch.randn(64, 2)
     global_state = torch.get_rng_state()
