@@ -5,7 +5,10 @@ On the test suite's tiny templated sentiment data (a random 2-layer BERT, no dow
 "books" again with ``--n-few`` sentences; both are tested on held-out sentences. CTR and
 its ablation without KSM (c) run paired (same seed, same random numbers outside the KSM);
 the script prints, per seed, both tasks' accuracies for both systems and the mean
-difference CTR − (c) on task 1. Example::
+difference CTR − (c) on task 1. It also reads task 1's test sentences through task 1's
+CL-plugins (its masks, and with CTR its routing) but task 0's head: whether what task 0
+learned reaches task 1's representation, apart from the new head learned from few
+samples. Example::
 
     python benchmarks/ctr_repeat_probe.py --n-few 16 --epochs 30 --seeds 0,1,2,3 [--gate-bias 4]
 """
@@ -31,13 +34,21 @@ from avalanche_ctr.models import CTRModel  # noqa: E402
 from avalanche_ctr.training import CTR  # noqa: E402
 
 
-def accuracy(model: CTRModel, experience, task: int) -> float:
+def accuracy(model: CTRModel, experience, task: int, head: int | None = None) -> float:
+    """Accuracy on ``experience`` through task ``task``'s CL-plugins and task ``head``'s
+    head (default: its own)."""
     dataset = experience.dataset.eval()
     x = torch.stack([dataset[i][0] for i in range(len(dataset))])
     y = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    heads = model.classifier.classifiers
+    own = heads[str(task)]
+    heads[str(task)] = heads[str(task if head is None else head)]
     model.eval()
-    with torch.no_grad():
-        return float((model(x, task).argmax(dim=1) == y).float().mean())
+    try:
+        with torch.no_grad():
+            return float((model(x, task).argmax(dim=1) == y).float().mean())
+    finally:
+        heads[str(task)] = own
 
 
 def main() -> None:
@@ -80,12 +91,15 @@ def main() -> None:
             )
             for experience in stream.train_stream:
                 strategy.train(experience)
-            result[sharing] = [accuracy(model, stream.test_stream[t], t) for t in (0, 1)]
-        differences.append(100 * (result[True][1] - result[False][1]))
+            test = stream.test_stream
+            result[sharing] = [100 * accuracy(model, test[t], t) for t in (0, 1)]
+            result[sharing].append(100 * accuracy(model, test[1], 1, head=0))
+        differences.append(result[True][1] - result[False][1])
         print(
-            f"seed {seed}: CTR tasks 0/1 {100 * result[True][0]:.1f} / {100 * result[True][1]:.1f}"
-            f" %, (c) {100 * result[False][0]:.1f} / {100 * result[False][1]:.1f} %, "
-            f"task 1 CTR − (c) {differences[-1]:+.1f} pts",
+            f"seed {seed}: CTR tasks 0/1 {result[True][0]:.1f} / {result[True][1]:.1f} %, "
+            f"(c) {result[False][0]:.1f} / {result[False][1]:.1f} %, task 1 CTR − (c) "
+            f"{differences[-1]:+.1f} pts; task 1 read by task 0's head: CTR "
+            f"{result[True][2]:.1f} %, (c) {result[False][2]:.1f} %",
             flush=True,
         )
     print(f"mean task-1 difference CTR − (c): {statistics.fmean(differences):+.2f} pts")
