@@ -8,9 +8,11 @@ the script prints, per seed, both tasks' accuracies for both systems and the mea
 difference CTR − (c) on task 1. It also reads task 1's test sentences through task 1's
 CL-plugins (its masks, and with CTR its routing) but task 0's head: whether what task 0
 learned reaches task 1's representation, apart from the new head learned from few
-samples. Example::
+samples; and through task 0's head over the frozen encoder alone (every CL-plugin off),
+which says how much of task 0's knowledge needed the CL-plugins at all. Example::
 
-    python benchmarks/ctr_repeat_probe.py --n-few 16 --epochs 30 --seeds 0,1,2,3 [--gate-bias 4]
+    python benchmarks/ctr_repeat_probe.py --n-few 16 --epochs 30 --seeds 0,1,2,3 \
+        [--gate-bias 4] [--mask-init-mean -1]
 """
 
 from __future__ import annotations
@@ -31,15 +33,20 @@ from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
 
 from avalanche_ctr.benchmarks import text_benchmark  # noqa: E402
 from avalanche_ctr.models import CTRModel  # noqa: E402
+from avalanche_ctr.text_encoder import pool_hidden, split_text_inputs  # noqa: E402
 from avalanche_ctr.training import CTR  # noqa: E402
+
+
+def samples(experience) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset = experience.dataset.eval()
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return x, torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
 
 
 def accuracy(model: CTRModel, experience, task: int, head: int | None = None) -> float:
     """Accuracy on ``experience`` through task ``task``'s CL-plugins and task ``head``'s
     head (default: its own)."""
-    dataset = experience.dataset.eval()
-    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    y = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    x, y = samples(experience)
     heads = model.classifier.classifiers
     own = heads[str(task)]
     heads[str(task)] = heads[str(task if head is None else head)]
@@ -51,6 +58,23 @@ def accuracy(model: CTRModel, experience, task: int, head: int | None = None) ->
         heads[str(task)] = own
 
 
+def frozen_accuracy(model: CTRModel, experience, head: int) -> float:
+    """Accuracy on ``experience`` of task ``head``'s head over the frozen encoder alone
+    (no task: every CL-plugin passes its input through, as for a task never trained)."""
+    x, y = samples(experience)
+    input_ids, attention_mask, token_type_ids = split_text_inputs(x, "CTRModel")
+    model.eval()
+    model.context.task = None
+    with torch.no_grad():
+        hidden = model.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        logits = model.classifier.classifiers[str(head)](
+            pool_hidden(hidden, attention_mask, model.pooling)
+        )
+    return float((logits.argmax(dim=1) == y).float().mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-few", type=int, default=16)
@@ -59,6 +83,7 @@ def main() -> None:
     parser.add_argument("--hat-lr", type=float, default=0.05)
     parser.add_argument("--ksm-init", default="zero")
     parser.add_argument("--gate-bias", type=float, default=0.0)
+    parser.add_argument("--mask-init-mean", type=float, default=0.0)
     parser.add_argument("--seeds", default="0,1,2,3")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,6 +103,7 @@ def main() -> None:
                 capsule_hidden=8,
                 routing_channels=8,
                 knowledge_sharing=sharing,
+                mask_init_mean=args.mask_init_mean,
                 **extra,
             )
             torch.manual_seed(seed)
@@ -94,12 +120,14 @@ def main() -> None:
             test = stream.test_stream
             result[sharing] = [100 * accuracy(model, test[t], t) for t in (0, 1)]
             result[sharing].append(100 * accuracy(model, test[1], 1, head=0))
+            result[sharing].append(100 * frozen_accuracy(model, test[1], head=0))
         differences.append(result[True][1] - result[False][1])
         print(
             f"seed {seed}: CTR tasks 0/1 {result[True][0]:.1f} / {result[True][1]:.1f} %, "
             f"(c) {result[False][0]:.1f} / {result[False][1]:.1f} %, task 1 CTR − (c) "
             f"{differences[-1]:+.1f} pts; task 1 read by task 0's head: CTR "
-            f"{result[True][2]:.1f} %, (c) {result[False][2]:.1f} %",
+            f"{result[True][2]:.1f} %, (c) {result[False][2]:.1f} %; by task 0's head over "
+            f"the frozen encoder alone: {result[True][3]:.1f} % / {result[False][3]:.1f} %",
             flush=True,
         )
     print(f"mean task-1 difference CTR − (c): {statistics.fmean(differences):+.2f} pts")
