@@ -49,9 +49,9 @@ def accuracy(model: CTRModel, experience, task: int, head: int | None = None) ->
     x, y = samples(experience)
     heads = model.classifier.classifiers
     own = heads[str(task)]
-    heads[str(task)] = heads[str(task if head is None else head)]
     model.eval()
     try:
+        heads[str(task)] = heads[str(task if head is None else head)]
         with torch.no_grad():
             return float((model(x, task).argmax(dim=1) == y).float().mean())
     finally:
@@ -64,14 +64,18 @@ def frozen_accuracy(model: CTRModel, experience, head: int) -> float:
     x, y = samples(experience)
     input_ids, attention_mask, token_type_ids = split_text_inputs(x, "CTRModel")
     model.eval()
+    task = model.context.task
     model.context.task = None
-    with torch.no_grad():
-        hidden = model.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        logits = model.classifier.classifiers[str(head)](
-            pool_hidden(hidden, attention_mask, model.pooling)
-        )
+    try:
+        with torch.no_grad():
+            hidden = model.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            logits = model.classifier.classifiers[str(head)](
+                pool_hidden(hidden, attention_mask, model.pooling)
+            )
+    finally:
+        model.context.task = task
     return float((logits.argmax(dim=1) == y).float().mean())
 
 

@@ -327,7 +327,7 @@ class CTRModel(PaddedMultiTaskModule):
         input_ids, attention_mask, token_type_ids = split_text_inputs(x, "CTRModel")
         self.context.task = labels.index(task_label) if task_label in labels else None
         self.context.s = self.s if self.training else None
-        # one host sync per forward: the plugins skip the padding masks when there is none
+        # checked once per forward, not in every CL-plugin: no padding, no padding masks
         self.context.keep = None if bool(attention_mask.all()) else attention_mask.bool()
         self.context.generator = (
             self._training_generator(input_ids.device) if self.training else None
