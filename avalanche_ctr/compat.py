@@ -272,11 +272,10 @@ class PaddedMultiTaskModule(MultiTaskModule):
             logits = self.forward_single_task(x, int(tasks[0]))
             width = max(self.max_class_label, logits.shape[1])
             return F.pad(logits, (0, width - logits.shape[1]), value=PAD_LOGIT)
-        parts = [
-            (rows, self.forward_single_task(x[rows], int(task)))
-            for task in tasks
-            for rows in [task_labels == task]
-        ]
+        parts = []
+        for task in tasks:
+            rows = task_labels == task
+            parts.append((rows, self.forward_single_task(x[rows], int(task))))
         width = max(self.max_class_label, *(logits.shape[1] for _, logits in parts))
         out = parts[0][1].new_full((len(task_labels), width), PAD_LOGIT)
         for rows, logits in parts:

@@ -116,8 +116,9 @@ def pool_hidden(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
 class TaskContext:
     """What every plugged module of a model needs for the current forward pass: the
     task's index (``None`` for a task never trained), HAT's mask scale ``s`` (``None``:
-    the binary test-time masks), which tokens are real (not padding) and the generator
-    of any noise the modules draw in training (``None``: PyTorch's global one)."""
+    the binary test-time masks), which tokens are real (not padding; ``None``: every
+    one) and the generator of any noise the modules draw in training (``None``:
+    PyTorch's global one)."""
 
     task: int | None = 0
     s: float | None = 1.0
