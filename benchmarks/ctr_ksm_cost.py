@@ -4,8 +4,8 @@
 learned while its ablation without KSM (c) stays flat. This script splits one CL-plugin's
 KSM (at all-MiniLM-L6-v2's width, the package's default sizes) into its parts and times
 each part's forward and backward pass, with the last of ``--tasks`` tasks in training and
-the hidden states requiring a gradient (in the model they depend on the lower layers'
-trainable CL-plugins in every CL-plugin but the first):
+the hidden states requiring a gradient (in the model, every CL-plugin's input but the
+first one's depends on trainable CL-plugins below it):
 
 * ``ksm``: the whole module (``KnowledgeSharingModule.forward``, then backward);
 * ``capsules``: the task capsule layer alone (Sec. 3.2.1);
