@@ -35,10 +35,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from avalanche_ctr.ctr.cl_plugin import CLPluginConfig
 from avalanche_ctr.ctr.routing import KnowledgeSharingModule
-
-HIDDEN = 384  # all-MiniLM-L6-v2
-PLUGINS = 12  # two CL-plugins in each of its 6 layers
+from avalanche_ctr.text_encoder import load_encoder
 
 
 def median_ms(run: Callable[[], None], repeats: int) -> float:
@@ -53,16 +52,20 @@ def median_ms(run: Callable[[], None], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def part_times(n_tasks: int, args: argparse.Namespace) -> dict[str, float]:
-    """Per-call milliseconds of each part with task ``n_tasks`` (1-based) in training."""
+def part_times(n_tasks: int, hidden: int, args: argparse.Namespace) -> dict[str, float]:
+    """Per-call milliseconds of each part with task ``n_tasks`` (1-based) in training, for
+    a CL-plugin of width ``hidden`` with :class:`CLPluginConfig`'s default sizes."""
     torch.manual_seed(args.seed)
-    ksm = KnowledgeSharingModule(HIDDEN, capsule_hidden=32, capsule_dim=3, n_transfer=3)
+    config = CLPluginConfig()
+    ksm = KnowledgeSharingModule(
+        hidden, config.capsule_hidden, config.capsule_dim, config.n_transfer, config.channels
+    )
     for _ in range(n_tasks):
         ksm.add_task()
     ksm.requires_grad_(False)
     ksm.set_trainable(n_tasks - 1, owns_sources=True)
     ksm.train()
-    h = torch.randn(args.batch, args.length, HIDDEN, requires_grad=True)
+    h = torch.randn(args.batch, args.length, hidden, requires_grad=True)
     generator = torch.Generator().manual_seed(args.seed)
     routes = torch.stack(list(ksm.route_weights))
     capsules = ksm.task_capsules(h, n_tasks).detach().requires_grad_(True)
@@ -112,16 +115,18 @@ def main() -> None:
     if min(tasks) < 1:
         parser.error(f"--tasks must be 1-based task numbers, got {tasks}")
     torch.set_num_threads(args.threads)
-    times = {task: part_times(task, args) for task in tasks}
+    encoder = load_encoder(None).config
+    plugins = 2 * encoder.num_hidden_layers  # after attention and feed-forward
+    times = {task: part_times(task, encoder.hidden_size, args) for task in tasks}
     names = list(next(iter(times.values())))
     print(
-        f"one CL-plugin at width {HIDDEN}, batch {args.batch} x {args.length} tokens, "
-        f"{args.threads} thread(s); ms per plugin (s per step = x {PLUGINS})"
+        f"one CL-plugin at width {encoder.hidden_size}, batch {args.batch} x {args.length} "
+        f"tokens, {args.threads} thread(s); ms per plugin (s per step = x {plugins})"
     )
     print("| task | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
     for task in tasks:
-        cells = [f"{times[task][n]:.1f} ({PLUGINS * times[task][n] / 1000:.2f} s)" for n in names]
+        cells = [f"{times[task][n]:.1f} ({plugins * times[task][n] / 1000:.2f} s)" for n in names]
         print(f"| {task} | " + " | ".join(cells) + " |")
 
 
