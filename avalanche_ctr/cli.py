@@ -19,6 +19,7 @@ from avalanche_ctr.distributed import DistributedError
 from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
+from avalanche_ctr.precision import PRECISIONS
 
 __all__ = ["main"]
 
@@ -114,6 +115,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="text: after each task, restore the epoch that scored best on the task's dev "
         "split (the official CTR recipe; every strategy of the run gets it)",
     )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default), bf16 or fp16: autocast of the forward pass (fp16 with loss "
+        "scaling); weights, masks and frozen entries stay float32",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     group = parser.add_argument_group("strategy options (each used by the strategies named)")
     for name, opt in all_options().items():
@@ -197,6 +205,7 @@ def _settings(args: argparse.Namespace):
         task_inference=args.task_inference,
         best_dev_epoch=args.best_dev_epoch,
         task_order=args.task_order,
+        precision=args.precision,
         options={name: getattr(args, f"option_{name}") for name in all_options()},
     )
 

@@ -45,8 +45,11 @@ def random_stream(n_tasks: int, n_samples: int, length: int, vocab: int, seed: i
     )
 
 
-def step_times(sharing: bool, stream, timed: set[int], args) -> dict[int, float]:
-    """Median training-iteration time (s) of ``timed`` tasks (1-based) for CTR or (c)."""
+def step_times(
+    sharing: bool, stream, timed: set[int], args, *, device="cpu", plugins=()
+) -> dict[int, float]:
+    """Median training-iteration time (s) of ``timed`` tasks (1-based) for CTR or (c),
+    on ``device``, with further ``plugins`` (e.g. mixed precision)."""
     torch.manual_seed(args.seed)
     model = CTRModel(knowledge_sharing=sharing)
     timer = IterationTimer()
@@ -55,7 +58,8 @@ def step_times(sharing: bool, stream, timed: set[int], args) -> dict[int, float]
         optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
         train_mb_size=args.batch,
         train_epochs=1,
-        plugins=[timer],
+        device=device,
+        plugins=[*plugins, timer],
         evaluator=EvaluationPlugin(loggers=[]),
     )
     medians = {}

@@ -63,6 +63,7 @@ from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics
 from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
 from avalanche_ctr.metrics import macro_f1_metrics
+from avalanche_ctr.precision import MixedPrecision, autocast_dtype
 from avalanche_ctr.selection import BestEpochPlugin
 from avalanche_ctr.text_encoder import default_encoder_path, load_encoder
 
@@ -110,6 +111,7 @@ class Settings:
     task_inference: str | None = None
     best_dev_epoch: bool = False
     task_order: str | None = None
+    precision: str = "fp32"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,7 @@ class Settings:
             if key in _COMMON and getattr(self, key) is None:
                 setattr(self, key, value)
         check_device(self.device)
+        autocast_dtype(self.precision)
         if self.n_test is not None and (spec.modality != "text" or self.n_test < 1):
             raise UsageError(
                 f"--n-test keeps a positive number of test reviews per task of the text "
@@ -392,6 +395,13 @@ def _run(
     plugins: list = [DistributedTraining(), timer] if is_distributed() else [timer]
     if progress and main:
         plugins.append(ProgressBar(f"{strategy_name} seed {seed}", n))
+    if settings.precision != "fp32":
+        if settings.precision == "fp16" and is_distributed():
+            raise UsageError(
+                "--precision fp16 skips a step whose gradients overflow, which the processes of "
+                "a torchrun run would decide apart; use --precision bf16 under torchrun"
+            )
+        plugins.insert(0, MixedPrecision(settings.precision))
     if settings.best_dev_epoch:
         plugins.append(BestEpochPlugin(benchmark.dev_stream, batch_size=settings.eval_batch_size))
     tensorboard = out / "tensorboard" / strategy_name / f"seed{seed}"
