@@ -4,22 +4,19 @@
   Avalanche's :class:`~avalanche.models.MultiHeadClassifier` (one head per task);
 * :class:`MultiHeadConvNet` -- four 3x3 convolutions with ReLU and two max-pools,
   a Linear layer and the same heads (no BatchNorm, which Avalanche's PackNet
-  cannot wrap);
-* :class:`PackNetMultiHead` -- such a backbone wrapped by Avalanche's
-  :class:`~avalanche.models.PackNetModel`, with the per-task heads kept outside
-  the pruned part, so PackNet sees the same backbone and heads as every other
-  strategy.
+  cannot wrap).
+
+PackNet wraps these backbones with :class:`avalanche_ctr.compat.PackNetMultiHead`.
 """
 
 from __future__ import annotations
 
 from avalanche.models import MultiHeadClassifier
-from avalanche.models.packnet import PackNetModel
 from torch import Tensor, nn
 
 from avalanche_ctr.compat import PaddedMultiTaskModule, widest_head
 
-__all__ = ["multi_head", "MultiHeadMLP", "MaskedOutputMLP", "MultiHeadConvNet", "PackNetMultiHead"]
+__all__ = ["multi_head", "MultiHeadMLP", "MaskedOutputMLP", "MultiHeadConvNet"]
 
 
 def multi_head(feature_size: int, head_units: int | None = None) -> MultiHeadClassifier:
@@ -146,22 +143,3 @@ class MultiHeadConvNet(_MultiHeadNet):
             nn.ReLU(),
         )
         super().__init__(features, hidden_size, head_units)
-
-
-class PackNetMultiHead(PackNetModel):
-    """Avalanche's PackNet over the backbone of a :class:`MultiHeadMLP` /
-    :class:`MultiHeadConvNet`, with its per-task heads left dense.
-
-    ``PackNetModel`` calls its wrapped module without the task label, so it cannot
-    hold a :class:`MultiHeadClassifier`; the heads sit after it instead. Each head is
-    only ever trained on its own task, so it needs no pruning.
-
-    :param model: the backbone-plus-heads model to wrap.
-    """
-
-    def __init__(self, model: _MultiHeadNet) -> None:
-        super().__init__(model.features)
-        self.classifier = model.classifier
-
-    def forward(self, x: Tensor, task_labels: Tensor) -> Tensor:
-        return self.classifier(super().forward(x, task_labels), task_labels)
