@@ -51,8 +51,8 @@ __all__ = [
 LOCK_NAME = ".avalanche-ctr.lock"
 """The lock file of a run folder."""
 
-_held: dict[Path, int] = {}
-"""The folders this process holds the lock of, with how many times it took each."""
+_held: set[Path] = set()
+"""The folders this process holds the lock of."""
 
 
 class RunFolderError(RuntimeError):
@@ -93,11 +93,7 @@ def lock_folder(out: str | os.PathLike, log: Callable[[str], None] = print) -> I
     out = Path(out)
     key = out.resolve()
     if key in _held:
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
+        yield
         return
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
@@ -107,14 +103,16 @@ def lock_folder(out: str | os.PathLike, log: Callable[[str], None] = print) -> I
     except BlockingIOError:
         os.close(descriptor)
         holder = _holder(path)
-        if holder is not None and holder == os.getppid():
-            yield  # a worker process of the command that holds the lock
-            return
-        raise RunFolderError(
-            f"{out} is in use by another avalanche-ctr command (process "
-            f"{holder if holder is not None else 'unknown'}); wait for it to end, stop it, "
-            "or give this command another --out"
-        ) from None
+        if holder is None or holder != os.getppid():
+            raise RunFolderError(
+                f"{out} is in use by another avalanche-ctr command (process "
+                f"{holder if holder is not None else 'unknown'}); wait for it to end, stop "
+                "it, or give this command another --out"
+            ) from None
+        descriptor = None  # a worker process of the command that holds the lock
+    if descriptor is None:
+        yield
+        return
     try:
         previous = _holder(path)
         if previous is not None and previous != os.getpid():
@@ -126,11 +124,11 @@ def lock_folder(out: str | os.PathLike, log: Callable[[str], None] = print) -> I
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
         for stale in remove_stale_temporaries(out):
             log(f"removed {stale}, a temporary file left by a process that was stopped")
-        _held[key] = 1
+        _held.add(key)
         try:
             yield
         finally:
-            del _held[key]
+            _held.discard(key)
             os.ftruncate(descriptor, 0)
     finally:
         os.close(descriptor)  # releases the flock
