@@ -48,6 +48,7 @@ from torch import nn
 
 from avalanche_ctr import random_state
 from avalanche_ctr.compat import grow_head_units, held_data, rebuild_after_restore
+from avalanche_ctr.files import atomic_write_bytes
 
 __all__ = [
     "CheckpointError",
@@ -70,24 +71,12 @@ class CheckpointError(RuntimeError):
 
 # ----------------------------------------------------------------------------- files
 def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then
-    renamed over ``path``: readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """``torch.save`` of ``payload`` to ``path``, written by
+    :func:`~avalanche_ctr.files.atomic_write_bytes`: readers see the old file or the new
+    one, never a part."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

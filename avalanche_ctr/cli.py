@@ -3,8 +3,9 @@
 ``avalanche-ctr compare --benchmark NAME --strategies a,b,c`` trains every strategy
 with every seed on one benchmark and writes ``results.csv``, ``results.md``, PNG
 plots and TensorBoard logs to ``--out``. ``avalanche-ctr run --strategy NAME`` runs
-a single strategy. ``avalanche-ctr`` alone compares every image strategy on the
-embedded SplitDigits stream.
+a single strategy. ``avalanche-ctr verify OUT_DIR`` checks a run folder (every record,
+checkpoint and ``runs.json``). ``avalanche-ctr`` alone compares every image strategy on
+the embedded SplitDigits stream.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from avalanche_ctr.checkpoint import CheckpointError
 from avalanche_ctr.distributed import DistributedError
 from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
+from avalanche_ctr.experiments.parallel import WorkerError
 from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
 from avalanche_ctr.precision import PRECISIONS
+from avalanche_ctr.run_folder import RunFolderError, verify_folder
 
 __all__ = ["main"]
 
@@ -180,7 +183,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", default=None, help="output folder (default: runs/<strategy>-<benchmark>)"
     )
+    verify = sub.add_parser(
+        "verify",
+        help="check a run folder: every record's digest, every checkpoint, runs.json; one "
+        "line per problem, exit status 1 if there is any",
+    )
+    verify.add_argument("out_dir", metavar="OUT_DIR", help="the --out of a run or compare")
     return parser
+
+
+def _verify(out: Path) -> int:
+    problems, checked = verify_folder(out)
+    for problem in problems:
+        print(problem)
+    counts = ", ".join(f"{n} {what}" for what, n in checked.items())
+    print(f"{out}: {len(problems) or 'no'} problem(s) in {counts}")
+    return 1 if problems else 0
 
 
 def _settings(args: argparse.Namespace):
@@ -296,8 +314,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "verify":
+            return _verify(Path(args.out_dir))
         return _execute(args)
-    except (UsageError, BenchmarkDataError, CheckpointError, DistributedError) as error:
+    except (
+        UsageError,
+        BenchmarkDataError,
+        CheckpointError,
+        DistributedError,
+        RunFolderError,
+        WorkerError,
+    ) as error:
         raise SystemExit(f"avalanche-ctr: error: {error}") from None
 
 

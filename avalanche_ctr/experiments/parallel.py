@@ -16,15 +16,28 @@ is inherited). Each worker:
 
 Resume works per run as in a sequential compare: a finished run's record is kept and an
 interrupted one continues from its checkpoint, in whichever worker picks it up.
+
+The workers die with their parent (:func:`die_with_parent`): a killed ``compare`` leaves no
+process training and writing into ``--out``. The parent holds the folder's lock
+(:func:`~avalanche_ctr.run_folder.lock_folder`), under which its workers run. A worker that
+dies (killed, out of memory) stops the command with a :class:`WorkerError`; the repeated
+command resumes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import queue
+import signal
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +45,20 @@ import torch
 
 from avalanche_ctr.experiments.errors import UsageError
 
-__all__ = ["worker_devices", "worker_threads", "run_parallel"]
+__all__ = ["WorkerError", "worker_devices", "worker_threads", "die_with_parent", "run_parallel"]
 
 _POLL_S = 0.2
 """How often the parent passes on the workers' log lines while it waits, in seconds."""
 
 _messages: Any = None
 """In a worker: the queue its log lines go to (set by :func:`_start_worker`)."""
+
+_PR_SET_PDEATHSIG = 1
+"""``prctl`` option of Linux: the signal a process receives when its parent dies."""
+
+
+class WorkerError(RuntimeError):
+    """A worker process of ``compare --jobs`` died; the message says how to resume."""
 
 
 def worker_devices(device: str, jobs: int) -> list[str]:
@@ -89,6 +109,7 @@ def run_parallel(
         :func:`~avalanche_ctr.experiments.runner.run_one`.
     :param threads: intra-op threads per worker (default: :func:`worker_threads`).
     :param log: receives every log line of every worker, in the parent process.
+    :raises WorkerError: if a worker process died (killed, out of memory).
     :raises: the first error a run raised, once the runs in progress have stopped; the
         runs not started yet are cancelled.
     """
@@ -106,7 +127,7 @@ def run_parallel(
         max_workers=jobs,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(device_queue, messages, per_worker),
+        initargs=(device_queue, messages, per_worker, os.getpid()),
     ) as pool:
         futures = [
             pool.submit(run, settings, name, seed, out=out, progress=False, log=_to_parent)
@@ -114,9 +135,17 @@ def run_parallel(
         ]
         try:
             _wait_all(futures, messages, log, total=len(runs))
-        except BaseException:
+        except BaseException as error:
             pool.shutdown(wait=True, cancel_futures=True)
             _pass_on(messages, log)
+            if isinstance(error, BrokenProcessPool):
+                finished = sum(f.done() and f.exception() is None for f in futures)
+                raise WorkerError(
+                    f"a worker process of compare --jobs {jobs} died (killed, or out of "
+                    f"memory) with {len(runs) - finished} of {len(runs)} runs unfinished; "
+                    "repeat the command to resume them from their checkpoints (finished "
+                    "runs are kept)"
+                ) from None
             raise
     _pass_on(messages, log)
     return [future.result() for future in futures]
@@ -146,11 +175,32 @@ def _pass_on(messages: Any, log: Callable[[str], None]) -> None:
             return
 
 
-def _start_worker(device_queue: Any, messages: Any, threads: int) -> None:
-    """Initialise a worker: its threads, its device and its log queue. The parent has
-    already shown qpsolvers' import-time warning (Avalanche imports it); the workers do
-    not repeat it once each."""
+def die_with_parent(parent: int) -> None:
+    """End this process when its parent, the process ``parent``, ends: on Linux the
+    kernel sends it ``SIGKILL`` (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread checks
+    the parent's PID every second. Ends it at once if the parent has ended already."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was set up
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _start_worker(device_queue: Any, messages: Any, threads: int, parent: int) -> None:
+    """Initialise a worker: tied to its parent's life (:func:`die_with_parent`), its
+    threads, its device and its log queue. The parent has already shown qpsolvers'
+    import-time warning (Avalanche imports it); the workers do not repeat it once each."""
     global _messages
+    die_with_parent(parent)
     _messages = messages
     warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
     torch.set_num_threads(threads)

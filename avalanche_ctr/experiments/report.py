@@ -24,19 +24,24 @@ time of that evaluation relative to the labelled one (:data:`INFERENCE_METRICS`)
 The report of a comparison (:func:`write_report`) is ``results.csv`` and
 ``results.md`` (per strategy, mean and sample standard deviation over seeds),
 ``accuracy_matrices.png`` (each strategy's mean accuracy matrix) and
-``final_accuracy_forgetting.png`` (final accuracy, forgetting and forward transfer).
+``final_accuracy_forgetting.png`` (final accuracy, forgetting and forward transfer),
+each written atomically (:func:`~avalanche_ctr.files.atomic_write_bytes`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
+from avalanche_ctr.files import atomic_write_bytes
+
 __all__ = [
     "METRICS",
+    "REPORT_FILES",
     "INFERENCE_METRICS",
     "DIAGNOSTICS",
     "CTR_DIAGNOSTICS",
@@ -50,6 +55,15 @@ __all__ = [
     "write_report",
     "paired_table",
 ]
+
+REPORT_FILES = (
+    "results.csv",
+    "results.md",
+    "runs.json",
+    "accuracy_matrices.png",
+    "final_accuracy_forgetting.png",
+)
+"""The files of a comparison's report (``runs.json`` is written by the runner)."""
 
 METRICS: dict[str, tuple[str, float, str]] = {
     "final_accuracy": ("final acc. (%)", 100.0, ".2f"),
@@ -349,10 +363,11 @@ def write_report(
     return the aggregated rows. ``pairs`` (strategy → its ablation) adds a table of
     seed-by-seed differences (:func:`paired_table`)."""
     rows = aggregate(records)
-    with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(out / "results.csv", table.getvalue().encode())
     seeds = sorted({r["seed"] for r in records})
     names = list(dict.fromkeys(record["strategy"] for record in records))
     config = ", ".join(f"{k}={v}" for k, v in settings.config(names).items() if v is not None)
@@ -360,7 +375,7 @@ def write_report(
     diagnosed = diagnostics_table(rows)
     ctr_diagnosed = ctr_diagnostics_table(rows)
     paired = paired_table(records, pairs or {})
-    (out / "results.md").write_text(
+    text = (
         f"# {settings.benchmark}: {len(rows)} strategies, seeds {seeds}\n\n"
         f"{markdown_table(rows)}\n\n"
         "Mean ± sample standard deviation over seeds. Forgetting: mean drop from each "
@@ -376,6 +391,7 @@ def write_report(
         + (f"\n## ExSSNeT diagnostics\n\n{diagnosed}\n" if diagnosed else "")
         + (f"\n## CTR diagnostics\n\n{ctr_diagnosed}\n" if ctr_diagnosed else "")
     )
+    atomic_write_bytes(out / "results.md", text.encode())
     _plot_matrices(records, rows, settings, out / "accuracy_matrices.png")
     _plot_bars(rows, settings, seeds, out / "final_accuracy_forgetting.png")
     return rows
@@ -440,8 +456,7 @@ def _plot_matrices(records, rows, settings, path: Path) -> None:
         f"{settings.benchmark}, mean over {rows[0]['seeds']} seed(s)"
     )
     fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (%)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def _plot_bars(rows, settings, seeds, path: Path) -> None:
@@ -496,5 +511,14 @@ def _plot_bars(rows, settings, seeds, path: Path) -> None:
         f"{settings.benchmark}: mean ± std over seeds {seeds} "
         "(higher accuracy and transfer, lower forgetting is better)"
     )
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, image.getbuffer())

@@ -14,9 +14,9 @@ report (:mod:`avalanche_ctr.experiments.report`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from avalanche_ctr.experiments.benchmarks import (
 )
 from avalanche_ctr.experiments.errors import UsageError
 from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
-from avalanche_ctr.experiments.report import summarize, write_report
+from avalanche_ctr.experiments.report import REPORT_FILES, summarize, write_report
 from avalanche_ctr.experiments.strategies import (
     StrategyContext,
     StrategyRecord,
@@ -64,6 +64,17 @@ from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
 from avalanche_ctr.metrics import macro_f1_metrics
 from avalanche_ctr.precision import MixedPrecision, autocast_dtype
+from avalanche_ctr.run_folder import (
+    DamagedFile,
+    RunFolderError,
+    check_checkpoint,
+    check_layout,
+    check_zip,
+    folder_errors,
+    lock_folder,
+    read_record,
+    write_digested_json,
+)
 from avalanche_ctr.selection import BestEpochPlugin
 from avalanche_ctr.text_encoder import default_encoder_path, load_encoder
 
@@ -356,10 +367,19 @@ def run_one(
     :mod:`avalanche_ctr.checkpoint`); a finished run leaves its record in ``out/runs``.
     Called again with the same ``out``, a finished run returns its record and an
     unfinished one resumes after its last checkpoint, ending with the metrics an
-    uninterrupted run gets.
+    uninterrupted run gets. The record carries a digest; a damaged or edited record is
+    rebuilt from the checkpoint, which holds it. The run holds the lock of ``out``
+    (:func:`~avalanche_ctr.run_folder.lock_folder`).
     """
     (record,) = check_strategies(settings, [strategy_name])
-    return _run(settings, record, seed, out=out, progress=progress, log=log)
+    with folder_errors(out), _locked(out, log):
+        return _run(settings, record, seed, out=out, progress=progress, log=log)
+
+
+def _locked(out: Path, log: Callable[[str], None]) -> AbstractContextManager:
+    """The lock of the run folder ``out`` (:func:`~avalanche_ctr.run_folder.lock_folder`);
+    under torchrun rank 0 holds it for every rank."""
+    return lock_folder(out, log) if is_main_process() else nullcontext()
 
 
 def _run(
@@ -382,11 +402,11 @@ def _run(
         "settings": {**settings.config(), **options},
     }
     checkpoint_path, record_path = run_paths(out, strategy_name, seed)
-    if record_path.is_file():
-        finished = json.loads(record_path.read_text())
-        _check_same_run(finished.get("identity", {}), identity, record_path, spec)
-        log(f"{strategy_name} seed {seed}: finished earlier, kept ({record_path})")
-        return finished["record"]
+    check_layout(out, [checkpoint_path, record_path])
+    if record_path.exists():
+        kept = _kept_record(record_path, checkpoint_path, identity, spec, log=log)
+        if kept is not None:
+            return kept
     RNGManager.set_random_seeds(seed)
     benchmark = spec.build(seed, settings)
     n = len(benchmark.train_stream)
@@ -446,6 +466,7 @@ def _run(
         "ctr_diagnostics": [],
     }
     if checkpoint_path.is_file():
+        check_zip(checkpoint_path)
         meta = load_checkpoint(strategy, checkpoint_path)
         _check_same_run(meta.get("identity", {}), identity, checkpoint_path, spec)
         record = meta["record"]
@@ -496,10 +517,7 @@ def _run(
             logger.writer.close()
     record["summary"] = summarize(record)
     if main:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(
-            json.dumps({"identity": identity, "record": record}, indent=1) + "\n"
-        )
+        write_digested_json(record_path, {"identity": identity, "record": record})
     barrier()
     s = record["summary"]
     log(
@@ -507,6 +525,51 @@ def _run(
         f"forgetting {100 * s['forgetting']:.2f} pts, train {s['train_time_s']:.1f} s"
     )
     return record
+
+
+def _kept_record(
+    record_path: Path,
+    checkpoint_path: Path,
+    identity: dict[str, Any],
+    spec: BenchmarkSpec,
+    *,
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The record of a finished run, its digest checked; a damaged record is rebuilt
+    from the run's checkpoint, which holds it. ``None`` if the run is to resume from its
+    checkpoint instead (a damaged record of a run its checkpoint has not finished).
+
+    :raises RunFolderError: if the record is damaged and the checkpoint cannot rebuild it.
+    """
+    name = f"{identity['strategy']} seed {identity['seed']}"
+    try:
+        found = read_record(record_path)
+    except DamagedFile as damage:
+        try:
+            meta = check_checkpoint(checkpoint_path)["meta"]
+            record = meta["record"]
+        except (CheckpointError, KeyError) as error:
+            delete = [record_path, *([checkpoint_path] if checkpoint_path.exists() else [])]
+            raise RunFolderError(
+                f"{damage}, and its checkpoint cannot rebuild it ({error}); delete "
+                f"{' and '.join(map(str, delete))} to train the run again, or restore a copy"
+            ) from None
+        _check_same_run(meta.get("identity", {}), identity, checkpoint_path, spec)
+        done = len(record["acc_matrix"])
+        if done < record["n_experiences"]:
+            log(
+                f"{name}: {damage}; its checkpoint has {done} of {record['n_experiences']} "
+                "experiences"
+            )
+            return None
+        record["summary"] = summarize(record)
+        if is_main_process():
+            write_digested_json(record_path, {"identity": identity, "record": record})
+        log(f"{name}: {damage}; rebuilt it from its checkpoint {checkpoint_path}")
+        return record
+    _check_same_run(found["identity"], identity, record_path, spec)
+    log(f"{name}: finished earlier, kept ({record_path})")
+    return found["record"]
 
 
 def _evaluator_metric(strategy, cls: type):
@@ -569,9 +632,15 @@ def compare(
     report to ``out``: ``results.csv``, ``results.md``, ``runs.json``, the PNG plots and
     the TensorBoard logs. Returns the per-run records.
 
+    The command holds the lock of ``out`` (:func:`~avalanche_ctr.run_folder.lock_folder`)
+    and writes every file but the TensorBoard logs atomically; ``runs.json`` and the run
+    records carry a digest, checked when they are read back.
+
     :param jobs: worker processes; above 1 the runs go to
         :func:`~avalanche_ctr.experiments.parallel.run_parallel` (same records, no
         progress bars), each worker with ``threads`` intra-op threads.
+    :raises RunFolderError: if ``out`` is locked by another command or one of its files
+        cannot be written or read; the message names the file and the fix.
     """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
@@ -586,6 +655,35 @@ def compare(
         f"{settings.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs "
         f"{settings.epochs}, batch {settings.batch_size}, lr {settings.lr}; output in {out}"
     )
+    paths = [p for r in checked for seed in seeds for p in run_paths(out, r.name, seed)]
+    with folder_errors(out):
+        check_layout(out, [*paths, *(out / name for name in REPORT_FILES)])
+        with _locked(out, log):
+            return _compare(
+                settings,
+                checked,
+                seeds,
+                out=out,
+                progress=progress,
+                log=log,
+                jobs=jobs,
+                threads=threads,
+            )
+
+
+def _compare(
+    settings: Settings,
+    checked: list[StrategyRecord],
+    seeds: list[int],
+    *,
+    out: Path,
+    progress: bool,
+    log: Callable[[str], None],
+    jobs: int,
+    threads: int | None,
+) -> list[dict[str, Any]]:
+    """:func:`compare` in the locked run folder ``out``."""
+    strategies = [registered.name for registered in checked]
     out.mkdir(parents=True, exist_ok=True)
     if jobs > 1:
         from avalanche_ctr.experiments.parallel import run_parallel
@@ -601,16 +699,13 @@ def compare(
             for seed in seeds
         ]
     if is_main_process():
-        (out / "runs.json").write_text(
-            json.dumps(
-                {
-                    "settings": settings.config(strategies),
-                    "tasks": settings.task_names,
-                    "runs": records,
-                },
-                indent=1,
-            )
-            + "\n"
+        write_digested_json(
+            out / "runs.json",
+            {
+                "settings": settings.config(strategies),
+                "tasks": settings.task_names,
+                "runs": records,
+            },
         )
         write_report(records, settings, out, ablation_pairs(strategies))
     return records

@@ -1,10 +1,18 @@
 """``compare --jobs N``: the runs go to worker processes and end exactly as in a
 sequential compare; a second call resumes per run; ``--device cuda`` spreads the
-workers over the visible GPUs."""
+workers over the visible GPUs; the workers die with their parent, and a killed worker
+is one error line."""
 
 import csv
 import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
+import psutil
 import pytest
 import torch
 
@@ -103,3 +111,80 @@ def test_bad_jobs_names_the_problem(tmp_path, monkeypatch):
         worker_devices("cuda", 2)
     with pytest.raises(SystemExit, match="--jobs must be at least 1, got 0"):
         main([*ARGS, "--jobs", "0", "--out", str(tmp_path)])
+
+
+KILLED = [*ARGS, "--seeds", "0,1,2,3", "--epochs", "3", "--jobs", "2"]
+
+
+def start_compare(out, log) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """``compare --jobs 2`` in a new process, once a worker wrote a checkpoint; with its
+    worker processes."""
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "avalanche_ctr.cli", *KILLED, "--out", str(out)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/*.pt")):
+        assert parent.poll() is None, "compare ended before a worker wrote a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    children = psutil.Process(parent.pid).children(recursive=True)
+    workers = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    return parent, children
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    def running(process: psutil.Process) -> bool:
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    return [p for p in processes if running(p)]
+
+
+def test_the_workers_die_with_their_killed_parent(tmp_path):
+    with open(tmp_path / "log", "w") as log:
+        parent, children = start_compare(tmp_path / "out", log)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(children), [p.cmdline() for p in alive(children)]
+
+
+def test_a_killed_worker_is_one_error_line_and_the_repeated_command_resumes(tmp_path, capsys):
+    out = tmp_path / "out"
+    ended: list[BaseException] = []
+
+    def compare_here() -> None:
+        try:
+            main([*KILLED, "--out", str(out)])
+        except BaseException as error:  # what the command line's caller gets
+            ended.append(error)
+
+    thread = threading.Thread(target=compare_here)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/*.pt")):
+        assert thread.is_alive() and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    worker = next(p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline()))
+    worker.send_signal(signal.SIGKILL)
+    thread.join(timeout=60)
+    (error,) = ended
+    assert isinstance(error, SystemExit)
+    assert re.fullmatch(
+        r"avalanche-ctr: error: a worker process of compare --jobs 2 died \(killed, or out of "
+        r"memory\) with [1-4] of 4 runs unfinished; repeat the command to resume them from "
+        r"their checkpoints \(finished runs are kept\)",
+        str(error),
+    ), str(error)
+    assert "Traceback" not in capsys.readouterr().out
+    main([*KILLED, "--out", str(out)])
+    assert "4/4 runs finished" in capsys.readouterr().out
+    assert len(json.loads((out / "runs.json").read_text())["runs"]) == 4
+    assert not list(out.rglob("*.tmp"))

@@ -90,17 +90,16 @@ def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_record_made_before_an_option_existed_counts_it_as_its_default(tmp_path):
-    import json
-
     from avalanche_ctr.checkpoint import CheckpointError
+    from avalanche_ctr.run_folder import read_record, write_digested_json
 
     settings = dict(benchmark="split_digits", epochs=1, hidden_size=16)
     out = tmp_path / "run"
     first = run_one(Settings(**settings), "supsup", 0, out=out, progress=False, log=quiet)
     _, record_path = run_paths(out, "supsup", 0)
-    finished = json.loads(record_path.read_text())
+    finished = read_record(record_path)
     del finished["identity"]["settings"]["lr_schedule"]  # as written before the option
-    record_path.write_text(json.dumps(finished))
+    write_digested_json(record_path, finished)
     again = run_one(Settings(**settings), "supsup", 0, out=out, progress=False, log=quiet)
     assert again["acc_matrix"] == first["acc_matrix"]
     other = Settings(**settings, options={"lr_schedule": "cosine"})
