@@ -370,10 +370,10 @@ def test_missing_root(tmp_path, tokenizer):
 
 
 def test_missing_task_file(tmp_path, tokenizer):
-    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\n")
+    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\nbad\t-1\n")
     with pytest.raises(FileNotFoundError, match="Pet_Supplies_test.tsv.*expected"):
         DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer)
-    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\n")
+    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\ngood\t1\n")
     assert len(DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer).train_stream) == 1
     with pytest.raises(FileNotFoundError, match="Pet_Supplies_dev.tsv"):
         DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer, dev=True)
