@@ -3,10 +3,10 @@ line that names the value or the file and says what to do: exit status 2 for usa
 for the rest, no traceback (unless ``--debug``), and nothing trained.
 
 One :class:`Case` per mistake, run through the real entry point in-process. To add a
-case, add a row to :data:`CASES`: its command line (``{enc}``, ``{gpt2}``, ``{data}``,
-``{root}`` stand for the fixtures' paths), a regular expression the error line must
-match, its exit status and, if it needs its own files, a function writing them under
-the case's folder and returning the ``{data}`` path.
+case, add a row to :data:`CASES`: its command line (``{enc}``, ``{bare}``, ``{damaged}``,
+``{gpt2}``, ``{data}``, ``{root}`` stand for the fixtures' paths), a regular expression
+the error line must match, its exit status and, if it needs its own files, a function
+writing them under the case's folder and returning the ``{data}`` path.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _text_helpers import make_tokenizer, save_tiny_encoder, task_data
+from _text_helpers import make_tokenizer, save_tiny_encoder, task_data, tiny_bert
 
 from avalanche_ctr.cli import main
 from avalanche_ctr.experiments.errors import UsageError
@@ -217,6 +217,23 @@ CASES = [
         rf"--encoder .*config.json is a file; {ENCODER_FIX}",
     ),
     Case(
+        "encoder config that is not a model's",
+        (*DSC, "--encoder", "{data}"),
+        rf"--encoder .*: its config.json is not a transformers model's \(.*\); {ENCODER_FIX}",
+        data=lambda folder: _write(folder / "model" / "config.json", b'{"model_type": "nope"}'),
+    ),
+    Case(
+        "encoder without a tokenizer",
+        (*DSC, "--encoder", "{bare}"),
+        rf"--encoder .*bare: its tokenizer knows only its special tokens \(the folder holds no "
+        rf"tokenizer files\), so every word would read as unknown; {ENCODER_FIX}",
+    ),
+    Case(
+        "encoder with a damaged tokenizer",
+        (*DSC, "--encoder", "{damaged}"),
+        rf"--encoder .*damaged: its tokenizer could not be loaded \(.*\); {ENCODER_FIX}",
+    ),
+    Case(
         "encoder layer of a missing encoder",
         (*DSC, "--strategy", "exssnet", "--encoder-layer", "1", "--encoder", "{root}/missing"),
         r"--encoder .*/missing: no such folder",
@@ -333,16 +350,26 @@ CASES = [
 ]
 
 
+def _write(path: Path, content: bytes) -> Path:
+    """``content`` in ``path``; its folder."""
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    return path.parent
+
+
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> dict[str, Path]:
-    """A tiny BERT encoder folder and a tiny GPT-2 one (not BERT-family), both readable
-    offline."""
+    """A tiny BERT encoder folder, the same model without its tokenizer and with a damaged
+    one, and a tiny GPT-2 (not BERT-family), all readable offline."""
     from transformers import GPT2Config, GPT2Model
 
     root = tmp_path_factory.mktemp("user_errors")
     (root / "tokenizer").mkdir()
     tokenizer = make_tokenizer(root / "tokenizer")
     encoder = save_tiny_encoder(root / "enc", tokenizer)
+    tiny_bert(tokenizer).save_pretrained(root / "bare")
+    save_tiny_encoder(root / "damaged", tokenizer)
+    (root / "damaged" / "tokenizer_config.json").write_text("{")
     config = GPT2Config(
         n_embd=32,
         n_layer=1,
@@ -354,10 +381,10 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     )
     GPT2Model(config).save_pretrained(root / "gpt2")
     tokenizer.save_pretrained(root / "gpt2")
-    return {"enc": encoder, "gpt2": root / "gpt2"}
+    return {"enc": encoder, "gpt2": root / "gpt2", **{n: root / n for n in ("bare", "damaged")}}
 
 
-def _call(case: Case, paths: dict[str, Path], folder: Path) -> tuple[SystemExit, str]:
+def _call(case: Case, paths: dict[str, Path], folder: Path) -> SystemExit:
     """Run ``case`` through :func:`main`; its ``SystemExit``."""
     values = {**paths, "root": folder, "data": case.data(folder) if case.data else folder}
     argv = [part.format(**values) for part in case.argv]

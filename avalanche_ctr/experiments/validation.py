@@ -13,7 +13,7 @@ need more (the strategies, the seeds, the thread count, the text encoder's files
 * :func:`check_tasks` -- ``--n-experiences`` the benchmark can give and ``--head-units``
   at least the classes of every task;
 * :func:`check_encoder` (with :func:`encoder_config`) -- ``--encoder`` is a model with a
-  tokenizer, read from its small files before any weight is loaded, and
+  tokenizer that fits it, read from its small files before any weight is loaded, and
   ``--max-length`` within what the encoder reads.
 """
 
@@ -158,8 +158,9 @@ def encoder_config(encoder: str | None) -> Any:
 
 
 def check_encoder(settings: Any) -> None:
-    """A text benchmark's ``--encoder``: a model (:func:`encoder_config`) with a tokenizer,
-    reading at least ``--max-length`` tokens."""
+    """A text benchmark's ``--encoder``: a model (:func:`encoder_config`) with a tokenizer
+    of its own (more than special tokens, no id beyond the model's embeddings), reading at
+    least ``--max-length`` tokens."""
     if settings.spec.modality != "text":
         return
     from avalanche_ctr.experiments.benchmarks import _tokenizer
@@ -173,6 +174,18 @@ def check_encoder(settings: Any) -> None:
             f"--encoder {name}: its tokenizer could not be loaded ({_first_line(error)}); "
             f"{_ENCODER_FIX}"
         ) from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        # transformers builds such a tokenizer from a model folder without tokenizer files
+        raise UsageError(
+            f"--encoder {name}: its tokenizer knows only its special tokens (the folder holds "
+            f"no tokenizer files), so every word would read as unknown; {_ENCODER_FIX}"
+        )
+    embeddings = getattr(config, "vocab_size", None)
+    if isinstance(embeddings, int) and len(tokenizer) > embeddings:
+        raise UsageError(
+            f"--encoder {name}: its tokenizer has {len(tokenizer)} tokens but the model embeds "
+            f"only {embeddings}; the tokenizer belongs to another model: {_ENCODER_FIX}"
+        )
     # a tokenizer without a recorded limit says 10**30
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**6]
