@@ -4,7 +4,7 @@ for the rest, no traceback (unless ``--debug``), and nothing trained.
 
 One :class:`Case` per mistake, run through the real entry point in-process. To add a
 case, add a row to :data:`CASES`: its command line (``{enc}``, ``{bare}``, ``{damaged}``,
-``{gpt2}``, ``{data}``, ``{root}`` stand for the fixtures' paths), a regular expression
+``{gpt2}``, ``{data}``, ``{root}``, ``{out}`` stand for the fixtures' paths), a regular expression
 the error line must match, its exit status and, if it needs its own files, a function
 writing them under the case's folder and returning the ``{data}`` path.
 """
@@ -30,7 +30,10 @@ ERROR = "avalanche-ctr: error: "
 @dataclass(frozen=True)
 class Case:
     """One mistake: ``argv`` (placeholders in braces), the error line's ``message``
-    (a regular expression), the exit ``status`` and the ``data`` it needs."""
+    (a regular expression), the exit ``status`` and the ``data`` it needs: called with
+    the case's folder (``{root}``), it writes files there, e.g. a damaged ``--out`` folder
+    at ``{out}`` (``{root}/out``, the ``--out`` unless ``argv`` names one), and returns
+    the ``{data}`` path."""
 
     name: str
     argv: tuple[str, ...]
@@ -384,18 +387,20 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     return {"enc": encoder, "gpt2": root / "gpt2", **{n: root / n for n in ("bare", "damaged")}}
 
 
-def _call(case: Case, paths: dict[str, Path], folder: Path) -> SystemExit:
-    """Run ``case`` through :func:`main`; its ``SystemExit``."""
-    values = {**paths, "root": folder, "data": case.data(folder) if case.data else folder}
-    argv = [part.format(**values) for part in case.argv]
-    with pytest.raises(SystemExit) as exit_:
-        main([*argv, "--out", str(folder / "out"), "--no-progress"])
-    return exit_.value
+def _checkpoints(out: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in out.glob("checkpoints/*")}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_a_mistake_ends_in_one_error_line(case, paths, tmp_path, capsys):
-    exit_ = _call(case, paths, tmp_path)
+    out = tmp_path / "out"
+    values = {**paths, "root": tmp_path, "out": out}
+    values["data"] = case.data(tmp_path) if case.data else tmp_path
+    argv = [part.format(**values) for part in case.argv]
+    before = _checkpoints(out)
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, *(() if "--out" in argv else ("--out", str(out))), "--no-progress"])
+    exit_ = exit_.value
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and lines[0].startswith(ERROR), err
@@ -404,7 +409,7 @@ def test_a_mistake_ends_in_one_error_line(case, paths, tmp_path, capsys):
     assert exit_.code == case.status
     assert str(exit_) == lines[0]  # what in-process callers of main() see
     assert "Traceback" not in err
-    assert not (tmp_path / "out" / "checkpoints").exists()  # refused before training
+    assert _checkpoints(out) == before  # refused before training
 
 
 def test_debug_shows_the_traceback_instead(paths, tmp_path):
