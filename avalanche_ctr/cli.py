@@ -21,6 +21,7 @@ from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.parallel import WorkerError
 from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
+from avalanche_ctr.experiments.validation import check_seeds, check_threads
 from avalanche_ctr.precision import PRECISIONS
 from avalanche_ctr.run_folder import RunFolderError, verify_folder
 
@@ -126,6 +127,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "scaling); weights, masks and frozen entries stay float32",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_debug(parser, default=argparse.SUPPRESS)
     group = parser.add_argument_group("strategy options (each used by the strategies named)")
     for name, opt in all_options().items():
         users = ", ".join(n for n, r in STRATEGIES.items() if opt in r.options)
@@ -139,6 +141,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{opt.help}; {users} (default: {default})",
         )
+
+
+def _add_debug(parser: argparse.ArgumentParser, default: object = False) -> None:
+    """``--debug``: show the traceback of an error instead of its one line (on the main
+    parser with ``default=False``, on each subcommand with ``argparse.SUPPRESS`` so that
+    ``avalanche-ctr --debug run`` and ``avalanche-ctr run --debug`` both work)."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="on an error, show its traceback instead of one line",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         "                                       one run data-parallel over N processes "
         "(gloo on cpu, nccl with --device cuda)",
     )
+    _add_debug(parser)
     sub = parser.add_subparsers(dest="command")
     compare = sub.add_parser("compare", help="compare strategies over seeds on one benchmark")
     _add_common(compare)
@@ -189,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         "line per problem, exit status 1 if there is any",
     )
     verify.add_argument("out_dir", metavar="OUT_DIR", help="the --out of a run or compare")
+    _add_debug(verify, default=argparse.SUPPRESS)
     return parser
 
 
@@ -250,6 +266,7 @@ def _execute(args: argparse.Namespace) -> int:
     spec = get_benchmark(args.benchmark)
     if args.command == "run":
         strategies, seeds = [args.strategy], [args.seed]
+        check_seeds(seeds, "--seed")
         out = Path(args.out or f"runs/{args.strategy}-{args.benchmark}")
     else:
         strategies = (
@@ -264,7 +281,8 @@ def _execute(args: argparse.Namespace) -> int:
                 f"--seeds must be comma-separated integers, got {args.seeds!r}"
             ) from None
         out = Path(args.out or f"runs/compare-{args.benchmark}")
-    if args.threads:
+    check_threads(args.threads)
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = _settings(args)
     init_distributed(settings.device)  # under torchrun: one rank of a data-parallel run
@@ -325,7 +343,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         RunFolderError,
         WorkerError,
     ) as error:
-        raise SystemExit(f"avalanche-ctr: error: {error}") from None
+        if args.debug:
+            raise
+        raise _error_exit(error) from None
+
+
+def _error_exit(error: Exception) -> SystemExit:
+    """The exit of a user's error: its one ``avalanche-ctr: error:`` line printed to
+    stderr, then exit status 2 for a usage error (as argparse's), 1 for the rest. The
+    ``SystemExit``'s text is the line too, for callers of :func:`main` in-process."""
+    line = f"avalanche-ctr: error: {error}"
+    print(line, file=sys.stderr)
+    exit_ = SystemExit(line)
+    exit_.code = 2 if isinstance(error, UsageError) else 1
+    return exit_
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "UnsupportedEncoderError",
     "default_encoder_path",
     "load_encoder",
     "load_tokenizer",
@@ -35,6 +36,11 @@ __all__ = [
     "PluggedOutput",
     "plug_layers",
 ]
+
+
+class UnsupportedEncoderError(ValueError):
+    """An encoder without BERT's layer structure, into which :func:`plug_layers` cannot
+    put its modules (the message names the encoder's class and what is missing)."""
 
 
 def default_encoder_path() -> str:
@@ -139,7 +145,7 @@ class PluggedOutput(nn.Module):
         super().__init__()
         for name in ("dense", "dropout", "LayerNorm"):
             if not hasattr(sublayer, name):
-                raise ValueError(
+                raise UnsupportedEncoderError(
                     f"{type(sublayer).__name__} has no '{name}': plugged encoders need "
                     "BERT-style layers (attention.output and output with dense, dropout and "
                     "LayerNorm)"
@@ -165,11 +171,11 @@ def plug_layers(
     :param make_plugin: builds one plugin for a layer of the given width.
     :param context: shared by every plugin of the model.
     :return: the plugins, two per layer, in order.
-    :raises ValueError: if the encoder has no such layers.
+    :raises UnsupportedEncoderError: if the encoder has no such layers.
     """
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if layers is None:
-        raise ValueError(
+        raise UnsupportedEncoderError(
             f"{type(encoder).__name__} has no encoder.layer list; plugging modules into it "
             "needs a BERT-family encoder such as transformers.BertModel"
         )

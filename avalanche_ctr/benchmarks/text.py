@@ -26,6 +26,7 @@ right number of classes. The task names are kept on the returned benchmark as
 
 from __future__ import annotations
 
+import io
 import json
 import numbers
 import os
@@ -38,6 +39,7 @@ import torch
 from avalanche.benchmarks import GenericCLScenario, tensors_benchmark
 from sklearn.model_selection import train_test_split
 
+from avalanche_ctr.errors import DataFileError
 from avalanche_ctr.text_encoder import load_tokenizer
 
 if TYPE_CHECKING:
@@ -100,6 +102,7 @@ ASC_TASKS: tuple[str, ...] = (
 ASC_LABELS: dict[str, int] = {"negative": 0, "-": 0, "positive": 1, "+": 1, "neutral": 2}
 """Polarity -> class id for ASC: SemEval tasks use 0..2, Bing tasks (``+``/``-``) use 0..1."""
 
+_ASC_CLASS_NAMES = {0: "negative (-)", 1: "positive (+)", 2: "neutral"}
 _DSC_LABELS = {"-1": 0, "1": 1}
 _DSC_LAYOUT = (
     "expected a folder holding <Domain>_{train,dev,test}.tsv files, one review per line as "
@@ -297,10 +300,44 @@ def _check_count(value: int | None, name: str = "n_train") -> None:
         raise ValueError(f"{name} must be a positive int or None; got {value!r}")
 
 
+def _check_classes(
+    kind: str,
+    name: str,
+    train: list[int],
+    others: dict[str, list[int]],
+    class_names: dict[int, str],
+    n_train: int | None,
+) -> None:
+    """Refuse a task whose training split cannot teach every class it is tested on: a
+    single class in training, or a test (dev) label the training split lacks. Such a
+    task's test samples of that class could never be predicted."""
+    seen = set(train)
+    kept = f" (of the {n_train} kept by n_train)" if n_train is not None else ""
+    more = "add training examples of it" + (", or raise n_train" if n_train else "")
+    for split, labels in others.items():
+        missing = sorted(set(labels) - seen)
+        if missing:
+            label = class_names.get(missing[0], str(missing[0]))
+            raise DataFileError(
+                f"{kind} task {name!r}: its {split} split has class {label!r}, which none of "
+                f"its training examples{kept} has, so those {split} examples could never be "
+                f"predicted; {more}, or leave the task out"
+            )
+    if len(seen) < 2:
+        label = class_names.get(train[0], str(train[0])) if train else "none"
+        raise DataFileError(
+            f"{kind} task {name!r}: every training example{kept} has class {label!r}; a task "
+            f"needs at least two classes in training: add training examples of the other "
+            f"class{', or raise n_train' if n_train else ''}, or leave the task out"
+        )
+
+
 def _build(
     loader: Callable[[str, str], tuple[list[TextInput], list[int]]],
     names: list[str],
     *,
+    kind: str,
+    class_names: dict[int, str],
     n_train: int | None,
     n_test: int | None,
     seed: int,
@@ -315,6 +352,9 @@ def _build(
         test.append(_subsample(*loader(name, "test"), n_test, seed))
         if dev:
             dev_data.append(_subsample(*loader(name, "dev"), n_test, seed))
+        others = {"test": test[-1][1], **({"dev": dev_data[-1][1]} if dev else {})}
+        subsampled = n_train if n_train is not None and n_train < len(labels) else None
+        _check_classes(kind, name, train[-1][1], others, class_names, subsampled)
     return text_benchmark(
         train,
         test,
@@ -332,6 +372,7 @@ def _build_from_files(
     names: list[str],
     path_of: Callable[[Path, str, str], Path],
     read: Callable[[Path], tuple[list[TextInput], list[int]]],
+    class_names: dict[int, str],
     *,
     n_train: int | None,
     n_test: int | None = None,
@@ -340,7 +381,8 @@ def _build_from_files(
     tokenizer: PreTrainedTokenizerBase | str,
     max_length: int,
 ) -> GenericCLScenario:
-    """Check every file of ``names`` exists (before any tokenization), then build."""
+    """Check every file of ``names`` exists (before any tokenization), then read them,
+    check every task's classes (:func:`_check_classes`) and build."""
     _check_count(n_train)
     _check_count(n_test, "n_test")
     base = _check_root(root, kind, layout)
@@ -351,6 +393,8 @@ def _build_from_files(
     return _build(
         lambda name, split: read(path_of(base, name, split)),
         names,
+        kind=kind,
+        class_names=class_names,
         n_train=n_train,
         n_test=n_test,
         seed=seed,
@@ -421,21 +465,37 @@ def _check_dsc_domains(base: Path, given: Sequence[str] | None, dev: bool) -> li
     return names
 
 
+def _read_text(path: Path) -> str:
+    """The text of a UTF-8 data file; :class:`DataFileError` naming the line of the first
+    byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataFileError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as "
+            "UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def _read_dsc(path: Path) -> tuple[list[TextInput], list[int]]:
     texts: list[TextInput] = []
     labels: list[int] = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            sentence, sep, label = line.rpartition("\t")
-            if not sep or label.strip() not in _DSC_LABELS:
-                raise ValueError(
-                    f"{path}:{line_no}: expected 'sentence<TAB>label' with label -1 or 1"
-                )
-            texts.append(sentence)
-            labels.append(_DSC_LABELS[label.strip()])
+    for line_no, line in enumerate(io.StringIO(_read_text(path), newline=None), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        sentence, sep, label = line.rpartition("\t")
+        if not sep or label.strip() not in _DSC_LABELS:
+            raise DataFileError(
+                f"{path}:{line_no}: expected 'sentence<TAB>label' with label -1 or 1, got "
+                f"{line[:60]!r}; fix or delete the line"
+            )
+        texts.append(sentence)
+        labels.append(_DSC_LABELS[label.strip()])
+    if not texts:
+        raise DataFileError(f"{path} holds no review; {_DSC_LAYOUT}")
     return texts, labels
 
 
@@ -479,8 +539,10 @@ def DSC(
     :raises DSCDomainError: If a requested domain has no file in ``root`` (the
         message names the missing files and the domains that have files).
     :raises FileNotFoundError: If ``root`` or a needed ``.tsv`` file is missing.
-    :raises ValueError: On a duplicate or empty ``domains``, a bad ``n_train`` or a
-        malformed line.
+    :raises DataFileError: On an empty, malformed or non-UTF-8 file (naming the file
+        and line), or a domain whose training split lacks a class of its test (dev)
+        split or has a single class (naming the domain and the class).
+    :raises ValueError: On a duplicate or empty ``domains`` or a bad ``n_train``.
     """
     base = _check_root(root, "DSC", _DSC_LAYOUT)
     return _build_from_files(
@@ -490,6 +552,7 @@ def DSC(
         _check_dsc_domains(base, domains, dev),
         lambda base, name, split: base / f"{name}_{split}.tsv",
         _read_dsc,
+        {label: text for text, label in _DSC_LABELS.items()},
         n_train=n_train,
         n_test=n_test,
         seed=seed,
@@ -515,19 +578,31 @@ def _asc_dir(base: Path, name: str) -> Path:
 
 
 def _read_asc(path: Path) -> tuple[list[TextInput], list[int]]:
-    with path.open(encoding="utf-8") as f:
-        data = json.load(f)
+    expected = 'expected a JSON object {id: {"term", "sentence", "polarity"}}'
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as error:
+        raise DataFileError(
+            f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); {expected}: "
+            "the file is damaged or truncated, copy it again"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object {{id: {{term, sentence, polarity}}}}")
+        raise DataFileError(f"{path}: {expected}, got a JSON {type(data).__name__}")
+    if not data:
+        raise DataFileError(f"{path} holds no example; {expected}")
     texts: list[TextInput] = []
     labels: list[int] = []
     for key, item in data.items():
         try:
             term, sentence, polarity = item["term"], item["sentence"], item["polarity"]
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}: entry {key!r} lacks term/sentence/polarity") from err
+        except (KeyError, TypeError):
+            raise DataFileError(
+                f"{path}: entry {key!r} lacks term/sentence/polarity; {expected}"
+            ) from None
+        if not (isinstance(term, str) and isinstance(sentence, str)):
+            raise DataFileError(f"{path}: entry {key!r} has a term or sentence that is not text")
         if polarity not in ASC_LABELS:
-            raise ValueError(
+            raise DataFileError(
                 f"{path}: entry {key!r} has polarity {polarity!r}; known: {sorted(ASC_LABELS)}"
             )
         texts.append((term, sentence))
@@ -575,8 +650,10 @@ def ASC(
     :param dev: Also read the dev files and expose them as ``dev_stream``.
     :return: The benchmark of :func:`text_benchmark`, task names = tasks.
     :raises FileNotFoundError: If ``root`` or a needed ``.json`` file is missing.
-    :raises ValueError: On an unknown task name, a bad ``n_train`` or a
-        malformed file.
+    :raises DataFileError: On an empty, malformed or non-UTF-8 file (naming the file),
+        or a task whose training split lacks a class of its test (dev) split or has a
+        single class (naming the task and the class).
+    :raises ValueError: On an unknown task name or a bad ``n_train``.
     """
     return _build_from_files(
         "ASC",
@@ -585,6 +662,7 @@ def ASC(
         _check_names(tasks, ASC_TASKS, "ASC task"),
         lambda base, name, split: _asc_dir(base, name) / f"{split}.json",
         _read_asc,
+        _ASC_CLASS_NAMES,
         n_train=n_train,
         n_test=n_test,
         seed=seed,

@@ -53,6 +53,11 @@ class BenchmarkSpec:
     :param mixed_widths: its tasks have different numbers of classes, so how a model pads
         a narrower head's logits (:class:`~avalanche_ctr.compat.PaddedMultiTaskModule`)
         changes results, and a run records it.
+    :param classes: image benchmarks: the dataset's classes, which ``--n-experiences``
+        must divide when ``split_classes`` (each task gets an equal share), else every task
+        has all of them (``permuted_fmnist``); checked before a run starts
+        (:func:`~avalanche_ctr.experiments.validation.check_tasks`).
+    :param split_classes: see ``classes``.
     """
 
     name: str
@@ -64,6 +69,8 @@ class BenchmarkSpec:
     output_layers: tuple[str, ...] = ("heads",)
     supermask_model: Callable[..., nn.Module] | None = None
     mixed_widths: bool = False
+    classes: int | None = None
+    split_classes: bool = True
 
 
 def _mlp(input_size: int) -> Callable[[Any], nn.Module]:
@@ -251,6 +258,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             {**_IMAGE, "epochs": 4, "hidden_layers": 2, "density": 0.1},
             _mlp(64),
             ("heads", "masked"),
+            classes=10,
         ),
         BenchmarkSpec(
             "split_mnist1d",
@@ -260,6 +268,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             {**_IMAGE, "epochs": 4, "hidden_layers": 2, "density": 0.05},
             _mlp(40),
             ("heads", "masked"),
+            classes=10,
         ),
         BenchmarkSpec(
             "split_fmnist",
@@ -269,6 +278,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
             _mlp(784),
             ("heads", "masked"),
+            classes=10,
         ),
         BenchmarkSpec(
             "permuted_fmnist",
@@ -286,6 +296,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             },
             _mlp(784),
             ("heads", "masked"),
+            classes=10,
+            split_classes=False,
         ),
         BenchmarkSpec(
             "split_mnist",
@@ -295,6 +307,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             {**_IMAGE, "batch_size": 128, "epochs": 4, "hidden_layers": 2, "density": 0.05},
             _mlp(784),
             ("heads", "masked"),
+            classes=10,
         ),
         BenchmarkSpec(
             "split_cifar100",
@@ -311,6 +324,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
                 "density": 0.1,
             },
             lambda s: MultiHeadConvNet(3, 32, hidden_size=s.hidden_size, head_units=s.head_units),
+            classes=100,
         ),
         BenchmarkSpec(
             "dsc",

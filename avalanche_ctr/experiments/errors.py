@@ -1,12 +1,6 @@
-"""Errors of the command line that are the user's to fix: the message says how."""
+"""Errors of the command line that are the user's to fix: the message says how
+(defined in :mod:`avalanche_ctr.errors`, where the library's modules can raise them too)."""
 
-__all__ = ["UsageError", "BenchmarkDataError"]
+from avalanche_ctr.errors import BenchmarkDataError, DataFileError, UsageError
 
-
-class UsageError(ValueError):
-    """Input that cannot run: a wrong name, a strategy on the wrong modality, a setting
-    out of range."""
-
-
-class BenchmarkDataError(RuntimeError):
-    """A benchmark's data could not be found; the message says how to get them."""
+__all__ = ["UsageError", "BenchmarkDataError", "DataFileError"]

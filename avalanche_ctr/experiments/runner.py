@@ -14,6 +14,7 @@ report (:mod:`avalanche_ctr.experiments.report`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -59,6 +60,13 @@ from avalanche_ctr.experiments.strategies import (
     get_strategy,
     resolve_options,
 )
+from avalanche_ctr.experiments.validation import (
+    check_encoder,
+    check_seeds,
+    check_tasks,
+    check_unique,
+    encoder_config,
+)
 from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics
 from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
@@ -76,7 +84,7 @@ from avalanche_ctr.run_folder import (
     write_digested_json,
 )
 from avalanche_ctr.selection import BestEpochPlugin
-from avalanche_ctr.text_encoder import default_encoder_path, load_encoder
+from avalanche_ctr.text_encoder import UnsupportedEncoderError, default_encoder_path, load_encoder
 
 __all__ = [
     "Settings",
@@ -151,17 +159,22 @@ class Settings:
             text_tasks(self.benchmark, self.task_order, self.n_experiences)
         if self.options.get("encoder_layer") is not None:
             self._check_encoder_layer(self.options["encoder_layer"])
-        for name in ("n_experiences", "epochs", "batch_size", "eval_batch_size"):
+        for name in _COUNTS:
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.max_length is not None and self.max_length < 2:
+            raise UsageError(
+                f"--max-length {self.max_length}: give at least 2 tokens per input (the "
+                "encoder's [CLS] and [SEP])"
+            )
         if self.n_train is not None and spec.modality == "image":
             if self.benchmark != "permuted_fmnist":
                 raise UsageError(
                     f"--n-train applies to the text benchmarks and permuted_fmnist, not to "
                     f"{self.benchmark}; leave it out"
                 )
-            if self.n_train < 1:
-                raise UsageError(f"--n-train must be at least 1, got {self.n_train}")
         if self.output_layer not in spec.output_layers:
             raise UsageError(
                 f"--output-layer {self.output_layer!r} is not offered for {self.benchmark}; "
@@ -175,8 +188,8 @@ class Settings:
                 f"unknown --task-inference method(s) {unknown_methods}; use a comma-separated "
                 f"list of {', '.join(INFERENCE_METHODS)}"
             )
-        if self.lr is not None and not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise UsageError(f"--lr must be a positive finite number, got {self.lr}")
         unknown = set(self.options) - set(all_options())
         if unknown:
             raise UsageError(
@@ -211,11 +224,9 @@ class Settings:
                 f"--encoder-layer chooses the text encoder layer the supermask Kim-CNN reads; "
                 f"{self.benchmark} has no encoder, leave it out"
             )
-        from transformers import AutoConfig
-
         from avalanche_ctr.models.kim_cnn import check_layer
 
-        config = AutoConfig.from_pretrained(self.encoder or default_encoder_path())
+        config = encoder_config(self.encoder)
         try:
             check_layer(layer, getattr(config, "num_hidden_layers", None))
         except (TypeError, ValueError) as error:
@@ -238,6 +249,16 @@ class Settings:
 
 
 _COMMON = tuple(f.name for f in fields(Settings) if f.name != "options")
+_COUNTS = (
+    "n_experiences",
+    "epochs",
+    "batch_size",
+    "eval_batch_size",
+    "hidden_size",
+    "hidden_layers",
+    "n_train",
+)
+"""The settings that count something, each at least 1 when given."""
 
 
 RECORD_FORMAT = 2
@@ -318,6 +339,8 @@ def check_strategies(settings: Settings, strategies: list[str]) -> list[Strategy
     records = [check_strategy_for(n, settings.spec.modality, modalities) for n in strategies]
     for record in records:
         settings.strategy_options(record)
+    check_tasks(settings)
+    check_encoder(settings)
     return records
 
 
@@ -342,7 +365,15 @@ def build_strategy(
             "evaluator": evaluator,
         },
     )
-    return registered.build(context, registered)
+    try:
+        return registered.build(context, registered)
+    except UnsupportedEncoderError as error:
+        raise UsageError(
+            f"--encoder {settings.encoder or default_encoder_path()}: {registered.name} puts "
+            f"its modules into the encoder's layers, but {error}; pass a BERT-family "
+            "encoder (e.g. bert-base-uncased), or leave --encoder out for the packaged "
+            "all-MiniLM-L6-v2"
+        ) from None
 
 
 def run_one(
@@ -371,6 +402,7 @@ def run_one(
     rebuilt from the checkpoint, which holds it. The run holds the lock of ``out``
     (:func:`~avalanche_ctr.run_folder.lock_folder`).
     """
+    check_seeds([seed], "--seed")
     (record,) = check_strategies(settings, [strategy_name])
     with folder_errors(out), _locked(out, log):
         return _run(settings, record, seed, out=out, progress=progress, log=log)
@@ -650,6 +682,8 @@ def compare(
             "processes: use one of them"
         )
     log = log if is_main_process() else _quiet
+    check_unique(strategies, "--strategies")
+    check_seeds(seeds)
     checked = check_strategies(settings, strategies)
     log(
         f"{settings.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs "

@@ -47,6 +47,7 @@ from avalanche_ctr.compat import (
     ZeroLossMASPlugin,
 )
 from avalanche_ctr.experiments.errors import UsageError
+from avalanche_ctr.experiments.validation import check_finite
 from avalanche_ctr.exssnet.supermask_net import check_density
 
 __all__ = [
@@ -658,7 +659,9 @@ for _record in (
         _BOTH,
         _baseline(LwF),
         (
-            Option("lwf_alpha", 10.0, "LwF's distillation weight", kwarg="alpha"),
+            Option(
+                "lwf_alpha", 10.0, "LwF's distillation weight", check=_non_negative, kwarg="alpha"
+            ),
             Option(
                 "lwf_temperature",
                 2.0,
@@ -717,9 +720,9 @@ for _record in (
             Option(
                 "replay_mem_size",
                 200,
-                "Replay's memory (samples)",
+                "Replay's memory (samples; naive is replay without one)",
                 type=int,
-                check=_non_negative,
+                check=_positive,
                 kwarg="mem_size",
             ),
         ),
@@ -763,12 +766,14 @@ def resolve_options(
     record: StrategyRecord, given: Mapping[str, Any], benchmark_defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The record's options: the user's value, else the benchmark's default, else the
-    option's own default; each checked once here (:class:`UsageError` naming the flag)."""
+    option's own default; each checked once here (:class:`UsageError` naming the flag;
+    a non-finite number is refused whatever the option)."""
     values = {}
     for opt in record.options:
         value = given.get(opt.name)
         if value is None:
             value = benchmark_defaults.get(opt.name, opt.default)
+        check_finite(value, opt.flag)
         if opt.check is not None:
             try:
                 value = opt.check(value)

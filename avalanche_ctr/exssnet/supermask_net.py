@@ -13,6 +13,7 @@ per parameter").
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "SUPPORTED_LAYERS",
     "convert_to_supermask",
     "check_density",
+    "warn_sparse_layers",
 ]
 
 _MASK_PREFIX = "task_mask_"
@@ -124,6 +126,7 @@ class SupermaskNet(PaddedMultiTaskModule):
             # unit empty, and ExSSNeT's weight phase cannot revive it; docs/exssnet.md)
             self.max_class_label = max(self.max_class_label, output.out_features)
             output.keep_per_unit()
+        warn_sparse_layers(dict(zip(self._layer_names, self._layers, strict=True)), density)
         feature_name = self._head_names[-1] if self._head_names else self._layer_names[-1]
         self._capture = False
         self._features: Tensor | None = None
@@ -459,6 +462,31 @@ def _convert_children(module: nn.Module, prefix: str, density: float, cache: int
                 kind,
             )
         _convert_children(child, path, density, cache)
+
+
+def warn_sparse_layers(layers: dict[str, SupermaskLayer], density: float) -> None:
+    """Warn if a layer's masks keep fewer weights than the layer has output units.
+
+    With a layer-wide top-k (edge-popup, ExSSNeT Sec. 3) such a mask leaves some units
+    without any input weight, and a task can train to chance; the warning names the
+    layers and the density at which every layer keeps one weight per unit (a degenerate
+    density, e.g. ``1e-12``, is in (0, 1] and would otherwise run silently).
+    """
+    sparse = [
+        f"{name}: {layer.k} of {layer.weight.numel():,} weights for {layer.weight.shape[0]:,} units"
+        for name, layer in layers.items()
+        if not layer.per_unit and layer.k < layer.weight.shape[0]
+    ]
+    if sparse:
+        needed = max(layer.weight.shape[0] / layer.weight.numel() for layer in layers.values())
+        warnings.warn(
+            f"density {density:g} keeps fewer weights than output units in {len(sparse)} "
+            f"layer(s) ({'; '.join(sparse)}): some units get no input in a task's mask and "
+            f"the task may train to chance; use a density of at least {needed:.3g} (one "
+            "weight per unit in every layer)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def convert_to_supermask(

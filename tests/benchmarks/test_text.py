@@ -1,6 +1,7 @@
 """Tests for :mod:`avalanche_ctr.benchmarks.text` on tiny local files (no download)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from avalanche_ctr.benchmarks import (
     dsc_domains,
     text_benchmark,
 )
+from avalanche_ctr.errors import BenchmarkDataError, DataFileError
 
 WORDS = (
     "the a is was and it this i not very good bad great awful love hate "
@@ -370,10 +372,10 @@ def test_missing_root(tmp_path, tokenizer):
 
 
 def test_missing_task_file(tmp_path, tokenizer):
-    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\n")
+    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\nbad\t-1\n")
     with pytest.raises(FileNotFoundError, match="Pet_Supplies_test.tsv.*expected"):
         DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer)
-    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\n")
+    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\ngood\t1\n")
     assert len(DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer).train_stream) == 1
     with pytest.raises(FileNotFoundError, match="Pet_Supplies_dev.tsv"):
         DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer, dev=True)
@@ -388,3 +390,25 @@ def test_unknown_names(dsc_root, asc_root, tokenizer):
         ASC(asc_root, tasks=["Bing3Domains_Router"], tokenizer=tokenizer)
     with pytest.raises(ValueError, match="n_train"):
         DSC(dsc_root, n_train=0, tokenizer=tokenizer)
+
+
+def test_a_task_whose_training_split_lacks_a_class_is_refused(tmp_path, tokenizer):
+    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\nbad\t-1\ngreat\t1\n")
+    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\ngood\t1\n")
+    assert len(DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer).train_stream) == 1
+    with pytest.raises(DataFileError) as error:  # one example kept: one class
+        DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer, n_train=1)
+    assert re.fullmatch(
+        r"DSC task 'Pet_Supplies': its test split has class '-?1', which none of its training "
+        r"examples \(of the 1 kept by n_train\) has, so those test examples could never be "
+        r"predicted; add training examples of it, or raise n_train, or leave the task out",
+        str(error.value),
+    )
+
+
+def test_a_malformed_file_is_a_data_error_and_still_a_value_error(tmp_path, tokenizer):
+    (tmp_path / "Pet_Supplies_train.tsv").write_text("good\t1\nbad\t-1\n\nworse -1\n")
+    (tmp_path / "Pet_Supplies_test.tsv").write_text("bad\t-1\ngood\t1\n")
+    with pytest.raises(DataFileError, match=r"Pet_Supplies_train.tsv:4: expected") as error:
+        DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer)
+    assert isinstance(error.value, ValueError) and isinstance(error.value, BenchmarkDataError)

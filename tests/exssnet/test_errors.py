@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
@@ -50,6 +52,24 @@ def test_density_outside_unit_interval_is_refused(density):
 
 def test_density_one_is_accepted():
     assert small_exssnet(density=1.0).model.density == 1.0
+
+
+def test_a_density_leaving_units_without_weights_warns_naming_the_layers():
+    """Layer 0 keeps round(0.01 * 64 * 32) = 20 weights for 32 units; the masked output
+    layer keeps weights per unit, so it never leaves one empty, but it sets the density
+    at which every layer has one weight per unit: 10 / 320."""
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    with pytest.warns(UserWarning) as caught:
+        convert_to_supermask(model, density=0.01)
+    (message,) = [str(w.message) for w in caught]
+    assert message == (
+        "density 0.01 keeps fewer weights than output units in 1 layer(s) (0: 20 of 2,048 "
+        "weights for 32 units): some units get no input in a task's mask and the task may "
+        "train to chance; use a density of at least 0.0312 (one weight per unit in every layer)"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convert_to_supermask(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
 
 
 class HeadsOnly(MultiTaskModule):
