@@ -19,6 +19,7 @@ from avalanche_ctr.distributed import DistributedError
 from avalanche_ctr.experiments.benchmarks import BENCHMARKS, get_benchmark
 from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
+from avalanche_ctr.finite import NonFiniteError
 
 __all__ = ["main"]
 
@@ -288,7 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _execute(args)
-    except (UsageError, BenchmarkDataError, CheckpointError, DistributedError) as error:
+    except (
+        UsageError,
+        BenchmarkDataError,
+        CheckpointError,
+        DistributedError,
+        NonFiniteError,
+    ) as error:
         raise SystemExit(f"avalanche-ctr: error: {error}") from None
 
 

@@ -1,0 +1,78 @@
+"""Stopping training at the first loss or gradient that is not finite.
+
+A NaN or an infinity in a training step (a NaN in the inputs, an overflow) makes the
+gradients of every parameter it reaches NaN, and an optimizer step then writes NaN
+into the weights, including those that finished tasks share with the task in
+training. :func:`check_finite_step` stops training before that step with a
+:class:`NonFiniteError` naming the experience and the iteration, so that every
+finished task is as it was and a run resumed from its last checkpoint (saved after
+a finished experience) loses nothing. ExSSNeT's, SSNeT's, SupSup's and CTR's
+plugins call it after every backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn.utils import get_total_norm
+
+__all__ = ["NonFiniteError", "check_finite_step"]
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a loss or a gradient that is NaN or infinite and stopped before the
+    optimizer step; the message names the experience, the iteration and what to check."""
+
+
+def check_finite_step(strategy) -> None:
+    """Raise :class:`NonFiniteError` when the loss just back-propagated
+    (``strategy.loss``) or the gradient of a parameter the optimizer updates is NaN or
+    infinite. Call it after the backward pass and before the optimizer step (a
+    plugin's ``after_backward``): no parameter has changed yet.
+
+    One fused reduction and one host synchronisation per step: the largest absolute
+    gradient entry (the ∞-norm, which cannot overflow as a 2-norm can) is finite
+    exactly when every entry is. Under ``torchrun`` the gradients are checked after
+    they are averaged, so every rank sees the same NaN and stops at the same iteration.
+
+    :raises NonFiniteError: naming the experience, its task labels, the epoch and
+        iteration (both counted from 0), and the parameters whose gradient is not finite.
+    """
+    loss = strategy.loss.detach()
+    params = [
+        p
+        for group in strategy.optimizer.param_groups
+        for p in group["params"]
+        if p.grad is not None
+    ]
+    grads = [p.grad for p in params]
+    finite = torch.isfinite(loss).all()
+    if grads:
+        finite = finite & torch.isfinite(get_total_norm(grads, norm_type=math.inf)).all()
+    if not bool(finite):
+        raise NonFiniteError(_message(strategy, loss, params))
+
+
+def _message(strategy, loss: torch.Tensor, params: list[torch.Tensor]) -> str:
+    names = {id(p): name for name, p in strategy.model.named_parameters()}
+    bad = [names.get(id(p), "(unnamed)") for p in params if not torch.isfinite(p.grad).all()]
+    problems = []
+    if not torch.isfinite(loss).all():
+        problems.append(f"the loss is {loss.float().sum().item()}")
+    if len(bad) == 1:
+        problems.append(f"the gradient of {bad[0]} is not finite")
+    elif bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        problems.append(f"the gradients of {len(bad)} parameters are not finite ({shown})")
+    experience = strategy.experience
+    labels = sorted(int(t) for t in experience.task_labels)
+    tasks = f"task {labels[0]}" if len(labels) == 1 else f"tasks {labels}"
+    clock = strategy.clock
+    return (
+        f"{' and '.join(problems)} in training experience {experience.current_experience} "
+        f"({tasks}), epoch {clock.train_exp_epochs}, iteration {clock.train_epoch_iterations} "
+        "(counted from 0); training stopped before the optimizer step, so no weight changed "
+        "in this step and every finished task is as it was. Look for NaN or infinite "
+        "values in this experience's inputs, or lower the learning rate"
+    )
