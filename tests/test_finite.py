@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from avalanche_ctr.finite import NonFiniteError, check_finite_step
+from avalanche_ctr.finite import NonFiniteError, _all_finite, check_finite_step
 
 
 def step(loss: float, grads: dict[str, float], frozen_grad: float = 0.0):
@@ -39,3 +39,15 @@ def test_a_nan_gradient_names_the_parameter_experience_and_iteration():
 def test_an_infinite_loss_stops_training_even_with_finite_gradients():
     with pytest.raises(NonFiniteError, match=r"^the loss is inf in training experience 2"):
         check_finite_step(step(float("inf"), {"a": 1.0}))
+
+
+@pytest.mark.parametrize("fused", [False, True])  # aminmax (CPU), get_total_norm (CUDA)
+def test_both_reductions_find_nan_and_inf_anywhere_and_pass_huge_finite_values(fused):
+    loss = torch.tensor(0.1)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for position in range(3):
+            grads = [torch.full((4,), 3e38), torch.zeros(2, 3), torch.empty(0)]
+            grads[1].view(-1)[position] = bad
+            assert not _all_finite(loss, grads, fused=fused)
+    assert _all_finite(loss, [torch.full((4,), -3e38), torch.empty(0)], fused=fused)
+    assert not _all_finite(torch.tensor(float("nan")), [torch.ones(2)], fused=fused)
