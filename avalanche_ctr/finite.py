@@ -31,7 +31,7 @@ def check_finite_step(strategy) -> None:
     infinite. Call it after the backward pass and before the optimizer step (a
     plugin's ``after_backward``): no parameter has changed yet.
 
-    One reduction per gradient and one host synchronisation per step: a gradient is
+    One reduction per gradient and one copy to the host per step: a gradient is
     finite exactly when its smallest and largest entries are (they cannot overflow, as
     a sum or a 2-norm can). On the CPU each gradient's ``aminmax`` is the cheapest such
     reduction; elsewhere the ∞-norm of :func:`torch.nn.utils.get_total_norm`, which runs
@@ -56,16 +56,15 @@ def check_finite_step(strategy) -> None:
 
 
 def _all_finite(loss: torch.Tensor, grads: list[torch.Tensor], *, fused: bool) -> bool:
-    """Whether ``loss`` and every entry of ``grads`` are finite: from each gradient's
-    ``aminmax``, or with ``fused`` from the ∞-norm of ``get_total_norm``."""
-    finite = torch.isfinite(loss).all()
+    """Whether the scalar ``loss`` and every entry of ``grads`` are finite: from each
+    gradient's ``aminmax``, or with ``fused`` from the ∞-norm of ``get_total_norm``; one
+    copy to the host."""
     grads = [g for g in grads if g.numel()]  # neither reduction takes an empty tensor
-    if grads and fused:
-        finite = finite & torch.isfinite(get_total_norm(grads, norm_type=math.inf)).all()
-    elif grads:
-        extremes = torch.stack([v for g in grads for v in torch.aminmax(g)])
-        finite = finite & torch.isfinite(extremes).all()
-    return bool(finite)
+    if fused and grads:
+        values = [loss, get_total_norm(grads, norm_type=math.inf)]
+    else:
+        values = [loss, *[v for g in grads for v in torch.aminmax(g)]]
+    return all(map(math.isfinite, torch.stack(values).tolist()))
 
 
 def _message(strategy, loss: torch.Tensor, params: list[torch.Tensor]) -> str:
