@@ -56,14 +56,15 @@ def check_finite_step(strategy) -> None:
 
 
 def _all_finite(loss: torch.Tensor, grads: list[torch.Tensor], *, fused: bool) -> bool:
-    """Whether the scalar ``loss`` and every entry of ``grads`` are finite: from each
-    gradient's ``aminmax``, or with ``fused`` from the ∞-norm of ``get_total_norm``; one
-    copy to the host."""
+    """Whether every entry of ``loss`` (Avalanche's is of shape ``(1,)``) and of ``grads``
+    is finite: from each gradient's ``aminmax``, or with ``fused`` from the ∞-norm of
+    ``get_total_norm``; one copy to the host."""
     grads = [g for g in grads if g.numel()]  # neither reduction takes an empty tensor
+    values = list(loss.reshape(-1).unbind())
     if fused and grads:
-        values = [loss, get_total_norm(grads, norm_type=math.inf)]
+        values.append(get_total_norm(grads, norm_type=math.inf))
     else:
-        values = [loss, *[v for g in grads for v in torch.aminmax(g)]]
+        values += [v for g in grads for v in torch.aminmax(g)]
     return all(map(math.isfinite, torch.stack(values).tolist()))
 
 

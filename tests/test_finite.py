@@ -15,7 +15,7 @@ def step(loss: float, grads: dict[str, float], frozen_grad: float = 0.0):
         model[name].grad = torch.tensor([1.0, value, -1.0])
     model["frozen"].grad = torch.full((2,), frozen_grad)
     return SimpleNamespace(
-        loss=torch.tensor(loss),
+        loss=torch.tensor([loss]),  # Avalanche's loss has shape (1,)
         optimizer=torch.optim.SGD([model["a"], model["b"]], lr=0.1),
         model=model,
         experience=SimpleNamespace(current_experience=2, task_labels=[5]),
