@@ -22,6 +22,7 @@ from avalanche_ctr.experiments.errors import BenchmarkDataError, UsageError
 from avalanche_ctr.experiments.parallel import WorkerError
 from avalanche_ctr.experiments.strategies import STRATEGIES, all_options, default_strategies
 from avalanche_ctr.experiments.validation import check_seeds, check_threads
+from avalanche_ctr.finite import NonFiniteError
 from avalanche_ctr.precision import PRECISIONS
 from avalanche_ctr.run_folder import RunFolderError, verify_folder
 
@@ -342,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DistributedError,
         RunFolderError,
         WorkerError,
+        NonFiniteError,
     ) as error:
         if args.debug:
             raise

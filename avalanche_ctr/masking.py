@@ -3,7 +3,9 @@
 * bit-packing of boolean masks (1 bit per weight), used to keep finished
   tasks' supermasks compactly (ExSSNeT, Sec. 3);
 * partial freezing of parameters (gradient masking plus restoration), used by
-  ExSSNeT's exclusive weight training and CTR's task masks;
+  ExSSNeT's exclusive weight training and CTR's task masks, and ``W ⊙ M`` of a
+  boolean mask (:func:`apply_mask`), both by selection so that no NaN or infinity
+  outside a mask reaches what the mask keeps;
 * the top-k supermask with a straight-through estimator (edge-popup,
   Ramanujan et al., CVPR 2020, Sec. 3; SupSup, Wortsman et al., NeurIPS 2020,
   Sec. 3.1).
@@ -20,6 +22,7 @@ __all__ = [
     "topk_mask",
     "TopKStraightThrough",
     "n_kept",
+    "apply_mask",
     "PartialFreeze",
 ]
 
@@ -73,6 +76,13 @@ def topk_mask(scores: Tensor, k: int, *, per_row: bool = False) -> Tensor:
     return mask.view_as(scores)
 
 
+def apply_mask(values: Tensor, mask: Tensor) -> Tensor:
+    """``values ⊙ mask`` for a boolean ``mask`` (broadcastable), by selection: 0 outside
+    the mask whatever ``values`` holds there. A product would not be: ``NaN · 0`` and
+    ``inf · 0`` are NaN."""
+    return torch.where(mask, values, values.new_zeros(()))
+
+
 class TopKStraightThrough(torch.autograd.Function):
     """The supermask of a layer: ``1`` on the top-k ``|scores|``, ``0`` elsewhere.
 
@@ -102,23 +112,27 @@ class PartialFreeze:
     momentum, SGD's weight decay and AdamW's decoupled decay move entries
     whose gradient is zero. Together they hold for any optimizer.
 
+    Both select entries (``masked_fill_``, ``torch.where``) instead of multiplying
+    by a 0/1 mask: ``NaN · 0`` and ``inf · 0`` are NaN, so a product would let a
+    non-finite gradient or update of the training task into the entries it must
+    not change. A frozen entry is left exactly as it was whatever the free
+    entries hold.
+
     :param pairs: ``(parameter, free)`` with ``free`` a boolean tensor
         broadcastable to the parameter: ``True`` where it may change.
     """
 
     def __init__(self, pairs: list[tuple[Tensor, Tensor]]) -> None:
         self.params = [param for param, _ in pairs]
-        self.free = [free.expand_as(param) for param, free in pairs]
-        self._frozen = [
-            param.detach() * ~free for param, free in zip(self.params, self.free, strict=True)
-        ]
+        self.frozen = [(~free).expand_as(param) for param, free in pairs]
+        self._values = [param.detach().clone() for param in self.params]
 
     def mask_gradients(self) -> None:
-        for param, free in zip(self.params, self.free, strict=True):
+        for param, frozen in zip(self.params, self.frozen, strict=True):
             if param.grad is not None:
-                param.grad.mul_(free)
+                param.grad.masked_fill_(frozen, 0.0)
 
     @torch.no_grad()
     def restore(self) -> None:
-        for param, free, frozen in zip(self.params, self.free, self._frozen, strict=True):
-            param.mul_(free).add_(frozen)
+        for param, frozen, values in zip(self.params, self.frozen, self._values, strict=True):
+            param.copy_(torch.where(frozen, values, param))

@@ -250,3 +250,38 @@ def test_split_mnist1d_with_a_bad_number_of_tasks_names_the_flag(tmp_path):
         main(
             ["run", "--benchmark", "split_mnist1d", "--n-experiences", "3", "--out", str(tmp_path)]
         )
+
+
+def test_a_nan_in_a_later_task_is_one_error_line_and_the_run_resumes_after_the_last_task(
+    tmp_path, capsys, monkeypatch
+):
+    import numpy as np
+
+    from avalanche_ctr.benchmarks import SplitDigits, digits
+
+    later = sorted(SplitDigits(5, seed=0).original_classes_in_exp[1])  # experience 1's
+    real = digits.load_digits
+
+    def with_a_nan_pixel():
+        data = real()
+        data.images = data.images.copy()
+        data.images[np.isin(data.target, later), 3, 4] = np.nan
+        return data
+
+    monkeypatch.setattr(digits, "load_digits", with_a_nan_pixel)
+    argv = ["run", "--strategy", "exssnet", "--epochs", "2", "--hidden-size", "32"]
+    argv += ["--out", str(tmp_path), "--no-progress"]
+    message = (
+        r"^avalanche-ctr: error: the loss is nan and the gradients of \d+ parameters are not "
+        r"finite \(.*\) in training experience 1 \(task 1\), epoch 0, iteration \d+ \(counted "
+        r"from 0\); [^\n]*$"
+    )
+    with pytest.raises(SystemExit, match=message):
+        main(argv)
+    checkpoint = tmp_path / "checkpoints" / "exssnet-seed0.pt"
+    saved = checkpoint.read_bytes()
+    assert not (tmp_path / "runs" / "exssnet-seed0.json").exists()
+    with pytest.raises(SystemExit, match=message):
+        main(argv)  # the same data again: resumed after experience 0, stopped again
+    assert "resuming after experience 1 of 5" in capsys.readouterr().out
+    assert checkpoint.read_bytes() == saved  # the finished task's checkpoint is intact

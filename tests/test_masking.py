@@ -3,7 +3,15 @@ import math
 import pytest
 import torch
 
-from avalanche_ctr.masking import TopKStraightThrough, n_kept, pack_mask, topk_mask, unpack_mask
+from avalanche_ctr.masking import (
+    PartialFreeze,
+    TopKStraightThrough,
+    apply_mask,
+    n_kept,
+    pack_mask,
+    topk_mask,
+    unpack_mask,
+)
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (8,), (13, 5), (4, 3, 3, 3)])
@@ -44,3 +52,45 @@ def test_straight_through_gradient_passes_to_scores_with_sign():
     assert mask.tolist() == [1.0, 1.0, 0.0, 0.0]
     (mask * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
     assert scores.grad.tolist() == [1.0, -2.0, 3.0, 4.0]
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_partial_freeze_keeps_frozen_entries_exactly_through_nan_and_inf():
+    param = torch.nn.Parameter(torch.tensor([[1.0, -2.0, 3.0], [-0.5, 0.25, 4.0]]))
+    start = param.detach().clone()
+    free = torch.tensor([[True, False, True], [False, True, False]])
+    freeze = PartialFreeze([(param, free)])
+    param.grad = torch.tensor([[NAN, NAN, INF], [-INF, 1.0, NAN]])
+    freeze.mask_gradients()
+    assert torch.equal(param.grad[~free], torch.zeros(3))  # no NaN · 0 left behind
+    assert param.grad[0, 0].isnan() and param.grad[0, 2] == INF and param.grad[1, 1] == 1.0
+    with torch.no_grad():  # an update that puts NaN and inf everywhere
+        param.copy_(torch.tensor([[NAN, INF, -INF], [NAN, 7.0, INF]]))
+    freeze.restore()
+    assert torch.equal(param.detach()[~free], start[~free])
+    assert param[0, 0].isnan() and param[0, 2] == -INF and param[1, 1] == 7.0  # free: as updated
+
+
+def test_partial_freeze_with_a_row_mask_holds_against_an_optimizer_fed_nan():
+    layer = torch.nn.Linear(3, 4)
+    start = layer.weight.detach().clone()
+    free_rows = torch.tensor([True, False, False, True])[:, None]  # broadcast over the inputs
+    freeze = PartialFreeze([(layer.weight, free_rows)])
+    optimizer = torch.optim.SGD([layer.weight], lr=0.1, momentum=0.9, weight_decay=0.1)
+    for x in (torch.ones(2, 3), torch.full((2, 3), NAN)):
+        optimizer.zero_grad()
+        layer(x).sum().backward()
+        freeze.mask_gradients()
+        optimizer.step()
+        freeze.restore()
+    assert torch.equal(layer.weight.detach()[1:3], start[1:3])
+    assert layer.weight[[0, 3]].isnan().all()
+
+
+def test_apply_mask_gives_zero_outside_the_mask_whatever_the_values():
+    values = torch.tensor([NAN, INF, -INF, 2.0])
+    mask = torch.tensor([False, False, True, True])
+    assert apply_mask(values, mask).tolist() == [0.0, 0.0, -INF, 2.0]
+    assert (values * mask).isnan()[:2].all()  # what a product would give

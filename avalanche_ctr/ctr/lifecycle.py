@@ -5,6 +5,7 @@ from __future__ import annotations
 from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.ctr.ctr_model import CTRModel
 from avalanche_ctr.ctr.task_masks import anneal_s
+from avalanche_ctr.finite import check_finite_step
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
@@ -24,8 +25,10 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
     * ``before_training_iteration``: anneals HAT's ``s`` over the epoch's iterations
       and, with ``warmup``, sets the learning rates of the schedule;
     * ``before_backward``: adds HAT's mask regulariser (weight ``mask_reg``);
-    * ``after_backward``: blocks the gradients of the weights other tasks use
-      and compensates the embedding gradients;
+    * ``after_backward``: stops training with a
+      :class:`~avalanche_ctr.finite.NonFiniteError` when the loss or a gradient is NaN
+      or infinite (before the optimizer step changes any weight), then blocks the
+      gradients of the weights other tasks use and compensates the embedding gradients;
     * ``after_update``: restores any weight other tasks use that the
       optimizer moved (momentum, weight decay) and clamps the task's embeddings;
     * ``after_training_exp``: puts the optimizer's learning rates back (after the
@@ -105,6 +108,7 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         strategy.loss = strategy.loss + self.mask_reg * _ctr_model(strategy).mask_regularizer()
 
     def after_backward(self, strategy, **kwargs) -> None:
+        check_finite_step(strategy)
         self._freeze.mask_gradients()
         _ctr_model(strategy).compensate_embedding_gradients(self.thres_cosh)
 

@@ -14,6 +14,7 @@ from avalanche_ctr.exssnet.exclusive import exclusive_update
 from avalanche_ctr.exssnet.kkt import KKTChoice, select_source_task
 from avalanche_ctr.exssnet.supermask_net import SupermaskNet, input_sums, merge_input_sums
 from avalanche_ctr.exssnet.task_inference import HEAD_RULES, METHODS, infer
+from avalanche_ctr.finite import check_finite_step
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
@@ -53,6 +54,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
       ``M_t`` and, with ``exclusive=True``, in no earlier mask (ExSSNeT,
       Sec. 3.2): ``after_backward`` masks the gradients, ``after_update`` puts
       back any other weight an optimizer's momentum or weight decay moved;
+    * in every epoch ``after_backward`` first stops training with a
+      :class:`~avalanche_ctr.finite.NonFiniteError` when the loss or a gradient is
+      NaN or infinite, before the optimizer step changes any weight;
     * ``after_training_exp``: stores ``M_t`` bit-packed and the task's classes
       (task inference reads them), and freezes the task.
 
@@ -192,6 +196,7 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         reset_optimizer_to_trainable(strategy.optimizer, model)
 
     def after_backward(self, strategy, **kwargs) -> None:
+        check_finite_step(strategy)
         if self._update is not None:
             self._update.mask_gradients()
 

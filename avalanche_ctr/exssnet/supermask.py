@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_ctr.masking import TopKStraightThrough, n_kept, topk_mask
+from avalanche_ctr.masking import TopKStraightThrough, apply_mask, n_kept, topk_mask
 
 __all__ = [
     "SupermaskLayer",
@@ -147,8 +147,10 @@ class SupermaskLayer(nn.Module):
         return entry is not None and entry[0] == self.weight._version
 
     def cache_task(self, task: Hashable, mask: Tensor) -> None:
-        """Cache ``weight * mask`` of a finished (or an untrained) task for fast evaluation."""
-        self._cache[task] = (self.weight._version, (self.weight * mask).detach())
+        """Cache ``W ⊙ M`` of a finished (or an untrained) task for fast evaluation, by
+        selection (:func:`~avalanche_ctr.masking.apply_mask`): the task's weight ignores
+        every entry outside its boolean ``mask``, even a NaN."""
+        self._cache[task] = (self.weight._version, apply_mask(self.weight.detach(), mask))
         self._cache.move_to_end(task)
         while len(self._cache) > self.max_cached_tasks:
             self._cache.popitem(last=False)

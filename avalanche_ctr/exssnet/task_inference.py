@@ -209,6 +209,7 @@ from torch import Tensor, nn
 
 from avalanche_ctr.exssnet.supermask import SupermaskLayer, TaskBatchNorm
 from avalanche_ctr.exssnet.supermask_net import SupermaskNet
+from avalanche_ctr.masking import apply_mask
 
 __all__ = [
     "HEAD_RULES",
@@ -755,7 +756,7 @@ def _sample_gradient(
                 if delta is None:
                     continue
                 layer = layers[index]
-                current[layer] = layer.weight.detach() * masks[index]
+                current[layer] = apply_mask(layer.weight.detach(), masks[index])
                 own = type(layer).forward(layer, inputs)
                 result[:, j] += (delta * own).flatten(1).sum(1)
     return result.detach()
