@@ -55,6 +55,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
+from avalanche.benchmarks.utils.flat_data import ConstantSequence
 from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.packnet import PackNetModel, PackNetPlugin
@@ -75,7 +76,8 @@ from avalanche.training.storage_policy import ReservoirSamplingBuffer
 from avalanche.training.templates.base_sgd import PeriodicEval
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.utils.data import Sampler, TensorDataset
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
 
 __all__ = [
     "CHECKED_AGAINST",
@@ -335,6 +337,7 @@ def dataset_samples(dataset: AvalancheDataset) -> dict[str, Any]:
             "name": name,
             "values": _stack([attr[i] for i in range(len(attr))], name),
             "use_in_getitem": bool(attr.use_in_getitem),
+            "constant_runs": _constant_runs(attr.data),
         }
         for name, attr in dataset._data_attributes.items()
     ]
@@ -346,16 +349,61 @@ def dataset_samples(dataset: AvalancheDataset) -> dict[str, Any]:
         "class": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
         "length": len(dataset),
         "fields": fields,
+        "numbers": [
+            not all(isinstance(item[j], Tensor) for item in items) for j in range(n_fields)
+        ],
         "attributes": attributes,
     }
 
 
+def _constant_runs(data) -> bool:
+    """Whether Avalanche holds an attribute as constant sequences (task labels): it is
+    rebuilt so, since Avalanche concatenates one list with a constant sequence wrongly."""
+    parts = getattr(data, "_datasets", [data])
+    return all(isinstance(part, ConstantSequence) for part in parts)
+
+
+def _attribute_data(values: Tensor, constant_runs: bool):
+    if not constant_runs or len(values) == 0:
+        return values.tolist()
+    changes = [0, *(torch.nonzero(values[1:] != values[:-1]).flatten() + 1).tolist(), len(values)]
+    runs = [
+        ConstantSequence(values[start].item(), stop - start)
+        for start, stop in zip(changes, changes[1:], strict=False)
+    ]
+    data = runs[0]
+    for run in runs[1:]:
+        data = data.concat(run)
+    return data
+
+
 def _stack(values: list, what: str) -> Tensor:
+    """Tensors stacked; Python ints as int64, floats as float64 (read back exactly)."""
     if values and all(isinstance(v, Tensor) for v in values):
         return torch.stack(values)
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return torch.tensor(values)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return torch.tensor(values, dtype=torch.int64)
+    if all(isinstance(v, float) for v in values):
+        return torch.tensor(values, dtype=torch.float64)
     raise TypeError(f"the dataset's {what} holds values that are not tensors or numbers")
+
+
+class _Samples(TorchDataset):
+    """Stored sample fields, each item as the original dataset returned it: a row of
+    each tensor field, a Python number for a field of numbers."""
+
+    def __init__(self, fields: list[Tensor], numbers: list[bool]) -> None:
+        self.fields = fields
+        self.numbers = numbers
+
+    def __len__(self) -> int:
+        return len(self.fields[0])
+
+    def __getitem__(self, index: int) -> tuple:
+        return tuple(
+            f[index].item() if number else f[index]
+            for f, number in zip(self.fields, self.numbers, strict=True)
+        )
 
 
 _DATASET_CLASSES = {
@@ -381,9 +429,13 @@ def dataset_from_samples(state: dict[str, Any]) -> AvalancheDataset:
     if state["length"] == 0:
         return concat_datasets([])
     return cls(
-        [TensorDataset(*state["fields"])],
+        [_Samples(state["fields"], state["numbers"])],
         data_attributes=[
-            DataAttribute(a["values"].tolist(), a["name"], use_in_getitem=a["use_in_getitem"])
+            DataAttribute(
+                _attribute_data(a["values"], a["constant_runs"]),
+                a["name"],
+                use_in_getitem=a["use_in_getitem"],
+            )
             for a in state["attributes"]
         ],
     )
