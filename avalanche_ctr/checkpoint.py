@@ -184,7 +184,8 @@ def _load_failure(error: Exception) -> tuple[bool, str]:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     named = [line for line in lines if "global" in line.lower() and "unsupported" in line.lower()]
     if named:
-        return True, named[0][:300]
+        line = named[0].removeprefix("WeightsUnpickler error:").strip()
+        return True, line.split(" was not an allowed global")[0].split(" whose module")[0][:300]
     specific = [line for line in lines if "unsupported" in line.lower() or "error" in line.lower()]
     return False, (specific or lines or ["no detail"])[-1][:300]
 
