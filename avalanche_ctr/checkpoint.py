@@ -123,10 +123,10 @@ def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> None:
 
 def _tensor_digest(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes."""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest = hashlib.sha256(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-    if flat.numel():
-        digest.update(flat.view(torch.uint8).numpy())
+    digest = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    if tensor.numel():
+        flat = tensor.detach().reshape(-1).contiguous()  # a copy only if not contiguous
+        digest.update((flat if flat.device.type == "cpu" else flat.cpu()).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
