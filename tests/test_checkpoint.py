@@ -427,3 +427,51 @@ def test_a_declared_state_that_is_not_plain_is_refused_at_save(tmp_path):
         match=r"Counting: .*state_dict\(\)\['seen'\] is a set, not a tensor or a plain value",
     ):
         save_checkpoint(naive_with(plugin), tmp_path / "run.pt")
+
+
+def scheduled_naive(seed=0):
+    from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
+
+    torch.manual_seed(seed)
+    model = MTSimpleMLP(input_size=64, hidden_size=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return Naive(
+        model=model,
+        optimizer=optimizer,
+        train_epochs=2,
+        eval_every=1,
+        evaluator=quiet_evaluator(),
+        plugins=[
+            LRSchedulerPlugin(
+                torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5),
+                reset_scheduler=False,
+                reset_lr=False,
+            ),
+            EarlyStoppingPlugin(patience=5, val_stream_name="test_stream"),
+        ],
+    )
+
+
+def test_avalanche_lr_scheduler_and_early_stopping_resume_exactly(tmp_path):
+    benchmark = SplitDigits(5, seed=0)
+
+    def train(strategy, experiences):
+        for i in experiences:
+            strategy.train(
+                benchmark.train_stream[i], eval_streams=[benchmark.test_stream[i : i + 1]]
+            )
+
+    whole = scheduled_naive()
+    train(whole, [0, 1])
+    save_checkpoint(whole, tmp_path / "run.pt")
+    train(whole, [2])
+    resumed = scheduled_naive(seed=1)
+    load_checkpoint(resumed, tmp_path / "run.pt")
+    scheduler, stopping = resumed.plugins[:2]
+    assert scheduler.scheduler.last_epoch == 4 and stopping.best_val is not None
+    train(resumed, [2])
+    for ours, theirs in zip(
+        resumed.model.state_dict().values(), whole.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs)
+    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"]
