@@ -307,7 +307,9 @@ def grow_model(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def _load_model_state(model: nn.Module, payload: dict[str, Any], path: Path) -> None:
-    state = payload["model"]
+    state = payload.get("model")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds no model state dict; {_START_OVER}")
     grow_model(model, state)
     try:
         model.load_state_dict(state)
@@ -616,6 +618,10 @@ def _plugin_states(strategy, path: Path) -> list[dict[str, Any]]:
     return states
 
 
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+"""What a well-formed file holding a state of the wrong form raises while decoding."""
+
+
 def _restore_plugins(strategy, states: list[Any], path: Path) -> None:
     codec = _Codec(strategy, path)
     for plugin, state in zip(strategy.plugins, states, strict=True):
@@ -625,13 +631,17 @@ def _restore_plugins(strategy, states: list[Any], path: Path) -> None:
                 raise codec.error(name, "state was not declared by the plugin")
             try:
                 plugin.load_state_dict(state["declared"])
-            except (KeyError, TypeError, ValueError) as error:
+            except _MALFORMED as error:
                 raise codec.error(f"state of {name}", f"does not fit it ({error!r})") from None
             continue
         if not isinstance(state, dict) or not isinstance(state.get("attributes"), dict):
             raise codec.error(name, "state is not a dict of attributes")
         for key, value in state["attributes"].items():
-            setattr(plugin, key, codec.decode(value, getattr(plugin, key, None), f"{name}.{key}"))
+            where = f"{name}.{key}"
+            try:
+                setattr(plugin, key, codec.decode(value, getattr(plugin, key, None), where))
+            except _MALFORMED as error:
+                raise codec.error(where, f"is malformed ({error!r})") from None
         rebuild_after_restore(plugin)
 
 
@@ -735,6 +745,9 @@ def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] |
     atomic_save({**content, "digest": _digests(content)}, path)
 
 
+_STRATEGY_PARTS = ("strategy_class", "plugin_classes", "optimizer", "plugins", "extras", "rng")
+
+
 def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
     """Restore a strategy built exactly as the saved one was (same classes, model
     configuration, optimizer and plugins) to the saved state; return the ``meta``
@@ -745,6 +758,9 @@ def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     payload = read_checkpoint(path)
+    missing = [part for part in _STRATEGY_PARTS if part not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {_START_OVER}")
     if payload["strategy_class"] != _qualname(strategy):
         raise CheckpointError(
             f"checkpoint {path} was written by strategy {payload['strategy_class']}, not "
@@ -765,7 +781,10 @@ def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
     _restore_plugins(strategy, payload["plugins"], path)
     codec = _Codec(strategy, path)
     for key, value in payload["extras"].items():
-        setattr(strategy, key, codec.decode(value, None, f"strategy.{key}"))
+        try:
+            setattr(strategy, key, codec.decode(value, None, f"strategy.{key}"))
+        except _MALFORMED as error:
+            raise codec.error(f"strategy.{key}", f"is malformed ({error!r})") from None
     random_state.restore(payload["rng"])
     return payload["meta"]
 
