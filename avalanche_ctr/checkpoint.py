@@ -392,6 +392,7 @@ _CONFIGURATION = (
 )
 _PLAIN = (type(None), bool, int, float, str)
 _DICTS = {"dict": dict, "OrderedDict": OrderedDict, "Counter": Counter}
+_SEQUENCES = {"list": list, "tuple": tuple, "set": set | frozenset}
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -445,14 +446,8 @@ class _Codec:
             return value
         if isinstance(value, torch.Tensor):
             return value.detach().cpu()
-        if isinstance(value, list | tuple | set | frozenset):
-            kind = (
-                "list"
-                if isinstance(value, list)
-                else "tuple"
-                if isinstance(value, tuple)
-                else "set"
-            )
+        kind = next((k for k, types_ in _SEQUENCES.items() if isinstance(value, types_)), None)
+        if kind is not None:
             return {
                 "kind": kind,
                 "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)],
