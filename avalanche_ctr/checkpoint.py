@@ -1,21 +1,30 @@
-"""Checkpoints of a strategy between experiences, without pickling the strategy.
+"""Checkpoints of a strategy between experiences, without pickling anything.
 
 Avalanche 0.6's ``save_checkpoint`` pickles the whole strategy with dill, which
-fails with current dill. A checkpoint here holds, after a finished experience:
+fails with current dill, and loading a pickle runs whatever code it names. A
+checkpoint here is a ``torch.save`` file of tensors and plain values only (``None``,
+booleans, numbers, strings, and lists, tuples and dicts of them), read back with
+``torch.load(weights_only=True)``, which builds nothing else: loading runs no code
+from the file. After a finished experience it holds:
 
 * the model's ``state_dict``, which parameters are frozen (``requires_grad``: PackNet
   freezes finished tasks' biases that way) and the attributes Avalanche's multi-task
   modules keep outside the state dict (``max_class_label``, ``known_train_tasks_labels``);
 * the optimizer's state, with its parameters named, and Avalanche's map of
   optimized parameters;
-* the state of every plugin (the evaluator's metric history and metric states, the
-  clock, EWC importances, replay buffers, ...), pickled attribute by attribute;
-  references to the strategy, its model, the model's tensors and its optimizer are
-  stored as such and re-linked to the new strategy on load; functions (configuration),
-  generators and the attributes a plugin names in ``transient_attributes`` (e.g. the data
-  it was given) are left to the new strategy;
-* the random number generator states of Python, NumPy and PyTorch;
-* whatever the caller adds (``meta``: e.g. the run's settings and its metric record).
+* the state of every plugin, as the plugin declares it: a plugin of avalanche-ctr
+  has ``state_dict()`` / ``load_state_dict(state)``; for Avalanche's plugins,
+  :data:`avalanche_ctr.compat.PLUGIN_STATE` names the attributes kept, which are
+  encoded value by value (:class:`_Codec`: tensors, numbers, containers, Avalanche's
+  ``ParamData``, datasets as their sample tensors, a copy of the model as its state
+  dict, references to the strategy, its model and its optimizer by name, an object
+  such as a metric as its attributes, restored into the new strategy's object);
+* ``Cumulative``'s data seen so far, as sample tensors;
+* the random number generator states of Python, NumPy and PyTorch
+  (:mod:`avalanche_ctr.random_state`);
+* whatever the caller adds (``meta``: e.g. the run's settings and its metric record);
+* a SHA-256 digest of every tensor and one of the whole content, checked on every
+  read (:func:`read_checkpoint`, :func:`verify_checkpoint`).
 
 The model has grown since it was built (heads, task masks, capsules, ...).
 :func:`grow_model` adds the per-task parts a state dict needs to a freshly built
@@ -24,37 +33,49 @@ for inference from the checkpoint alone, and :func:`load_checkpoint` can resume 
 strategy built as the original one was.
 
 Files are written atomically (:func:`atomic_save`): a kill during a save leaves the
-previous checkpoint as it was. Loading checks the format, the strategy and plugin
-classes and every tensor shape, and raises :class:`CheckpointError` naming the
-file and the mismatch. The plugin states are unpickled: load only checkpoints you
-trust, as with ``torch.load(weights_only=False)``.
+previous checkpoint as it was. Loading checks the format, the digests, the strategy
+and plugin classes, every tensor shape and the random states, and raises
+:class:`CheckpointError` naming the file, the problem and what to do.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import os
-import pickle
 import types
-import zipfile
-from collections import defaultdict
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.dynamic_modules import IncrementalClassifier
+from avalanche.training.utils import ParamData
 from torch import nn
 
 from avalanche_ctr import random_state
-from avalanche_ctr.compat import grow_head_units, held_data, rebuild_after_restore
+from avalanche_ctr.compat import (
+    CONSTRUCTIBLE,
+    dataset_from_samples,
+    dataset_samples,
+    grow_head_units,
+    held_data,
+    plugin_state_attributes,
+    rebuild_after_restore,
+)
 from avalanche_ctr.files import atomic_write_bytes
 
 __all__ = [
     "CheckpointError",
     "FORMAT",
+    "VERSION",
     "atomic_save",
     "read_checkpoint",
+    "verify_checkpoint",
     "grow_model",
     "load_model",
     "save_checkpoint",
@@ -62,11 +83,22 @@ __all__ = [
 ]
 
 FORMAT = "avalanche-ctr-checkpoint"
-VERSION = 1
+VERSION = 2
+"""Version 1 (avalanche-ctr before issue 31) pickled the plugin states and the
+random states; it is refused, never unpickled."""
+
+DIGEST = "sha256"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: truncated, corrupt, or from another setup."""
+    """A checkpoint that cannot be used: truncated, corrupt, edited, unsafe, or from
+    another setup."""
+
+
+_START_OVER = (
+    "delete it to start this run over (the command line then retrains this seed), or "
+    "restore an intact copy"
+)
 
 
 # ----------------------------------------------------------------------------- files
@@ -79,35 +111,139 @@ def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buffer.getbuffer())
 
 
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    if tensor.numel():
+        flat = tensor.detach().reshape(-1).contiguous()  # a copy only if not contiguous
+        digest.update((flat if flat.device.type == "cpu" else flat.cpu()).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _skeleton(value: Any, path: str, tensors: dict[str, str]) -> Any:
+    """``value`` with each tensor replaced by its path, whose digest goes to ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = _tensor_digest(value)
+        return ("tensor", path)
+    if isinstance(value, dict):
+        return (
+            type(value).__name__,
+            [(repr(k), _skeleton(v, f"{path}/{k}", tensors)) for k, v in value.items()],
+        )
+    if isinstance(value, list | tuple):
+        return (
+            type(value).__name__,
+            [_skeleton(v, f"{path}/{i}", tensors) for i, v in enumerate(value)],
+        )
+    return value
+
+
+def _digests(content: dict[str, Any]) -> dict[str, Any]:
+    """The digest of every tensor of ``content`` (by path) and of the whole content
+    (its structure, its plain values and the tensors' digests)."""
+    tensors: dict[str, str] = {}
+    skeleton = _skeleton(content, "", tensors)
+    whole = hashlib.sha256(repr((skeleton, sorted(tensors.items()))).encode()).hexdigest()
+    return {"algorithm": DIGEST, "tensors": tensors, "content": whole}
+
+
+def _check_digests(payload: dict[str, Any], path: Path) -> None:
+    stored = payload.get("digest")
+    if not isinstance(stored, dict) or stored.get("algorithm") != DIGEST:
+        raise CheckpointError(f"checkpoint {path} has no {DIGEST} digest; {_START_OVER}")
+    actual = _digests({k: v for k, v in payload.items() if k != "digest"})
+    if actual["content"] == stored.get("content"):
+        return
+    expected = stored.get("tensors") if isinstance(stored.get("tensors"), dict) else {}
+    changed = [name for name, d in actual["tensors"].items() if expected.get(name) != d]
+    what = (
+        f"tensor{'s' if len(changed) > 1 else ''} {', '.join(changed[:3])}"
+        + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        if changed
+        else "its settings, records or plugin states"
+    )
+    raise CheckpointError(
+        f"checkpoint {path} does not match its digest: {what} changed since it was written "
+        f"(disk damage or an edit); {_START_OVER}"
+    )
+
+
+def _load_failure(error: Exception) -> tuple[bool, str]:
+    """Whether ``torch.load(weights_only=True)`` refused a global (a class or function
+    the file names: a crafted pickle), and the line of its message that says what."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "global" in line.lower() and "unsupported" in line.lower()]
+    if named:
+        line = named[0].removeprefix("WeightsUnpickler error:").strip()
+        return True, line.split(" was not an allowed global")[0].split(" whose module")[0][:300]
+    specific = [line for line in lines if "unsupported" in line.lower() or "error" in line.lower()]
+    return False, (specific or lines or ["no detail"])[-1][:300]
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents (tensors and plain values only: nothing is unpickled
-    beyond them); :class:`CheckpointError` if it is truncated, corrupt or not ours."""
+    """The checkpoint's contents, its digests checked.
+
+    The file is read with ``torch.load(weights_only=True)``: only tensors and plain
+    values are built, and a file naming anything else (e.g. a crafted pickle) is
+    refused unread.
+
+    :raises CheckpointError: if the file is missing, truncated, corrupt, not ours, of
+        the old pickled format (version 1), holds anything but tensors and plain values,
+        or does not match its digest.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-    ) as error:
+    except Exception as error:  # torch.load raises many types; each means "unusable"
+        unsafe, detail = _load_failure(error)
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint {path} holds something other than tensors and plain values "
+                f"({detail}); it was refused unread, since building it could run code; "
+                f"{_START_OVER}"
+            ) from None
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'}); delete it to start "
-            "over, or restore a copy"
+            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: {detail}); "
+            f"{_START_OVER}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an avalanche-ctr checkpoint")
+    if payload.get("version") == 1:
+        raise CheckpointError(
+            f"checkpoint {path} has the old format (version 1), whose plugin and random "
+            "states are pickled; it is not read, since unpickling can run code. Delete it "
+            "and run the command again: that run starts over from its first experience"
+        )
     if payload.get("version") != VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {payload.get('version')}; this avalanche-ctr reads "
             f"version {VERSION}"
         )
+    _check_digests(payload, path)
     return payload
+
+
+def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a checkpoint without loading it into a strategy: its format, that it holds
+    tensors and plain values only, its digests and its random states.
+
+    :return: a summary: ``strategy`` (class), ``tensors`` (how many were checked) and
+        ``meta`` (what the caller saved with it).
+    :raises CheckpointError: naming the file, the problem and what to do.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path)
+    try:
+        random_state.check(payload.get("rng"))
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}; {_START_OVER}") from None
+    return {
+        "strategy": payload.get("strategy_class"),
+        "tensors": len(payload["digest"]["tensors"]),
+        "meta": payload.get("meta", {}),
+    }
 
 
 # ----------------------------------------------------------------------------- model
@@ -161,7 +297,9 @@ def grow_model(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def _load_model_state(model: nn.Module, payload: dict[str, Any], path: Path) -> None:
-    state = payload["model"]
+    state = payload.get("model")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds no model state dict; {_START_OVER}")
     grow_model(model, state)
     try:
         model.load_state_dict(state)
@@ -198,67 +336,298 @@ def load_model(path: str | os.PathLike, model: nn.Module, *, map_location: Any =
     return model.eval()
 
 
+def _model_record(model: nn.Module) -> dict[str, Any]:
+    """What :func:`_load_model_state` loads into a model built the same way."""
+    return {
+        "model_class": _qualname(model),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "dynamic": _dynamic_attributes(model),
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+    }
+
+
+def _drop_heads(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Remove from ``model`` the per-task heads that ``state`` lacks."""
+    for name, heads in list(model.named_modules()):
+        if not isinstance(heads, MultiHeadClassifier):
+            continue
+        prefix = f"{name}." if name else ""
+        for task in list(heads.classifiers):
+            if f"{prefix}classifiers.{task}.classifier.weight" not in state:
+                del heads.classifiers[task]
+                heads._buffers.pop(f"active_units_T{task}", None)
+
+
+def _model_copy(model: nn.Module, record: dict[str, Any], path: Path) -> nn.Module:
+    """A copy of ``model`` (built as the saved strategy's, already restored) holding
+    the saved state of a copy taken earlier, e.g. LwF's model of the previous
+    experience, which may have fewer heads."""
+    other = copy.deepcopy(model)
+    _drop_heads(other, record["model"])
+    _load_model_state(other, record, path)
+    return other
+
+
 # ----------------------------------------------------------------------------- strategy
 def _qualname(obj: Any) -> str:
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-class _DefaultDictState(dict):
-    """A ``defaultdict``'s items, restored into the new plugin's own ``defaultdict``
-    (whose factory may be a function that cannot be pickled)."""
-
-
-_TRANSIENT = (
+_CONFIGURATION = (
     types.FunctionType,
     types.MethodType,
     types.BuiltinFunctionType,
-    types.GeneratorType,
     types.LambdaType,
 )
+_PLAIN = (type(None), bool, int, float, str)
+_DICTS = {"dict": dict, "OrderedDict": OrderedDict, "Counter": Counter}
+_SEQUENCES = {"list": list, "tuple": tuple, "set": set | frozenset}
 
 
-class _Pickler(pickle.Pickler):
-    def __init__(self, handle, shared: dict[int, Any]) -> None:
-        super().__init__(handle, protocol=pickle.HIGHEST_PROTOCOL)
-        self.shared = shared
-
-    def persistent_id(self, obj: Any) -> Any:
-        return self.shared.get(id(obj))
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, handle, shared: dict[Any, Any]) -> None:
-        super().__init__(handle)
-        self.shared = shared
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self.shared[pid]
-
-
-def _shared_objects(strategy) -> dict[Any, Any]:
-    """Objects the plugins may point at, by a stable name: they are re-linked, not copied."""
-    shared: dict[Any, Any] = {
-        "strategy": strategy,
-        "model": strategy.model,
-        "optimizer": strategy.optimizer,
-    }
-    for name, tensor in strategy.model.state_dict(keep_vars=True).items():
-        shared[f"model.{name}"] = tensor
-    return shared
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the first part of ``value`` that is not a tensor or a
+    plain value (what ``torch.load(weights_only=True)`` reads back as it was)."""
+    if type(value) in _PLAIN or isinstance(value, torch.Tensor):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            _check_plain(key, f"{where} (a key)")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__name__}, not a tensor or a plain value")
 
 
-def _plugin_states(strategy) -> list[tuple[str, dict[str, Any]]]:
+class _Codec:
+    """Plugin attributes as tensors and plain values, and back into a new strategy.
+
+    Every encoded value other than a tensor or a plain value is a dict with a
+    ``kind``. Decoding builds only what the kinds name: containers, Avalanche's
+    ``ParamData``, Avalanche datasets from their samples, a copy of the new model,
+    references to the new strategy's objects, and objects that the new strategy
+    already holds at the same place (metrics, LwF's helper, a replay storage policy)
+    or that :data:`~avalanche_ctr.compat.CONSTRUCTIBLE` lists.
+
+    :param strategy: the strategy saved, or the one restored.
+    :param path: the checkpoint (named in errors).
+    """
+
+    def __init__(self, strategy, path: Path) -> None:
+        self.strategy = strategy
+        self.path = path
+        self.names: dict[str, Any] = {
+            "strategy": strategy,
+            "model": strategy.model,
+            "optimizer": strategy.optimizer,
+        }
+        for name, tensor in strategy.model.state_dict(keep_vars=True).items():
+            self.names[f"model.{name}"] = tensor
+        self.refs = {id(obj): name for name, obj in self.names.items()}
+
+    # ------------------------------------------------------------------ save
+    def encode(self, value: Any, where: str) -> Any:
+        if id(value) in self.refs:
+            return {"kind": "ref", "to": self.refs[id(value)]}
+        if type(value) in _PLAIN:
+            return value
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu()
+        kind = next((k for k, types_ in _SEQUENCES.items() if isinstance(value, types_)), None)
+        if kind is not None:
+            return {
+                "kind": kind,
+                "items": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)],
+            }
+        if isinstance(value, Mapping):
+            return {
+                "kind": "dict",
+                "type": type(value).__name__,
+                "keys": [self.encode(k, f"{where} (a key)") for k in value],
+                "values": [self.encode(v, f"{where}[{k!r}]") for k, v in value.items()],
+            }
+        if isinstance(value, ParamData):
+            return {
+                "kind": "param_data",
+                "name": value.name,
+                "device": str(value.device),
+                "data": value.data.detach().cpu(),
+            }
+        if isinstance(value, AvalancheDataset):
+            try:
+                return {"kind": "dataset", **dataset_samples(value)}
+            except TypeError as error:
+                raise TypeError(f"{where}: {error}") from None
+        if isinstance(value, nn.Module):
+            return {"kind": "model_copy", **_model_record(value)}
+        if isinstance(value, torch.optim.lr_scheduler.LRScheduler):
+            state = value.state_dict()
+            _check_plain(state, where)
+            return {"kind": "state_dict", "class": _qualname(value), "state": state}
+        if isinstance(value, _CONFIGURATION) or not hasattr(value, "__dict__"):
+            raise TypeError(f"{where} is a {type(value).__name__}, which a checkpoint cannot hold")
+        return {
+            "kind": "object",
+            "class": _qualname(value),
+            "attributes": {
+                key: self.encode(item, f"{where}.{key}")
+                for key, item in vars(value).items()
+                if not isinstance(item, (*_CONFIGURATION, types.GeneratorType))
+            },
+        }
+
+    # ------------------------------------------------------------------ load
+    def decode(self, state: Any, current: Any, where: str, factory: Any = None) -> Any:
+        """``state`` as a value; objects are restored into ``current`` (the new
+        strategy's value at the same place) or into a new one made by ``factory``."""
+        if not isinstance(state, dict):
+            return state
+        kind = state.get("kind")
+        if kind == "ref":
+            if state.get("to") not in self.names:
+                raise self.error(where, f"refers to {state.get('to')!r}, which this model lacks")
+            return self.names[state["to"]]
+        if kind in ("list", "tuple", "set"):
+            olds = current if isinstance(current, list | tuple) else []
+            items = [
+                self.decode(s, olds[i] if i < len(olds) else None, f"{where}[{i}]")
+                for i, s in enumerate(state["items"])
+            ]
+            if kind == "list" and isinstance(current, list):
+                current[:] = items
+                return current
+            return {"list": list, "tuple": tuple, "set": set}[kind](items)
+        if kind == "dict":
+            return self._decode_dict(state, current, where)
+        if kind == "param_data":
+            device = state["device"] if state["device"] == "cpu" else self._device()
+            data = state["data"].to(device)
+            return ParamData(state["name"], init_tensor=data, device=device)
+        if kind == "dataset":
+            return dataset_from_samples(state)
+        if kind == "model_copy":
+            return _model_copy(self.strategy.model, state, self.path)
+        if kind in ("state_dict", "object"):
+            target = current
+            if target is None and factory is not None:
+                target = factory()
+            if target is None:
+                target = next(
+                    (c.__new__(c) for c in CONSTRUCTIBLE if _class_name(c) == state["class"]),
+                    None,
+                )
+            if target is None or _qualname(target) != state["class"]:
+                found = "nothing" if target is None else f"a {_qualname(target)}"
+                raise self.error(
+                    where, f"holds a {state['class']}, but the new strategy has {found} there"
+                )
+            if kind == "state_dict":
+                target.load_state_dict(state["state"])
+                return target
+            for key, item in state["attributes"].items():
+                setattr(
+                    target, key, self.decode(item, getattr(target, key, None), f"{where}.{key}")
+                )
+            return target
+        raise self.error(where, f"holds a value of unknown kind {kind!r}")
+
+    def _decode_dict(self, state: dict[str, Any], current: Any, where: str) -> Any:
+        keys = [self.decode(k, None, f"{where} (a key)") for k in state["keys"]]
+        keys = [tuple(k) if isinstance(k, list) else k for k in keys]
+        if isinstance(current, dict):
+            target, olds = current, dict(current)
+            target.clear()
+        elif state["type"] in _DICTS:
+            target, olds = _DICTS[state["type"]](), {}
+        else:
+            raise self.error(where, f"holds a {state['type']} that the new strategy lacks")
+        factory = getattr(target, "default_factory", None)
+        for key, value in zip(keys, state["values"], strict=True):
+            target[key] = self.decode(value, olds.get(key), f"{where}[{key!r}]", factory)
+        return target
+
+    def _device(self) -> torch.device:
+        return _device_of(self.strategy)
+
+    def error(self, where: str, problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {self.path}: the saved {where} {problem}; build the strategy with "
+            "the plugins and settings it was saved with"
+        )
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _declares_state(plugin) -> bool:
+    return callable(getattr(plugin, "state_dict", None)) and callable(
+        getattr(plugin, "load_state_dict", None)
+    )
+
+
+def _plugin_states(strategy, path: Path) -> list[dict[str, Any]]:
+    """Each plugin's state: what it declares (``state_dict()``), or the attributes
+    :data:`~avalanche_ctr.compat.PLUGIN_STATE` names for Avalanche's plugins."""
+    codec = _Codec(strategy, path)
     states = []
     for plugin in strategy.plugins:
-        state = {}
-        kept_by_new = getattr(plugin, "transient_attributes", ())
-        for key, value in vars(plugin).items():
-            if key == "loggers" or key in kept_by_new or isinstance(value, _TRANSIENT):
+        name = _qualname(plugin)
+        try:
+            if _declares_state(plugin):
+                state = plugin.state_dict()
+                _check_plain(state, f"{name}.state_dict()")
+                states.append({"declared": state})
                 continue
-            state[key] = _DefaultDictState(value) if isinstance(value, defaultdict) else value
-        states.append((_qualname(plugin), state))
+            attributes = plugin_state_attributes(plugin)
+            if attributes is None and not vars(plugin):
+                attributes = ()
+            if attributes is None:
+                raise CheckpointError(
+                    f"cannot checkpoint plugin {name}: it declares no state. Give it "
+                    "state_dict() (tensors and plain values; {} if it keeps none) and "
+                    "load_state_dict(state) (see docs/checkpoints.md)"
+                )
+            states.append(
+                {
+                    "attributes": {
+                        a: codec.encode(getattr(plugin, a), f"{name}.{a}") for a in attributes
+                    }
+                }
+            )
+        except TypeError as error:
+            raise CheckpointError(f"cannot checkpoint plugin {name}: {error}") from None
     return states
+
+
+_MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+"""What a well-formed file holding a state of the wrong form raises while decoding."""
+
+
+def _restore_plugins(strategy, states: list[Any], path: Path) -> None:
+    codec = _Codec(strategy, path)
+    for plugin, state in zip(strategy.plugins, states, strict=True):
+        name = _qualname(plugin)
+        if _declares_state(plugin):
+            if not isinstance(state, dict) or "declared" not in state:
+                raise codec.error(name, "state was not declared by the plugin")
+            try:
+                plugin.load_state_dict(state["declared"])
+            except _MALFORMED as error:
+                raise codec.error(f"state of {name}", f"does not fit it ({error!r})") from None
+            continue
+        if not isinstance(state, dict) or not isinstance(state.get("attributes"), dict):
+            raise codec.error(name, "state is not a dict of attributes")
+        for key, value in state["attributes"].items():
+            where = f"{name}.{key}"
+            try:
+                setattr(plugin, key, codec.decode(value, getattr(plugin, key, None), where))
+            except _MALFORMED as error:
+                raise codec.error(where, f"is malformed ({error!r})") from None
+        rebuild_after_restore(plugin)
 
 
 def _optimizer_state(strategy) -> dict[str, Any]:
@@ -328,40 +697,55 @@ def _restore_optimizer(strategy, saved: dict[str, Any], path: Path) -> None:
 def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] | None = None):
     """Save ``strategy`` between experiences (after ``train`` / ``eval`` returned).
 
-    :param strategy: any Avalanche ``SupervisedTemplate`` (ours or Avalanche's).
+    :param strategy: any Avalanche ``SupervisedTemplate`` (ours or Avalanche's) whose
+        plugins declare their state (see the module's docstring).
     :param path: the file; written atomically.
-    :param meta: plain values to keep with it (settings, metric records, ...).
+    :param meta: tensors and plain values to keep with it (settings, metric records, ...).
+    :raises CheckpointError: naming a plugin, or the part of ``meta``, that cannot be
+        stored as tensors and plain values; the previous checkpoint is left as it was.
     """
-    shared = _shared_objects(strategy)
-    buffer = io.BytesIO()
-    _Pickler(buffer, {id(obj): name for name, obj in shared.items()}).dump(
-        {"plugins": _plugin_states(strategy), "extras": held_data(strategy)}
-    )
+    path = Path(path)
+    rng = random_state.capture()  # first: reading a dataset's samples may draw numbers
     model = strategy.model
-    payload = {
+    try:
+        _check_plain(meta or {}, "meta")
+        extras = {
+            key: _Codec(strategy, path).encode(value, f"strategy.{key}")
+            for key, value in held_data(strategy).items()
+        }
+    except TypeError as error:
+        raise CheckpointError(f"cannot checkpoint {path}: {error}") from None
+    content = {
         "format": FORMAT,
         "version": VERSION,
         "strategy_class": _qualname(strategy),
         "plugin_classes": [_qualname(p) for p in strategy.plugins],
-        "model_class": _qualname(model),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "dynamic": _dynamic_attributes(model),
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        **_model_record(model),
         "optimizer": _optimizer_state(strategy),
-        "plugins": torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8),
-        "rng": random_state.capture(),
+        "plugins": _plugin_states(strategy, path),
+        "extras": extras,
+        "rng": rng,
         "meta": meta or {},
     }
-    atomic_save(payload, path)
+    atomic_save({**content, "digest": _digests(content)}, path)
+
+
+_STRATEGY_PARTS = ("strategy_class", "plugin_classes", "optimizer", "plugins", "extras", "rng")
 
 
 def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
     """Restore a strategy built exactly as the saved one was (same classes, model
     configuration, optimizer and plugins) to the saved state; return the ``meta``
     saved with it. The next ``train`` call continues as the saved run would have.
+
+    Nothing in the file is executed: it is read as tensors and plain values
+    (:func:`read_checkpoint`) and decoded into the objects the new strategy holds.
     """
     path = Path(path)
-    payload = read_checkpoint(path, map_location=_device_of(strategy))
+    payload = read_checkpoint(path)
+    missing = [part for part in _STRATEGY_PARTS if part not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {_START_OVER}")
     if payload["strategy_class"] != _qualname(strategy):
         raise CheckpointError(
             f"checkpoint {path} was written by strategy {payload['strategy_class']}, not "
@@ -373,27 +757,19 @@ def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {path} was written with plugins {payload['plugin_classes']}, but this "
             f"strategy has {plugins}; build the strategy with the same plugins"
         )
+    try:
+        random_state.check(payload["rng"])
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}; {_START_OVER}") from None
     _load_model_state(strategy.model, payload, path)
     _restore_optimizer(strategy, payload["optimizer"], path)
-    shared = _shared_objects(strategy)
-    blob = payload["plugins"].cpu().numpy().tobytes()
-    try:
-        saved = _Unpickler(io.BytesIO(blob), shared).load()
-    except Exception as error:  # any unpickling failure means the file is unusable
-        raise CheckpointError(
-            f"checkpoint {path}: its plugin states cannot be read ({type(error).__name__}: {error})"
-        ) from None
-    for plugin, (_, state) in zip(strategy.plugins, saved["plugins"], strict=True):
-        for key, value in state.items():
-            current = getattr(plugin, key, None)
-            if isinstance(value, _DefaultDictState) and isinstance(current, defaultdict):
-                current.clear()
-                current.update(value)
-            else:
-                setattr(plugin, key, dict(value) if isinstance(value, _DefaultDictState) else value)
-        rebuild_after_restore(plugin)
-    for key, value in saved["extras"].items():
-        setattr(strategy, key, value)
+    _restore_plugins(strategy, payload["plugins"], path)
+    codec = _Codec(strategy, path)
+    for key, value in payload["extras"].items():
+        try:
+            setattr(strategy, key, codec.decode(value, None, f"strategy.{key}"))
+        except _MALFORMED as error:
+            raise codec.error(f"strategy.{key}", f"is malformed ({error!r})") from None
     random_state.restore(payload["rng"])
     return payload["meta"]
 

@@ -16,6 +16,10 @@ module to revisit.
   state that Avalanche keeps where a checkpoint or a memory count must look
   for it (``Cumulative``'s data, an unmasked head's ``active_units``, AGEM's
   buffer iterator);
+* :data:`PLUGIN_STATE`, :func:`plugin_state_attributes`, :data:`CONSTRUCTIBLE`,
+  :func:`dataset_samples` and :func:`dataset_from_samples` -- Avalanche's plugins
+  declare no state of their own: these name, per plugin class, the attributes a
+  checkpoint keeps, and store a replay buffer's dataset as its sample tensors;
 * :class:`PaddedMultiTaskModule` -- ``MultiTaskModule.forward`` pads a task's logits
   with zeros up to the widest head, and a padded zero wins the argmax whenever the
   task's own logits are all negative;
@@ -43,18 +47,36 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from avalanche.benchmarks.utils.classification_dataset import (
+    ClassificationDataset,
+    TaskAwareClassificationDataset,
+    TaskAwareSupervisedClassificationDataset,
+)
+from avalanche.benchmarks.utils.data import AvalancheDataset
+from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
+from avalanche.benchmarks.utils.flat_data import ConstantSequence
+from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
-from avalanche.models.packnet import PackNetModel
+from avalanche.models.packnet import PackNetModel, PackNetPlugin
 from avalanche.training import Cumulative
 from avalanche.training.plugins import (
     AGEMPlugin,
+    EarlyStoppingPlugin,
+    EvaluationPlugin,
+    EWCPlugin,
+    LRSchedulerPlugin,
+    LwFPlugin,
     MASPlugin,
     ReplayPlugin,
     SynapticIntelligencePlugin,
 )
+from avalanche.training.plugins.clock import Clock
+from avalanche.training.storage_policy import ReservoirSamplingBuffer
+from avalanche.training.templates.base_sgd import PeriodicEval
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 __all__ = [
@@ -67,6 +89,11 @@ __all__ = [
     "held_data",
     "grow_head_units",
     "rebuild_after_restore",
+    "PLUGIN_STATE",
+    "plugin_state_attributes",
+    "CONSTRUCTIBLE",
+    "dataset_samples",
+    "dataset_from_samples",
     "EvalAdaptation",
     "PostAdaptReplayPlugin",
     "PaddedMultiTaskModule",
@@ -239,6 +266,179 @@ def rebuild_after_restore(plugin) -> None:
             persistent_workers=False,
         )
         plugin.buffer_dliter = iter(plugin.buffer_dataloader)
+
+
+PLUGIN_STATE: dict[type, tuple[str, ...]] = {
+    EvaluationPlugin: ("metrics", "all_metric_results", "last_metric_results"),
+    Clock: (
+        "train_iterations",
+        "train_exp_counter",
+        "train_exp_epochs",
+        "train_exp_iterations",
+        "train_epoch_iterations",
+        "total_iterations",
+    ),
+    PeriodicEval: ("do_initial", "_is_eval_updated"),
+    EWCPlugin: ("saved_params", "importances"),
+    SynapticIntelligencePlugin: ("ewc_data", "syn_data"),
+    MASPlugin: ("params", "importance"),
+    LwFPlugin: ("lwf",),
+    ReplayPlugin: ("storage_policy",),
+    AGEMPlugin: ("buffers",),
+    PackNetPlugin: (),
+    LRSchedulerPlugin: (
+        "scheduler",
+        "rolling_metric",
+        "_was_training",
+        "_just_validated",
+        "_executed_train_iteration",
+    ),
+    EarlyStoppingPlugin: ("best_state", "best_val", "best_step"),
+}
+"""The attributes a checkpoint keeps of each of Avalanche's plugins, which declare no
+state of their own. Everything else they hold is configuration given to their
+constructor (penalty weights, sizes, PackNet's pruning schedule, which is a function)
+or derived from the kept state (:func:`rebuild_after_restore`). PackNet keeps its
+masks in the model; an evaluator's metric objects are restored into the new
+evaluator's, attribute by attribute (:mod:`avalanche_ctr.checkpoint`)."""
+
+CONSTRUCTIBLE: tuple[type, ...] = (ReservoirSamplingBuffer,)
+"""Classes whose instances a checkpoint may create (empty, then filled with their
+stored attributes) where the new strategy has no object to restore into:
+``ExperienceBalancedBuffer`` creates one ``ReservoirSamplingBuffer`` per experience."""
+
+
+def plugin_state_attributes(plugin) -> tuple[str, ...] | None:
+    """The attributes of :data:`PLUGIN_STATE` for ``plugin``'s class or its closest
+    listed base class (e.g. :class:`CopyingSIPlugin`: SI's), or ``None``."""
+    for cls in type(plugin).__mro__:
+        if cls in PLUGIN_STATE:
+            return PLUGIN_STATE[cls]
+    return None
+
+
+def dataset_samples(dataset: AvalancheDataset) -> dict[str, Any]:
+    """An Avalanche dataset (a replay or AGEM buffer, ``Cumulative``'s data) as tensors:
+    each field of its samples stacked over the samples, and its data attributes
+    (targets, task labels). A buffer is a subset of experience datasets, which a
+    checkpoint cannot point at; its samples are what the strategy's data loaders read.
+
+    The samples are read as the dataset returns them, with its transforms applied:
+    exact for the benchmarks here (tensors; the only transform is the class
+    remapping of ``nc_benchmark``), but a random augmentation would be stored as the
+    draw made when the checkpoint was saved.
+
+    :raises TypeError: if a field or an attribute is not made of tensors or numbers.
+    """
+    if not isinstance(dataset, AvalancheDataset):
+        raise TypeError(f"{type(dataset).__name__} is not an Avalanche dataset")
+    attributes = [
+        {
+            "name": name,
+            "values": _stack([attr[i] for i in range(len(attr))], name),
+            "use_in_getitem": bool(attr.use_in_getitem),
+            "constant_runs": _constant_runs(attr.data),
+        }
+        for name, attr in dataset._data_attributes.items()
+    ]
+    n_appended = sum(a["use_in_getitem"] for a in attributes)
+    items = [dataset[i] for i in range(len(dataset))]
+    n_fields = len(items[0]) - n_appended if items else 0
+    fields = [_stack([item[j] for item in items], f"field {j}") for j in range(n_fields)]
+    return {
+        "class": f"{type(dataset).__module__}.{type(dataset).__qualname__}",
+        "length": len(dataset),
+        "fields": fields,
+        "numbers": [
+            not all(isinstance(item[j], Tensor) for item in items) for j in range(n_fields)
+        ],
+        "attributes": attributes,
+    }
+
+
+def _constant_runs(data) -> bool:
+    """Whether Avalanche holds an attribute as constant sequences (task labels): it is
+    rebuilt so, since Avalanche concatenates one list with a constant sequence wrongly."""
+    parts = getattr(data, "_datasets", [data])
+    return all(isinstance(part, ConstantSequence) for part in parts)
+
+
+def _attribute_data(values: Tensor, constant_runs: bool):
+    if not constant_runs or len(values) == 0:
+        return values.tolist()
+    changes = [0, *(torch.nonzero(values[1:] != values[:-1]).flatten() + 1).tolist(), len(values)]
+    runs = [
+        ConstantSequence(values[start].item(), stop - start)
+        for start, stop in zip(changes, changes[1:], strict=False)
+    ]
+    data = runs[0]
+    for run in runs[1:]:
+        data = data.concat(run)
+    return data
+
+
+def _stack(values: list, what: str) -> Tensor:
+    """Tensors stacked; Python ints as int64, floats as float64 (read back exactly)."""
+    if values and all(isinstance(v, Tensor) for v in values):
+        return torch.stack(values)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return torch.tensor(values, dtype=torch.int64)
+    if all(isinstance(v, float) for v in values):
+        return torch.tensor(values, dtype=torch.float64)
+    raise TypeError(f"the dataset's {what} holds values that are not tensors or numbers")
+
+
+class _Samples(TorchDataset):
+    """Stored sample fields, each item as the original dataset returned it: a row of
+    each tensor field, a Python number for a field of numbers."""
+
+    def __init__(self, fields: list[Tensor], numbers: list[bool]) -> None:
+        self.fields = fields
+        self.numbers = numbers
+
+    def __len__(self) -> int:
+        return len(self.fields[0])
+
+    def __getitem__(self, index: int) -> tuple:
+        return tuple(
+            f[index].item() if number else f[index]
+            for f, number in zip(self.fields, self.numbers, strict=True)
+        )
+
+
+_DATASET_CLASSES = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (
+        AvalancheDataset,
+        ClassificationDataset,
+        TaskAwareClassificationDataset,
+        TaskAwareSupervisedClassificationDataset,
+    )
+}
+
+
+def dataset_from_samples(state: dict[str, Any]) -> AvalancheDataset:
+    """The dataset :func:`dataset_samples` stored: the same samples in the same order,
+    of the same class, with the same data attributes.
+
+    :raises ValueError: if ``state`` names a dataset class other than Avalanche's.
+    """
+    cls = _DATASET_CLASSES.get(state["class"])
+    if cls is None:
+        raise ValueError(f"a stored dataset of class {state['class']} cannot be rebuilt")
+    if state["length"] == 0:
+        return concat_datasets([])
+    return cls(
+        [_Samples(state["fields"], state["numbers"])],
+        data_attributes=[
+            DataAttribute(
+                _attribute_data(a["values"], a["constant_runs"]),
+                a["name"],
+                use_in_getitem=a["use_in_getitem"],
+            )
+            for a in state["attributes"]
+        ],
+    )
 
 
 PAD_LOGIT = -1000.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -45,10 +46,6 @@ class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
     :param dev_stream: validation experiences, one per training experience, in order.
     :param batch_size: validation mini-batch size.
     """
-
-    transient_attributes = ("dev_stream",)
-    """Left out of checkpoints (:mod:`avalanche_ctr.checkpoint`): the resumed strategy's
-    plugin keeps the stream it was built with."""
 
     def __init__(self, dev_stream: Sequence, *, batch_size: int = 128) -> None:
         super().__init__()
@@ -96,6 +93,23 @@ class BestEpochPlugin(SupervisedPlugin, supports_distributed=True):
         if self._best:
             strategy.model.load_state_dict(self._best)
         self._best = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the last experience's choice and every experience's
+        validation accuracies. The stream is the resumed plugin's own, and the best
+        state is only held during an experience."""
+        return {
+            "best_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
+            "history": [list(h) for h in self.history],
+            "dev_seconds": self.dev_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_accuracy = state["best_accuracy"]
+        self.best_epoch = state["best_epoch"]
+        self.history = [list(h) for h in state["history"]]
+        self.dev_seconds = float(state["dev_seconds"])
 
     def _dev_experience(self, strategy):
         index = strategy.experience.current_experience

@@ -118,6 +118,16 @@ class TaskIncrementalPlugin(SupervisedPlugin):
         super().__init__()
         self._snapshot: _EvalSnapshot | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps between experiences: nothing. The snapshot lives
+        during one evaluation; ExSSNeT's and CTR's plugins keep what they learn in the
+        model (masks, weights, capsules), and their other attributes are configuration
+        or describe the experience in progress (``last_kkt``, ``last_inference``)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (:meth:`state_dict`)."""
+
     def before_eval(self, strategy, **kwargs) -> None:
         model = strategy.model
         save = getattr(model, "eval_state", None)

@@ -3,11 +3,13 @@ saved one, a trained model loads for inference alone, and unusable files are ref
 with an error that names the file and the problem."""
 
 import copy
+import pickle
 
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
 from _text_helpers import tiny_ctr_model
+from avalanche.core import SupervisedPlugin
 from avalanche.models import MTSimpleMLP
 from avalanche.training import Naive
 
@@ -170,3 +172,306 @@ def test_heads_with_more_classes_than_two_load(tmp_path):
     x, _ = experience_tensors(benchmark.test_stream[0])
     loaded = load_model(tmp_path / "naive.pt", fresh)
     assert torch.equal(task_logits(loaded, x, 0), task_logits(model, x, 0))
+
+
+# ----------------------------------------------------------------------------- no code runs
+class Payload:
+    """Pickled, it creates ``marker`` when unpickled: what a hostile file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plugin_index(payload, name):
+    return next(i for i, c in enumerate(payload["plugin_classes"]) if c.endswith(name))
+
+
+FIELDS = [
+    "format",
+    "version",
+    "model_class",
+    "strategy_class",
+    "plugin_classes",
+    "model",
+    "model/classifier.classifiers.0.classifier.weight",
+    "requires_grad",
+    "dynamic",
+    "optimizer",
+    "plugins",
+    "plugins/ExSSNeTPlugin",
+    "plugins/EvaluationPlugin",
+    "extras",
+    "rng/torch",
+    "rng/numpy",
+    "rng/python",
+    "meta",
+    "digest",
+]
+
+
+def _replace(payload, field, value):
+    """``payload`` with the value at ``field`` (a path; a plugin by class name) replaced."""
+    *parents, last = field.split("/")
+    node = payload
+    for key in parents:
+        node = node[key]
+    if parents == ["plugins"]:
+        last = _plugin_index(payload, last)
+    node[last] = value
+
+
+def test_every_field_of_a_saved_checkpoint_is_covered(saved):
+    payload = torch.load(saved[0], weights_only=True)
+    assert {f.split("/")[0] for f in FIELDS} == set(payload)
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_a_crafted_pickle_in_any_field_is_refused_and_never_runs(saved, field, tmp_path):
+    marker = tmp_path / "payload-ran"
+
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: plain pickle runs it
+    assert marker.exists()
+    marker.unlink()
+    payload = torch.load(saved[0], weights_only=True)
+    _replace(payload, field, Payload(marker))
+    hostile = tmp_path / "hostile.pt"
+    torch.save(payload, hostile)
+    for load in (
+        lambda: load_checkpoint(exssnet(), hostile),
+        lambda: load_model(hostile, convert_to_supermask(MTSimpleMLP(64, 64), density=0.2)),
+        lambda: checkpoint.verify_checkpoint(hostile),
+    ):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"{hostile} holds something other than tensors and plain values "
+            r"\(Unsupported global: GLOBAL io.open\); it was refused unread, since building it "
+            r"could run code; delete it to start this run over",
+        ):
+            load()
+        assert not marker.exists()
+
+
+def _resealed(payload, path):
+    """``payload`` saved with its digests recomputed, as a hostile writer could."""
+    content = {k: v for k, v in payload.items() if k != "digest"}
+    torch.save({**content, "digest": checkpoint._digests(content)}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "field, error",
+    [
+        ("rng/numpy", "the numpy random state is not an MT19937 state"),
+        ("rng/python", "the python random state is not a dict"),
+        ("plugins/EvaluationPlugin", "EvaluationPlugin state is not a dict of attributes"),
+        ("plugins/ExSSNeTPlugin", "ExSSNeTPlugin state was not declared by the plugin"),
+    ],
+)
+def test_pickled_bytes_in_a_state_field_are_refused_not_unpickled(saved, field, error, tmp_path):
+    """Version 1 kept the random states as pickled bytes and the plugin states as a
+    pickled blob; such values, even in a well-formed file, are rejected, not unpickled."""
+
+    marker = tmp_path / "payload-ran"
+    payload = torch.load(saved[0], weights_only=True)
+    _replace(payload, field, pickle.dumps(Payload(marker)))
+    hostile = _resealed(payload, tmp_path / "hostile.pt")
+    with pytest.raises(CheckpointError, match=rf"{hostile}.*{error}"):
+        load_checkpoint(exssnet(), hostile)
+    assert not marker.exists()
+
+
+def test_an_old_format_checkpoint_is_refused_unread(tmp_path):
+
+    marker = tmp_path / "payload-ran"
+    blob = pickle.dumps({"plugins": [Payload(marker)]})
+    old = tmp_path / "old.pt"
+    torch.save(
+        {
+            "format": checkpoint.FORMAT,
+            "version": 1,
+            "plugins": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+            "rng": {"numpy": blob, "python": blob, "torch": torch.get_rng_state()},
+        },
+        old,
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{old} has the old format \(version 1\), whose plugin and random states are "
+        r"pickled; it is not read.*Delete it and run the command again",
+    ):
+        load_checkpoint(exssnet(), old)
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- digests
+def _tensor_records(path):
+    """(name, offset of its bytes in the file, size) of every tensor record of a
+    ``torch.save`` zip (stored uncompressed)."""
+    import zipfile
+
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if "/data/" in info.filename and info.file_size:
+                start = info.header_offset + 30
+                name_length = int.from_bytes(raw[info.header_offset + 26 : start - 2], "little")
+                extra_length = int.from_bytes(raw[start - 2 : start], "little")
+                yield info.filename, start + name_length + extra_length, info.file_size
+
+
+def test_a_flipped_byte_in_a_tensor_gives_the_digest_error(saved, tmp_path):
+    raw = bytearray(saved[0].read_bytes())
+    _, offset, size = max(_tensor_records(saved[0]), key=lambda record: record[2])
+    raw[offset + size // 2] ^= 0x01
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(raw))
+    for load in (
+        lambda: load_checkpoint(exssnet(), damaged),
+        lambda: load_model(damaged, convert_to_supermask(MTSimpleMLP(64, 64), density=0.2)),
+        lambda: checkpoint.verify_checkpoint(damaged),
+    ):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"checkpoint {damaged} does not match its digest: tensor /\S+ changed since "
+            r"it was written \(disk damage or an edit\); delete it to start this run over",
+        ):
+            load()
+
+
+def test_an_edited_value_gives_the_digest_error(saved, tmp_path):
+    payload = torch.load(saved[0], weights_only=True)
+    payload["meta"]["note"] = "three tasks"
+    edited = tmp_path / "edited.pt"
+    torch.save(payload, edited)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{edited} does not match its digest: its settings, records or plugin states "
+        "changed",
+    ):
+        load_checkpoint(exssnet(), edited)
+
+
+def test_verify_checkpoint_summarises_an_intact_file(saved):
+    summary = checkpoint.verify_checkpoint(saved[0])
+    assert summary["strategy"] == "avalanche_ctr.exssnet.strategy.ExSSNeT"
+    assert summary["meta"] == {"note": "two tasks"}
+    assert summary["tensors"] == len(torch.load(saved[0], weights_only=True)["digest"]["tensors"])
+    assert summary["tensors"] > 10
+
+
+# ----------------------------------------------------------------------------- plugin state
+class Counting(SupervisedPlugin):
+    """A user's plugin that counts experiences and declares that state."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.seen.append(strategy.experience.current_experience)
+
+    def state_dict(self):
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state):
+        self.seen = list(state["seen"])
+
+
+class Undeclared(SupervisedPlugin):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+
+def naive_with(plugin, seed=0):
+    torch.manual_seed(seed)
+    model = MTSimpleMLP(input_size=64, hidden_size=16)
+    return Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        evaluator=quiet_evaluator(),
+        plugins=[plugin],
+    )
+
+
+def test_a_plugin_declaring_its_state_gets_it_back(tmp_path):
+    strategy = naive_with(Counting())
+    for experience in SplitDigits(5).train_stream[:2]:
+        strategy.train(experience)
+    save_checkpoint(strategy, tmp_path / "run.pt")
+    resumed = naive_with(Counting(), seed=1)
+    load_checkpoint(resumed, tmp_path / "run.pt")
+    assert resumed.plugins[0].seen == [0, 1]
+    assert resumed.clock.train_exp_counter == 2  # Avalanche's clock, through compat
+
+
+def test_a_plugin_with_undeclared_state_is_refused_at_save(tmp_path):
+    strategy = naive_with(Undeclared())
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot checkpoint plugin test_checkpoint.Undeclared: it declares no state. "
+        r"Give it state_dict\(\)",
+    ):
+        save_checkpoint(strategy, tmp_path / "run.pt")
+    assert not (tmp_path / "run.pt").exists()
+
+
+def test_a_declared_state_that_is_not_plain_is_refused_at_save(tmp_path):
+    plugin = Counting()
+    plugin.state_dict = lambda: {"seen": {1, 2}}
+    with pytest.raises(
+        CheckpointError,
+        match=r"Counting: .*state_dict\(\)\['seen'\] is a set, not a tensor or a plain value",
+    ):
+        save_checkpoint(naive_with(plugin), tmp_path / "run.pt")
+
+
+def scheduled_naive(seed=0):
+    from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
+
+    torch.manual_seed(seed)
+    model = MTSimpleMLP(input_size=64, hidden_size=16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return Naive(
+        model=model,
+        optimizer=optimizer,
+        train_epochs=2,
+        eval_every=1,
+        evaluator=quiet_evaluator(),
+        plugins=[
+            LRSchedulerPlugin(
+                torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5),
+                reset_scheduler=False,
+                reset_lr=False,
+            ),
+            EarlyStoppingPlugin(patience=5, val_stream_name="test_stream"),
+        ],
+    )
+
+
+def test_avalanche_lr_scheduler_and_early_stopping_resume_exactly(tmp_path):
+    benchmark = SplitDigits(5, seed=0)
+
+    def train(strategy, experiences):
+        for i in experiences:
+            strategy.train(
+                benchmark.train_stream[i], eval_streams=[benchmark.test_stream[i : i + 1]]
+            )
+
+    whole = scheduled_naive()
+    train(whole, [0, 1])
+    save_checkpoint(whole, tmp_path / "run.pt")
+    train(whole, [2])
+    resumed = scheduled_naive(seed=1)
+    load_checkpoint(resumed, tmp_path / "run.pt")
+    scheduler, stopping = resumed.plugins[:2]
+    assert scheduler.scheduler.last_epoch == 4 and stopping.best_val is not None
+    train(resumed, [2])
+    for ours, theirs in zip(
+        resumed.model.state_dict().values(), whole.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs)
+    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"]

@@ -166,3 +166,48 @@ def test_padded_columns_never_win_and_weigh_nothing():
     # what Avalanche's own padding does with the same logits: the zero column wins
     zero_padded = MultiTaskModule.forward(model, x, torch.tensor([0, 0]))
     assert zero_padded.argmax(dim=1).tolist() == [2, 2]
+
+
+def _items(dataset):
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def _same_items(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert [type(x) for x in a] == [type(x) for x in b]
+        assert all(
+            torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+            for x, y in zip(a, b, strict=True)
+        )
+
+
+def test_a_buffer_stored_as_samples_rebuilds_the_same_items_and_concatenates():
+    """A replay buffer (a subset of two experiences, task labels 0 and 1) comes back
+    with the same items, of the same types, and Avalanche can grow it as a buffer
+    (``Cumulative`` and the reservoir buffer concatenate it with new experiences)."""
+    from avalanche.benchmarks.utils.utils import concat_datasets
+
+    from avalanche_ctr.compat import dataset_from_samples, dataset_samples
+
+    stream = SplitDigits(5, seed=0).train_stream
+    buffer = concat_datasets([stream[0].dataset, stream[1].dataset]).subset([5, 300, 2, 299])
+    state = dataset_samples(buffer)
+    assert {type(f) for f in state["fields"]} == {torch.Tensor}
+    rebuilt = dataset_from_samples(state)
+    assert type(rebuilt) is type(buffer)
+    _same_items(_items(rebuilt), _items(buffer))
+    assert list(rebuilt.targets_task_labels) == [0, 1, 0, 1]
+    grown = concat_datasets([rebuilt, stream[2].dataset])
+    _same_items(_items(grown), _items(concat_datasets([buffer, stream[2].dataset])))
+
+
+def test_each_avalanche_plugin_in_use_has_its_state_named():
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_ctr.compat import PostAdaptReplayPlugin, plugin_state_attributes
+
+    assert plugin_state_attributes(CopyingSIPlugin(si_lambda=1.0)) == ("ewc_data", "syn_data")
+    assert plugin_state_attributes(PostAdaptReplayPlugin(mem_size=10)) == ("storage_policy",)
+    assert "all_metric_results" in plugin_state_attributes(EvaluationPlugin(loggers=[]))
+    assert plugin_state_attributes(object()) is None

@@ -17,6 +17,7 @@ import ctypes
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -43,6 +44,13 @@ class IterationTimer(SupervisedPlugin, supports_distributed=True):
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         self.times[-1].append(time.perf_counter() - self._start)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the times measured so far."""
+        return {"times": [list(times) for times in self.times]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.times = [[float(t) for t in times] for times in state["times"]]
 
 
 class ProgressBar(SupervisedPlugin, supports_distributed=True):
@@ -78,6 +86,13 @@ class ProgressBar(SupervisedPlugin, supports_distributed=True):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to keep: a bar lives for one experience."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (:meth:`state_dict`)."""
 
 
 class PeakMemory:
