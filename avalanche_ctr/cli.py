@@ -77,8 +77,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root",
         default=None,
-        help="dataset folder (split_fmnist, split_mnist, "
-        "split_cifar100; required for dsc / asc, e.g. ../shared/data)",
+        help="dataset folder (split_fmnist, split_mnist, split_cifar100; dsc / asc / "
+        "20news: read the files there as they are, e.g. ../shared/data; without it they "
+        "are downloaded, verified, into Avalanche's dataset folder, see `download`)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
@@ -172,7 +173,57 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", default=None, help="output folder (default: runs/<strategy>-<benchmark>)"
     )
+    _add_download(sub)
     return parser
+
+
+def _add_download(sub) -> None:
+    from avalanche_ctr.benchmarks.download import BASE_URL_ENV
+
+    download = sub.add_parser(
+        "download",
+        help="download a text benchmark's data (dsc, asc: each file verified by its "
+        "sha256 against the packaged manifest; 20news: scikit-learn's copy)",
+    )
+    download.add_argument("dataset", choices=("dsc", "asc", "20news"))
+    download.add_argument(
+        "--root",
+        default=None,
+        help="the dataset's folder, what --data-root then reads (default: Avalanche's "
+        "dataset location, ~/.avalanche/data/<dataset>)",
+    )
+    download.add_argument(
+        "--base-url",
+        default=None,
+        help=f"dsc / asc: a mirror laid out as the pinned repository (default: "
+        f"${BASE_URL_ENV}, else the repository at its pinned commit)",
+    )
+
+
+def _download(args: argparse.Namespace) -> int:
+    """``avalanche-ctr download``: fetch and verify, then say where the files are."""
+    from avalanche_ctr.benchmarks.download import (
+        DownloadError,
+        download_text_data,
+        download_twenty_news,
+        text_manifest,
+    )
+
+    try:
+        if args.dataset == "20news":
+            print(f"20news: scikit-learn's 20 Newsgroups in {download_twenty_news(args.root)}")
+            return 0
+        result = download_text_data(args.dataset, args.root, base_url=args.base_url)
+    except DownloadError as error:
+        raise BenchmarkDataError(str(error)) from None
+    manifest = text_manifest()
+    print(
+        f"{args.dataset}: {len(result.downloaded) + len(result.present)} files in "
+        f"{result.root}, each matching the sha256 of the manifest ({manifest.source} at "
+        f"{manifest.commit}): {len(result.downloaded)} downloaded, {len(result.present)} "
+        f"there already"
+    )
+    return 0
 
 
 def _settings(args: argparse.Namespace):
@@ -287,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return _execute(args)
+        return _download(args) if args.command == "download" else _execute(args)
     except (UsageError, BenchmarkDataError, CheckpointError, DistributedError) as error:
         raise SystemExit(f"avalanche-ctr: error: {error}") from None
 
