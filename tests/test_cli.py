@@ -184,7 +184,6 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
             ["run", "--strategy", "packnet", "--benchmark", "dsc", "--data-root", "."],
             r"packnet needs an image benchmark.*On text use exssnet, ssnet, supsup, ctr",
         ),
-        (["run", "--strategy", "naive", "--benchmark", "dsc"], r"pass --data-root DIR"),
         (["compare", "--seeds", "0,x"], r"--seeds must be comma-separated integers"),
         (["run", "--device", "cuda:7"], r"--device cuda:7: .*use --device cpu"),
         (["run", "--density", "1.5"], r"--density: density must be in \(0, 1\]"),

@@ -740,9 +740,8 @@ def _twenty_news_messages(
     Avalanche's ``default_dataset_location("20news")``) as its data home."""
     from avalanche_ctr.benchmarks.download import DownloadError, default_root
 
-    if root is not None:
-        base = _check_root(Path(root).expanduser(), "20News", _TWENTY_NEWS_LAYOUT)
-        read = _read_group_folders(base, groups)
+    if root is not None and Path(root).expanduser().is_dir():
+        read = _read_group_folders(Path(root).expanduser(), groups)
         if read is not None:
             return read
     from sklearn.datasets import fetch_20newsgroups

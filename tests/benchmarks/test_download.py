@@ -238,3 +238,19 @@ def test_the_packaged_manifest_covers_the_papers_tasks_at_a_pinned_commit():
         for entry in manifest.datasets[name]:
             assert entry.url == prefix + entry.path
             assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.size > 0
+
+
+def test_the_command_line_downloads_into_the_default_folder_without_data_root(
+    tmp_path, monkeypatch
+):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    monkeypatch.setenv(BASE_URL_ENV, closed)
+    monkeypatch.setitem(dataset_utils.AVALANCHE_CONFIG, "dataset_location", str(tmp_path))
+    with pytest.raises(
+        SystemExit,
+        match=rf"could not reach {closed} to download dsc .* in "
+        rf"{tmp_path / 'dsc'}: Tools_and_Home_Improvement_train.tsv, ",
+    ):
+        main(["run", "--strategy", "naive", "--benchmark", "dsc", "--out", str(tmp_path)])
