@@ -34,12 +34,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="number of tasks (split_*: must divide the classes; permuted_fmnist: any, "
-        "e.g. 100; dsc / asc: the first N tasks of --task-order; default: per benchmark)",
+        "e.g. 100; dsc / asc / 20news: the first N tasks of --task-order; default: per "
+        "benchmark)",
     )
     parser.add_argument(
         "--task-order",
         default=None,
-        help="dsc / asc: the task order, as comma-separated task names (dsc: any domain "
+        help="dsc / asc / 20news: the task order, as comma-separated task names (dsc: any domain "
         "with files in --data-root) or random:S, the paper's tasks shuffled with seed S "
         "(the same order for every run seed; default: the paper's order)",
     )
