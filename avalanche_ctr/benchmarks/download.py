@@ -154,12 +154,20 @@ def _base_url(manifest: Manifest, base_url: str | None) -> str:
     return base if base.endswith("/") else base + "/"
 
 
-def _manual_fix(manifest: Manifest, name: str, root: Path, base: str) -> str:
+def _manual_fix(
+    manifest: Manifest, name: str, root: Path, base: str, missing: Sequence[ManifestFile]
+) -> str:
+    prefixes = {e.url.removesuffix(e.path) for e in missing}
+    where = (
+        f"{base}{prefixes.pop()}<file> to {root}/<file>"
+        if len(prefixes) == 1 and all(e.url.endswith(e.path) for e in missing)
+        else f"{base}<its URL path in the manifest> into {root}"
+    )
     return (
-        f"To get them by hand, download each from {base}<URL path> (the {name} files of "
-        f"{manifest.source} at commit {manifest.commit}, under dat/) into {root} with the "
-        f"same layout; or pass a folder that holds them (root= / --data-root DIR); or set "
-        f"{BASE_URL_ENV} to a mirror laid out as that repository"
+        f"To get them by hand, download each <file> from {where} (the {name} files of "
+        f"{manifest.source} at commit {manifest.commit}); or pass a folder that holds them "
+        f"(root= / --data-root DIR); or set {BASE_URL_ENV} to a mirror laid out as that "
+        f"repository"
     )
 
 
@@ -295,14 +303,14 @@ def download_text_data(
             raise DownloadError(
                 f"could not download {name}: {error}. {_missing_message(missing[index:], folder)}"
                 f". Run the same call again to fetch them (verified files are kept). "
-                f"{_manual_fix(manifest, name, folder, base)}"
+                f"{_manual_fix(manifest, name, folder, base, missing[index:])}"
             ) from None
         except OSError as error:  # URLError, refused connection, timeout: offline
             reason = getattr(error, "reason", error)
             raise DownloadError(
                 f"could not reach {base} to download {name} ({reason}). "
                 f"{_missing_message(missing[index:], folder)}. "
-                f"{_manual_fix(manifest, name, folder, base)}"
+                f"{_manual_fix(manifest, name, folder, base, missing[index:])}"
             ) from None
         downloaded.append(entry.path)
     return DownloadResult(folder, tuple(downloaded), tuple(present))

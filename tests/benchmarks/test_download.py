@@ -183,7 +183,7 @@ def test_offline_names_the_missing_files_and_the_manual_fix(tmp_path, manifest):
     assert message.startswith(f"could not reach {closed} to download dsc (")
     names = ", ".join(e.path for e in manifest.datasets["dsc"])
     assert f"30 file(s) missing in {root}: {names}." in message
-    assert f"download each from {closed}<URL path>" in message
+    assert f"download each <file> from {closed}dat/dsc/<file> to {root}/<file>" in message
     assert "pass a folder that holds them (root= / --data-root DIR)" in message
     assert f"set {BASE_URL_ENV} to a mirror" in message
     assert not root.exists() or not any(root.iterdir())
