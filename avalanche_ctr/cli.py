@@ -40,12 +40,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="number of tasks (split_*: must divide the classes; permuted_fmnist: any, "
-        "e.g. 100; dsc / asc: the first N tasks of --task-order; default: per benchmark)",
+        "e.g. 100; dsc / asc / 20news: the first N tasks of --task-order; default: per "
+        "benchmark)",
     )
     parser.add_argument(
         "--task-order",
         default=None,
-        help="dsc / asc: the task order, as comma-separated task names (dsc: any domain "
+        help="dsc / asc / 20news: the task order, as comma-separated task names (dsc: any domain "
         "with files in --data-root) or random:S, the paper's tasks shuffled with seed S "
         "(the same order for every run seed; default: the paper's order)",
     )
@@ -83,8 +84,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root",
         default=None,
-        help="dataset folder (split_fmnist, split_mnist, "
-        "split_cifar100; required for dsc / asc, e.g. ../shared/data)",
+        help="dataset folder (split_fmnist, split_mnist, split_cifar100; dsc / asc / "
+        "20news: read the files there as they are, e.g. ../shared/data; without it they "
+        "are downloaded, verified, into Avalanche's dataset folder, see `download`)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
@@ -206,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("out_dir", metavar="OUT_DIR", help="the --out of a run or compare")
     _add_debug(verify, default=argparse.SUPPRESS)
+    _add_download(sub)
     return parser
 
 
@@ -216,6 +219,56 @@ def _verify(out: Path) -> int:
     counts = ", ".join(f"{n} {what}" for what, n in checked.items())
     print(f"{out}: {len(problems) or 'no'} problem(s) in {counts}")
     return 1 if problems else 0
+
+
+def _add_download(sub) -> None:
+    from avalanche_ctr.benchmarks.download import BASE_URL_ENV
+
+    download = sub.add_parser(
+        "download",
+        help="download a text benchmark's data (dsc, asc: each file verified by its "
+        "sha256 against the packaged manifest; 20news: scikit-learn's copy)",
+    )
+    download.add_argument("dataset", choices=("dsc", "asc", "20news"))
+    download.add_argument(
+        "--root",
+        default=None,
+        help="the dataset's folder, what --data-root then reads (default: Avalanche's "
+        "dataset location, ~/.avalanche/data/<dataset>)",
+    )
+    download.add_argument(
+        "--base-url",
+        default=None,
+        help=f"dsc / asc: a mirror laid out as the pinned repository (default: "
+        f"${BASE_URL_ENV}, else the repository at its pinned commit)",
+    )
+    _add_debug(download, default=argparse.SUPPRESS)
+
+
+def _download(args: argparse.Namespace) -> int:
+    """``avalanche-ctr download``: fetch and verify, then say where the files are."""
+    from avalanche_ctr.benchmarks.download import (
+        DownloadError,
+        download_text_data,
+        download_twenty_news,
+        text_manifest,
+    )
+
+    try:
+        if args.dataset == "20news":
+            print(f"20news: scikit-learn's 20 Newsgroups in {download_twenty_news(args.root)}")
+            return 0
+        result = download_text_data(args.dataset, args.root, base_url=args.base_url)
+    except DownloadError as error:
+        raise BenchmarkDataError(str(error)) from None
+    manifest = text_manifest()
+    print(
+        f"{args.dataset}: {len(result.downloaded) + len(result.present)} files in "
+        f"{result.root}, each matching the sha256 of the manifest ({manifest.source} at "
+        f"{manifest.commit}): {len(result.downloaded)} downloaded, {len(result.present)} "
+        f"there already"
+    )
+    return 0
 
 
 def _settings(args: argparse.Namespace):
@@ -335,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return _verify(Path(args.out_dir))
+        if args.command == "download":
+            return _download(args)
         return _execute(args)
     except (
         UsageError,

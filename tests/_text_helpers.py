@@ -85,3 +85,21 @@ def save_tiny_encoder(folder: Path, tokenizer) -> Path:
     tiny_bert(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def write_20news(root: Path, n_per_group: int) -> Path:
+    """Templated messages in the 20 Newsgroups archive layout (``<group>/<message>``) for
+    all 20 newsgroups: in each 20News task its first newsgroup writes positive opinions
+    and its second negative ones, about the nouns of one of :data:`DOMAINS`."""
+    from avalanche_ctr.benchmarks.text import TWENTY_NEWS_GROUPS
+
+    templates = list(DOMAINS)
+    for index, groups in enumerate(TWENTY_NEWS_GROUPS.values()):
+        for label, group in enumerate(groups):
+            rng = random.Random(10 * index + label)
+            folder = root / group
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n_per_group):
+                text = sentence(rng, templates[index % 3], positive=label == 0)
+                (folder / f"{50000 + k}").write_text(text + "\n", encoding="latin-1")
+    return root

@@ -179,12 +179,11 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
             r"unknown benchmark 'nope'; choose one of: split_digits, .*asc",
         ),
         (["compare", "--strategies", "naive,bogus"], r"unknown strategy 'bogus'"),
-        (["run", "--strategy", "ctr"], r"ctr needs a text benchmark \(dsc, asc\)"),
+        (["run", "--strategy", "ctr"], r"ctr needs a text benchmark \(dsc, asc, 20news\)"),
         (
             ["run", "--strategy", "packnet", "--benchmark", "dsc", "--data-root", "."],
             r"packnet needs an image benchmark.*On text use exssnet, ssnet, supsup, ctr",
         ),
-        (["run", "--strategy", "naive", "--benchmark", "dsc"], r"pass --data-root DIR"),
         (["compare", "--seeds", "0,x"], r"--seeds must be comma-separated integers"),
         (["run", "--device", "cuda:7"], r"--device cuda:7: .*use --device cpu"),
         (["run", "--density", "1.5"], r"--density: density must be in \(0, 1\]"),

@@ -1,4 +1,5 @@
-"""Benchmarks that build without network access.
+"""Benchmarks: the image ones build without network access; the text ones read local
+files, or fetch and verify them first with ``download=True``.
 
 * :func:`SplitDigits` -- task-incremental split of scikit-learn's 8x8 digits.
 * :func:`SplitFashionMNIST` -- Avalanche's Split-FashionMNIST, fed from the
@@ -7,9 +8,10 @@
   the same files.
 * :func:`SplitMNIST1D` -- task-incremental split of MNIST-1D, generated offline by
   the ``mnist1d`` package.
-* :func:`text_benchmark`, :func:`DSC`, :func:`ASC` -- task-incremental text
-  streams of the CTR paper, read from local files and tokenized with a
-  HuggingFace tokenizer.
+* :func:`text_benchmark`, :func:`DSC`, :func:`ASC`, :func:`TwentyNews` --
+  task-incremental text streams of the CTR paper, read from local files (fetched
+  and verified with ``download=True``, :mod:`avalanche_ctr.benchmarks.download`)
+  and tokenized with a HuggingFace tokenizer.
 """
 
 from avalanche_ctr.benchmarks.digits import SplitDigits
@@ -24,7 +26,9 @@ from avalanche_ctr.benchmarks.text import (
     ASC_TASKS,
     DSC,
     DSC_DOMAINS,
+    TWENTY_NEWS_TASKS,
     DSCDomainError,
+    TwentyNews,
     dsc_domains,
     text_benchmark,
 )
@@ -40,6 +44,8 @@ __all__ = [
     "SplitDigits",
     "SplitFashionMNIST",
     "SplitMNIST1D",
+    "TWENTY_NEWS_TASKS",
+    "TwentyNews",
     "mnist1d_arrays",
     "prepare_fashion_mnist_root",
     "text_benchmark",

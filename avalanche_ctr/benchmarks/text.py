@@ -9,6 +9,14 @@
 * :func:`ASC` -- aspect sentiment classification, 19 tasks (SemEval-14
   laptop/restaurant with 3 classes, 17 Bing products with 2 classes), with the
   (aspect term, sentence) pair as input.
+* :func:`TwentyNews` -- topic classification on 20 Newsgroups, 10 tasks of 2
+  newsgroups each, split into tasks as the official CTR code does.
+
+``DSC(download=True)`` and ``ASC(download=True)`` fetch the files they need from the
+repository they were published in, verified against the packaged manifest
+(:mod:`avalanche_ctr.benchmarks.download`), into ``root`` (default: Avalanche's
+``default_dataset_location("dsc")`` / ``("asc")``); ``TwentyNews(download=True)``
+lets scikit-learn fetch its copy of 20 Newsgroups.
 
 Every sample's input ``x`` stacks ``input_ids``, ``attention_mask`` and
 ``token_type_ids`` (in this order) into a single int64 tensor of shape
@@ -52,6 +60,9 @@ __all__ = [
     "DSC",
     "DSC_DOMAINS",
     "DSCDomainError",
+    "TWENTY_NEWS_GROUPS",
+    "TWENTY_NEWS_TASKS",
+    "TwentyNews",
     "dsc_domains",
     "text_benchmark",
 ]
@@ -98,6 +109,33 @@ ASC_TASKS: tuple[str, ...] = (
     "Bing3domains_Router",
 )
 """The 19 ASC tasks, in the order of the CTR code's first task sequence."""
+
+TWENTY_NEWS_GROUPS: dict[str, tuple[str, str]] = {
+    f"newsgroup_{task}": pair
+    for task, pair in enumerate(
+        (
+            ("comp.graphics", "comp.os.ms-windows.misc"),
+            ("comp.sys.ibm.pc.hardware", "comp.sys.mac.hardware"),
+            ("comp.windows.x", "rec.autos"),
+            ("rec.motorcycles", "rec.sport.baseball"),
+            ("rec.sport.hockey", "sci.crypt"),
+            ("sci.electronics", "sci.med"),
+            ("sci.space", "misc.forsale"),
+            ("talk.politics.misc", "talk.politics.guns"),
+            ("talk.politics.mideast", "talk.religion.misc"),
+            ("alt.atheism", "soc.religion.christian"),
+        )
+    )
+}
+"""The 20News tasks of the official CTR code (PyContinual's ``dataloaders/newsgroup``):
+task ``newsgroup_k`` holds the newsgroups ``2k`` and ``2k+1`` of its class list, as
+classes 0 and 1."""
+
+TWENTY_NEWS_TASKS: tuple[str, ...] = tuple(
+    f"newsgroup_{task}" for task in (3, 4, 6, 7, 0, 1, 8, 5, 9, 2)
+)
+"""The 10 20News tasks, in the order of the CTR code's first task sequence
+(``newsgroup_random_10``, line 1)."""
 
 ASC_LABELS: dict[str, int] = {"negative": 0, "-": 0, "positive": 1, "+": 1, "neutral": 2}
 """Polarity -> class id for ASC: SemEval tasks use 0..2, Bing tasks (``+``/``-``) use 0..1."""
@@ -404,6 +442,33 @@ def _build_from_files(
     )
 
 
+def _dataset_folder(
+    name: str,
+    what: str,
+    layout: str,
+    root: str | os.PathLike[str] | None,
+    download: bool,
+    files: Sequence[str],
+) -> Path:
+    """The folder of dataset ``name``: ``root``, else Avalanche's default location. With
+    ``download``, first fetch those of ``files`` (paths relative to the folder) that the
+    packaged manifest lists and the folder lacks, verified
+    (:func:`~avalanche_ctr.benchmarks.download.download_text_data`)."""
+    from avalanche_ctr.benchmarks import download as downloads
+
+    folder = downloads.default_root(name) if root is None else Path(root).expanduser()
+    if download:
+        listed = {entry.path for entry in downloads.text_manifest().datasets[name]}
+        downloads.download_text_data(name, folder, files=[f for f in files if f in listed])
+    elif root is None and not folder.is_dir():
+        raise FileNotFoundError(
+            f"no {what} data in {str(folder)!r}, Avalanche's default dataset location: pass "
+            f"download=True (or run `avalanche-ctr download {name}`) to fetch the verified "
+            f"files there, or root= the folder that holds them; {layout}"
+        )
+    return folder
+
+
 # --------------------------------------------------------------------------- DSC
 
 
@@ -500,8 +565,9 @@ def _read_dsc(path: Path) -> tuple[list[TextInput], list[int]]:
 
 
 def DSC(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
     *,
+    download: bool = False,
     domains: Sequence[str] | None = None,
     n_train: int | None = None,
     n_test: int | None = None,
@@ -519,7 +585,13 @@ def DSC(
     separate tokens (``& quot ;``, ``& # 34 ;``); they are not unescaped, as in
     the CTR code.
 
-    :param root: The ``dsc`` folder holding the ``.tsv`` files.
+    :param root: The ``dsc`` folder holding the ``.tsv`` files (default: Avalanche's
+        ``default_dataset_location("dsc")``).
+    :param download: First fetch the files of ``domains`` that ``root`` lacks (train,
+        dev and test, for the domains the packaged manifest lists: the paper's 10), each
+        verified by its sha256 (:func:`~avalanche_ctr.benchmarks.download.
+        download_text_data`); files there already are verified too. Without it the
+        files are read as they are.
     :param domains: Domains to use, in task order: any domain whose files are in
         ``root`` (:func:`dsc_domains` lists them, e.g. the full Amazon collection's
         24); default :data:`DSC_DOMAINS` (the CTR paper's order, 10 domains).
@@ -542,9 +614,22 @@ def DSC(
     :raises DataFileError: On an empty, malformed or non-UTF-8 file (naming the file
         and line), or a domain whose training split lacks a class of its test (dev)
         split or has a single class (naming the domain and the class).
+    :raises ~avalanche_ctr.benchmarks.download.DownloadError: With ``download``, if a
+        file cannot be fetched (the message names the missing files and the manual fix);
+        :class:`~avalanche_ctr.benchmarks.download.ChecksumError` if a file is not the
+        manifest's.
     :raises ValueError: On a duplicate or empty ``domains`` or a bad ``n_train``.
     """
-    base = _check_root(root, "DSC", _DSC_LAYOUT)
+    wanted = DSC_DOMAINS if domains is None else [domains] if isinstance(domains, str) else domains
+    folder = _dataset_folder(
+        "dsc",
+        "DSC",
+        _DSC_LAYOUT,
+        root,
+        download,
+        [f"{domain}_{split}.tsv" for domain in wanted for split in ("train", "dev", "test")],
+    )
+    base = _check_root(folder, "DSC", _DSC_LAYOUT)
     return _build_from_files(
         "DSC",
         _DSC_LAYOUT,
@@ -611,8 +696,9 @@ def _read_asc(path: Path) -> tuple[list[TextInput], list[int]]:
 
 
 def ASC(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
     *,
+    download: bool = False,
     tasks: Sequence[str] | None = None,
     n_train: int | None = None,
     n_test: int | None = None,
@@ -633,7 +719,10 @@ def ASC(
     ``negative``/``-`` -> 0, ``positive``/``+`` -> 1, ``neutral`` -> 2, so the
     SemEval tasks have 3 classes and the Bing tasks 2.
 
-    :param root: The ``asc`` folder holding ``XuSemEval`` and ``Bing*Domains``.
+    :param root: The ``asc`` folder holding ``XuSemEval`` and ``Bing*Domains``
+        (default: Avalanche's ``default_dataset_location("asc")``).
+    :param download: First fetch the files of ``tasks`` that ``root`` lacks (train, dev
+        and test), each verified by its sha256, as :func:`DSC` does.
     :param tasks: Task names, in task order; default :data:`ASC_TASKS` (the
         CTR paper's order, 19 tasks).
     :param n_train: If given, keep at most this many training examples per
@@ -653,16 +742,189 @@ def ASC(
     :raises DataFileError: On an empty, malformed or non-UTF-8 file (naming the file),
         or a task whose training split lacks a class of its test (dev) split or has a
         single class (naming the task and the class).
+    :raises ~avalanche_ctr.benchmarks.download.DownloadError: With ``download``, as for
+        :func:`DSC`.
     :raises ValueError: On an unknown task name or a bad ``n_train``.
     """
-    return _build_from_files(
+    names = _check_names(tasks, ASC_TASKS, "ASC task")
+    folder = _dataset_folder(
+        "asc",
         "ASC",
         _ASC_LAYOUT,
         root,
-        _check_names(tasks, ASC_TASKS, "ASC task"),
+        download,
+        [
+            (_asc_dir(Path(), name) / f"{split}.json").as_posix()
+            for name in names
+            for split in ("train", "dev", "test")
+        ],
+    )
+    return _build_from_files(
+        "ASC",
+        _ASC_LAYOUT,
+        folder,
+        names,
         lambda base, name, split: _asc_dir(base, name) / f"{split}.json",
         _read_asc,
         _ASC_CLASS_NAMES,
+        n_train=n_train,
+        n_test=n_test,
+        seed=seed,
+        dev=dev,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )
+
+
+# --------------------------------------------------------------------------- 20News
+
+_TWENTY_NEWS_LAYOUT = (
+    "expected a folder holding one folder per newsgroup (comp.graphics, ..., "
+    "soc.religion.christian) with one message per file, as the 20 Newsgroups archives are "
+    "laid out, or a scikit-learn data home holding its 20news-bydate cache "
+    "(`avalanche-ctr download 20news --root DIR` writes one)"
+)
+_TWENTY_NEWS_MIN = 6
+"""Fewest messages a newsgroup needs for the official 80/10/10 split to leave every
+split at least one."""
+
+
+def _read_group_folders(base: Path, groups: list[str]) -> dict[str, list[str]] | None:
+    """The messages of ``groups`` from ``base/<group>/<message>`` (the archives' layout,
+    decoded as Latin-1 as scikit-learn does), or ``None`` if ``base`` holds none of them."""
+    folders = {group: base / group for group in groups}
+    if not any(folder.is_dir() for folder in folders.values()):
+        return None
+    missing = [group for group, folder in folders.items() if not folder.is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"20News folder(s) {missing} not found in {str(base)!r}; {_TWENTY_NEWS_LAYOUT}"
+        )
+    return {
+        group: [
+            path.read_bytes().decode("latin-1")
+            for path in sorted(folder.iterdir())
+            if path.is_file() and not path.name.startswith(".")
+        ]
+        for group, folder in folders.items()
+    }
+
+
+def _twenty_news_messages(
+    root: str | os.PathLike[str] | None, download: bool, groups: list[str]
+) -> dict[str, list[str]]:
+    """The messages of each of ``groups``: from ``root``'s newsgroup folders if it has
+    them, else from scikit-learn's ``fetch_20newsgroups(subset="all")`` with ``root`` (or
+    Avalanche's ``default_dataset_location("20news")``) as its data home."""
+    from avalanche_ctr.benchmarks.download import DownloadError, default_root
+
+    if root is not None and Path(root).expanduser().is_dir():
+        read = _read_group_folders(Path(root).expanduser(), groups)
+        if read is not None:
+            return read
+    from sklearn.datasets import fetch_20newsgroups
+
+    home = default_root("20news") if root is None else Path(root).expanduser()
+    try:
+        data = fetch_20newsgroups(
+            data_home=str(home), subset="all", shuffle=False, download_if_missing=download
+        )
+    except OSError as error:
+        if download:
+            raise DownloadError(
+                f"could not download 20 Newsgroups into {str(home)!r} ({error}): connect "
+                f"to the internet once so that scikit-learn fetches it, or pass root= / "
+                f"--data-root a folder that holds it; {_TWENTY_NEWS_LAYOUT}"
+            ) from None
+        raise FileNotFoundError(
+            f"no 20 Newsgroups data in {str(home)!r}: pass download=True (or run "
+            f"`avalanche-ctr download 20news`) so that scikit-learn fetches it there; "
+            f"{_TWENTY_NEWS_LAYOUT}"
+        ) from None
+    by_group: dict[str, list[str]] = {name: [] for name in data.target_names}
+    for text, target in zip(data.data, data.target, strict=True):
+        by_group[data.target_names[target]].append(text)
+    return {group: by_group[group] for group in groups}
+
+
+def _official_split(messages: list[str], seed: int, group: str) -> dict[str, list[str]]:
+    """One newsgroup's messages split as the official code does: 80 % train, the rest
+    halved into dev and test, shuffled with ``seed`` (the run's seed there too)."""
+    if len(messages) < _TWENTY_NEWS_MIN:
+        raise ValueError(
+            f"20News newsgroup {group} has {len(messages)} message(s); the 80/10/10 split "
+            f"needs at least {_TWENTY_NEWS_MIN}"
+        )
+    train, held = train_test_split(messages, test_size=0.2, shuffle=True, random_state=seed)
+    dev, test = train_test_split(held, test_size=0.5, shuffle=True, random_state=seed)
+    return {"train": train, "dev": dev, "test": test}
+
+
+def TwentyNews(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    tasks: Sequence[str] | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    tokenizer: PreTrainedTokenizerBase | str,
+    max_length: int = 128,
+    seed: int = 0,
+    dev: bool = False,
+) -> GenericCLScenario:
+    """20News, the CTR paper's topic classification benchmark: 20 Newsgroups as 10 tasks
+    of 2 newsgroups each (Ke et al., NeurIPS 2021, Sec. 5).
+
+    The tasks are those of the official code (:data:`TWENTY_NEWS_GROUPS`: task
+    ``newsgroup_k`` holds newsgroups ``2k`` and ``2k+1`` of its class list, as classes
+    0 and 1), in the order of its first task sequence (:data:`TWENTY_NEWS_TASKS`). As
+    there, each newsgroup's messages are split 80 % train, 10 % dev, 10 % test, shuffled
+    with ``seed``. The messages are used whole (headers kept), as the official code
+    uses them.
+
+    The messages come from ``root`` when it holds one folder per newsgroup with one
+    message per file (the layout of the 20 Newsgroups archives, e.g. the "19997" one the
+    official code reads), else from scikit-learn's ``fetch_20newsgroups(subset="all")``
+    (the "bydate" version, 18,846 messages) with ``root`` as its data home.
+
+    :param root: A folder of newsgroup folders, or scikit-learn's data home (default:
+        Avalanche's ``default_dataset_location("20news")``).
+    :param download: Let scikit-learn download its archive when the data home lacks it.
+    :param tasks: Task names, in task order; default :data:`TWENTY_NEWS_TASKS`.
+    :param n_train: If given, keep at most this many training messages per task, a
+        seeded stratified subsample (as :func:`DSC`).
+    :param n_test: If given, keep at most this many test (and dev) messages per task.
+    :param tokenizer: HuggingFace tokenizer, or its name or folder (see
+        :func:`text_benchmark`).
+    :param max_length: Sequence length of the tokenized inputs.
+    :param seed: Seed of the 80/10/10 split and of the subsamples.
+    :param dev: Also expose the dev split as ``dev_stream``.
+    :return: The benchmark of :func:`text_benchmark`, task names = tasks.
+    :raises FileNotFoundError: If ``root`` lacks some newsgroup folders, or the data home
+        lacks the data and ``download`` is off.
+    :raises ~avalanche_ctr.benchmarks.download.DownloadError: If scikit-learn cannot
+        download the archive.
+    :raises ValueError: On an unknown task name, a bad ``n_train``, or a newsgroup with
+        fewer than 6 messages.
+    """
+    names = _check_names(tasks, TWENTY_NEWS_TASKS, "20News task")
+    _check_count(n_train)
+    _check_count(n_test, "n_test")
+    groups = [group for name in names for group in TWENTY_NEWS_GROUPS[name]]
+    messages = _twenty_news_messages(root, download, groups)
+    data: dict[str, dict[str, tuple[list[TextInput], list[int]]]] = {}
+    for name in names:
+        splits: dict[str, tuple[list[TextInput], list[int]]] = {
+            split: ([], []) for split in ("train", "dev", "test")
+        }
+        for label, group in enumerate(TWENTY_NEWS_GROUPS[name]):
+            for split, texts in _official_split(messages[group], seed, group).items():
+                splits[split][0].extend(texts)
+                splits[split][1].extend([label] * len(texts))
+        data[name] = splits
+    return _build(
+        lambda name, split: data[name][split],
+        names,
         n_train=n_train,
         n_test=n_test,
         seed=seed,

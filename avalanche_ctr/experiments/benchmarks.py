@@ -151,15 +151,12 @@ def _torchvision_split(builder_name: str, dataset: str):
     return build
 
 
-def text_root(data_root: str | os.PathLike | None, name: str) -> Path:
-    """The folder of text benchmark ``name`` (``dsc`` / ``asc``): ``data_root/name`` if
-    it exists, else ``data_root`` itself."""
+def text_root(data_root: str | os.PathLike | None, name: str) -> Path | None:
+    """The folder of text benchmark ``name`` (``dsc`` / ``asc`` / ``20news``):
+    ``data_root/name`` if it exists, else ``data_root`` itself; ``None`` without
+    ``data_root`` (the benchmark's default folder, where it downloads its data)."""
     if data_root is None:
-        raise BenchmarkDataError(
-            f"the {name} benchmark reads the CTR paper's data from disk: pass --data-root DIR "
-            f"where DIR (or DIR/{name}) holds the files described in "
-            "avalanche_ctr.benchmarks.text (e.g. --data-root ../shared/data)"
-        )
+        return None
     root = Path(data_root).expanduser()
     return root / name if (root / name).is_dir() else root
 
@@ -173,19 +170,20 @@ def _tokenizer(encoder: str | None):
 
 
 def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> list[str]:
-    """The tasks of text benchmark ``name`` (``dsc`` / ``asc``) in ``--task-order``'s order,
-    cut to the first ``n_experiences``.
+    """The tasks of text benchmark ``name`` (``dsc`` / ``asc`` / ``20news``) in
+    ``--task-order``'s order, cut to the first ``n_experiences``.
 
     ``task_order`` is ``None`` (the paper's order: :data:`~avalanche_ctr.benchmarks.text.
-    DSC_DOMAINS`, :data:`~avalanche_ctr.benchmarks.text.ASC_TASKS`), ``random:S`` (the
+    DSC_DOMAINS`, :data:`~avalanche_ctr.benchmarks.text.ASC_TASKS`,
+    :data:`~avalanche_ctr.benchmarks.text.TWENTY_NEWS_TASKS`), ``random:S`` (the
     paper's tasks shuffled by a generator seeded with ``S``: not the run seed, so the
     runs of one order stay paired by seed) or comma-separated task names (``dsc``: any
     domain with files in the data folder, checked when the data are read).
     :class:`UsageError` saying what to change otherwise.
     """
-    from avalanche_ctr.benchmarks.text import ASC_TASKS, DSC_DOMAINS
+    from avalanche_ctr.benchmarks.text import ASC_TASKS, DSC_DOMAINS, TWENTY_NEWS_TASKS
 
-    paper = list(DSC_DOMAINS if name == "dsc" else ASC_TASKS)
+    paper = list({"dsc": DSC_DOMAINS, "asc": ASC_TASKS, "20news": TWENTY_NEWS_TASKS}[name])
     if task_order is None:
         names = paper
     elif task_order.startswith("random:"):
@@ -203,10 +201,11 @@ def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> 
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise UsageError(f"--task-order names {repeated} more than once; give each task once")
-        unknown = [n for n in names if n not in paper] if name == "asc" else []
+        unknown = [n for n in names if n not in paper] if name != "dsc" else []
         if unknown:
             raise UsageError(
-                f"--task-order: unknown asc task(s) {unknown}; the tasks are: {', '.join(paper)}"
+                f"--task-order: unknown {name} task(s) {unknown}; the tasks are: "
+                f"{', '.join(paper)}"
             )
     if n_experiences is not None and n_experiences > len(names):
         raise UsageError(
@@ -217,13 +216,24 @@ def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> 
 
 
 def _text(name: str):
-    def build(seed: int, settings) -> Any:
-        from avalanche_ctr.benchmarks import ASC, DSC
+    """Build text benchmark ``name`` from ``--data-root`` as it is, or, without it, from
+    its default folder (Avalanche's ``default_dataset_location(name)``), downloading and
+    verifying what the folder lacks first."""
 
-        builder, keyword = (DSC, "domains") if name == "dsc" else (ASC, "tasks")
+    def build(seed: int, settings) -> Any:
+        from avalanche_ctr.benchmarks import ASC, DSC, TwentyNews
+        from avalanche_ctr.benchmarks.download import DownloadError
+
+        builder, keyword = {
+            "dsc": (DSC, "domains"),
+            "asc": (ASC, "tasks"),
+            "20news": (TwentyNews, "tasks"),
+        }[name]
+        root = text_root(settings.data_root, name)
         try:
             return builder(
-                text_root(settings.data_root, name),
+                root,
+                download=root is None,
                 n_train=settings.n_train,
                 n_test=settings.n_test,
                 tokenizer=_tokenizer(settings.encoder),
@@ -232,7 +242,7 @@ def _text(name: str):
                 dev=settings.best_dev_epoch,
                 **{keyword: settings.task_names},
             )
-        except FileNotFoundError as error:
+        except (FileNotFoundError, DownloadError) as error:
             raise BenchmarkDataError(str(error)) from None
 
     return build
@@ -329,7 +339,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec(
             "dsc",
             "text",
-            "CTR paper's document sentiment, 10 Amazon domains (--data-root)",
+            "CTR paper's document sentiment, 10 Amazon domains (verified download, or "
+            "--data-root)",
             _text("dsc"),
             {**_TEXT, "epochs": 2, "n_train": 500},
             supermask_model=_kim_cnn(2),
@@ -337,11 +348,20 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec(
             "asc",
             "text",
-            "CTR paper's aspect sentiment, 19 tasks (--data-root)",
+            "CTR paper's aspect sentiment, 19 tasks (verified download, or --data-root)",
             _text("asc"),
             {**_TEXT, "epochs": 2, "n_train": None},
             supermask_model=_kim_cnn(3),
             mixed_widths=True,
+        ),
+        BenchmarkSpec(
+            "20news",
+            "text",
+            "CTR paper's topic classification, 20 Newsgroups as 10 tasks of 2 "
+            "(scikit-learn download, or --data-root)",
+            _text("20news"),
+            {**_TEXT, "epochs": 2, "n_train": 500},
+            supermask_model=_kim_cnn(2),
         ),
     )
 }

@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections import Counter
 
 import pytest
 import torch
@@ -14,10 +15,13 @@ from avalanche_ctr.benchmarks import (
     ASC_TASKS,
     DSC,
     DSC_DOMAINS,
+    TWENTY_NEWS_TASKS,
     DSCDomainError,
+    TwentyNews,
     dsc_domains,
     text_benchmark,
 )
+from avalanche_ctr.benchmarks.text import TWENTY_NEWS_GROUPS
 from avalanche_ctr.errors import BenchmarkDataError, DataFileError
 
 WORDS = (
@@ -412,3 +416,73 @@ def test_a_malformed_file_is_a_data_error_and_still_a_value_error(tmp_path, toke
     with pytest.raises(DataFileError, match=r"Pet_Supplies_train.tsv:4: expected") as error:
         DSC(tmp_path, domains=["Pet_Supplies"], tokenizer=tokenizer)
     assert isinstance(error.value, ValueError) and isinstance(error.value, BenchmarkDataError)
+
+
+# --------------------------------------------------------------------------- 20News
+
+
+@pytest.fixture(scope="module")
+def news(tmp_path_factory):
+    """The 20 newsgroup folders, 10 templated messages each, and a tokenizer of their words."""
+    from _text_helpers import make_tokenizer, write_20news
+
+    root = write_20news(tmp_path_factory.mktemp("20news"), n_per_group=10)
+    return root, make_tokenizer(tmp_path_factory.mktemp("news_tokenizer"))
+
+
+def _messages(tokenizer, folder) -> Counter:
+    texts = [path.read_text(encoding="latin-1") for path in folder.iterdir()]
+    ids = tokenizer(texts, padding="max_length", truncation=True, max_length=L)["input_ids"]
+    return Counter(tuple(row) for row in ids)
+
+
+def test_twenty_news_has_the_official_tasks_splits_and_labels(news):
+    root, tokenizer = news
+    assert TWENTY_NEWS_TASKS[:3] == ("newsgroup_3", "newsgroup_4", "newsgroup_6")
+    assert TWENTY_NEWS_GROUPS["newsgroup_3"] == ("rec.motorcycles", "rec.sport.baseball")
+    assert TWENTY_NEWS_GROUPS["newsgroup_9"] == ("alt.atheism", "soc.religion.christian")
+    groups = [g for pair in TWENTY_NEWS_GROUPS.values() for g in pair]
+    assert len(set(groups)) == 20
+    benchmark = TwentyNews(root, tokenizer=tokenizer, max_length=L, dev=True)
+    assert benchmark.task_names == list(TWENTY_NEWS_TASKS)
+    streams = (benchmark.train_stream, benchmark.dev_stream, benchmark.test_stream)
+    for index, name in enumerate(TWENTY_NEWS_TASKS):
+        seen = [Counter(), Counter()]
+        for stream, per_group in zip(streams, (8, 1, 1), strict=True):  # 80/10/10
+            experience = stream[index]
+            assert experience.task_label == index
+            x, y = _stack(experience)
+            assert sorted(y) == [0] * per_group + [1] * per_group
+            for row, label in zip(x[:, 0].tolist(), y, strict=True):
+                seen[label][tuple(row)] += 1
+        for label, group in enumerate(TWENTY_NEWS_GROUPS[name]):  # a partition, labelled
+            assert seen[label] == _messages(tokenizer, root / group)
+
+
+def test_twenty_news_split_follows_the_seed(news):
+    root, tokenizer = news
+    kwargs = {"tasks": ["newsgroup_0"], "tokenizer": tokenizer, "max_length": L}
+    first = [_stack(TwentyNews(root, seed=s, **kwargs).train_stream[0])[0] for s in (0, 0, 1)]
+    assert torch.equal(first[0], first[1])
+    assert first[0].shape == first[2].shape and not torch.equal(first[0], first[2])
+
+
+def test_twenty_news_errors_name_the_fix(news, tmp_path):
+    root, tokenizer = news
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "comp.graphics").symlink_to(root / "comp.graphics")
+    kwargs = {"tokenizer": tokenizer, "max_length": L}
+    with pytest.raises(FileNotFoundError, match=r"\['comp.os.ms-windows.misc'\] not found"):
+        TwentyNews(partial, tasks=["newsgroup_0"], **kwargs)
+    with pytest.raises(FileNotFoundError, match=r"no 20 Newsgroups data in .*download=True"):
+        TwentyNews(tmp_path / "empty_home", **kwargs)
+    with pytest.raises(ValueError, match=r"unknown 20News task \['newsgroup_10'\]"):
+        TwentyNews(root, tasks=["newsgroup_10"], **kwargs)
+    small = tmp_path / "small"
+    for group in TWENTY_NEWS_GROUPS["newsgroup_0"]:
+        (small / group).mkdir(parents=True)
+        for k in range(5):
+            (small / group / str(k)).write_text("the book was great")
+    with pytest.raises(ValueError, match=r"comp.graphics has 5 message\(s\); .* at least 6"):
+        TwentyNews(small, tasks=["newsgroup_0"], **kwargs)

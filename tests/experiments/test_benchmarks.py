@@ -63,3 +63,31 @@ def test_a_bad_task_order_names_the_problem(name, order, message):
 def test_more_experiences_than_the_order_has_are_refused():
     with pytest.raises(UsageError, match=r"--n-experiences 3: the dsc order has 2 tasks"):
         Settings(benchmark="dsc", task_order="Pet_Supplies,Kindle_Store", n_experiences=3)
+
+
+def test_twenty_news_runs_through_compare(tmp_path, tokenizer):
+    import json
+
+    from _text_helpers import write_20news
+
+    from avalanche_ctr.benchmarks import TWENTY_NEWS_TASKS
+    from avalanche_ctr.cli import main
+
+    write_20news(tmp_path / "20news", n_per_group=10)  # 8 train, 1 dev, 1 test messages
+    encoder = save_tiny_encoder(tmp_path / "encoder", tokenizer)
+    strategies = ["ctr", "frozen", "exssnet"]
+    out = tmp_path / "out"
+    main(
+        ["compare", "--benchmark", "20news", "--strategies", ",".join(strategies)]
+        + ["--data-root", str(tmp_path), "--encoder", str(encoder), "--max-length", "16"]
+        + ["--n-experiences", "2", "--epochs", "1", "--batch-size", "8", "--seeds", "0"]
+        + ["--threads", "1", "--out", str(out), "--no-progress"]
+    )
+    recorded = json.loads((out / "runs.json").read_text())
+    assert recorded["tasks"] == list(TWENTY_NEWS_TASKS[:2])
+    assert [run["strategy"] for run in recorded["runs"]] == strategies
+    for run in recorded["runs"]:
+        matrix = run["acc_matrix"]  # every task after every experience
+        assert len(matrix) == 2 and all(len(row) == 2 for row in matrix), run["strategy"]
+        assert all(2 * acc in (0, 1, 2) for row in matrix for acc in row)  # 2 test messages
+        assert matrix[1][0] == matrix[0][0], run["strategy"]  # task 0 kept as it was
