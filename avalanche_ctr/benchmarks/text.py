@@ -375,7 +375,7 @@ def _build(
     names: list[str],
     *,
     kind: str,
-    class_names: dict[int, str],
+    class_names: dict[int, str] | Callable[[str], dict[int, str]],
     n_train: int | None,
     n_test: int | None,
     seed: int,
@@ -383,6 +383,9 @@ def _build(
     tokenizer: PreTrainedTokenizerBase | str,
     max_length: int,
 ) -> GenericCLScenario:
+    """The benchmark of ``names``, each task read by ``loader(name, split)``; a task whose
+    training split misses a class is refused, naming the class by ``class_names`` (one
+    map for every task, or a task's map by its name)."""
     train, test, dev_data = [], [], []
     for name in names:
         texts, labels = loader(name, "train")
@@ -392,7 +395,8 @@ def _build(
             dev_data.append(_subsample(*loader(name, "dev"), n_test, seed))
         others = {"test": test[-1][1], **({"dev": dev_data[-1][1]} if dev else {})}
         subsampled = n_train if n_train is not None and n_train < len(labels) else None
-        _check_classes(kind, name, train[-1][1], others, class_names, subsampled)
+        names_of = class_names(name) if callable(class_names) else class_names
+        _check_classes(kind, name, train[-1][1], others, names_of, subsampled)
     return text_benchmark(
         train,
         test,
@@ -925,6 +929,8 @@ def TwentyNews(
     return _build(
         lambda name, split: data[name][split],
         names,
+        kind="20News",
+        class_names=lambda name: dict(enumerate(TWENTY_NEWS_GROUPS[name])),
         n_train=n_train,
         n_test=n_test,
         seed=seed,
