@@ -57,15 +57,6 @@ SUPPORTED_LAYERS = (
 """What :func:`convert_to_hat` accepts, as its errors say it."""
 
 _MASKED = (nn.Linear, nn.Conv1d, nn.Conv2d)
-_NONZERO_AT_ZERO = (
-    nn.Sigmoid,
-    nn.LogSigmoid,
-    nn.Softplus,
-    nn.Hardsigmoid,
-    nn.Softmax,
-    nn.LogSoftmax,
-    nn.Softmin,
-)
 
 
 class HATLayer(nn.Module):
@@ -252,13 +243,6 @@ def _check_leaf(child: nn.Module, path: str) -> None:
             "avalanche_ctr.exssnet.FrozenModule)",
             kind,
         )
-    if isinstance(child, _NONZERO_AT_ZERO):
-        raise UnsupportedLayerError(
-            f"layer '{path}' ({kind}) maps 0 to a nonzero value: a unit HAT switches off "
-            "for a task would still feed the next layer, whose weights later tasks may "
-            "train. Use an activation with f(0) = 0 (ReLU, LeakyReLU, GELU, Tanh, ...)",
-            kind,
-        )
 
 
 def _convert_children(module: nn.Module, prefix: str) -> None:
@@ -280,8 +264,8 @@ def convert_to_hat(model: nn.Module, *, s_max: float = 400.0) -> HATNet:
     :class:`HATLayer` (the layer, its weights kept, and a HAT mask over its units);
     :class:`~avalanche.models.MultiHeadClassifier` heads stay per-task heads;
     :class:`~avalanche_ctr.exssnet.FrozenModule` parts are left as they are. Any other
-    layer with parameters (BatchNorm, LayerNorm, Embedding, ...), a layer that changes
-    shape, or an activation with ``f(0) ≠ 0`` (Sigmoid, Softplus, ...) raises
+    layer with parameters (BatchNorm, LayerNorm, Embedding, ...) or a layer that changes
+    shape raises
     :class:`~avalanche_ctr.exssnet.supermask.UnsupportedLayerError` (a ``ValueError``)
     naming it and what is supported; so does a model without per-task heads.
 
