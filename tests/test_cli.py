@@ -156,6 +156,31 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
     assert supsup["summary"]["inference_time_ratio_statistics"] > 0
 
 
+def test_compare_runs_hat_with_its_flags_and_logs_its_free_units(tmp_path):
+    argv = ["compare", "--strategies", "hat", "--seeds", "0", "--epochs", "2"]
+    argv += ["--hidden-size", "64", "--hat-smax", "200", "--hat-lambda", "0.5"]
+    argv += ["--hat-thres-cosh", "30", "--hat-lr", "0.02"]
+    main([*argv, "--out", str(tmp_path), "--no-progress"])
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    settings = runs["settings"]
+    assert (settings["hat_smax"], settings["hat_lambda"]) == (200.0, 0.5)
+    assert (settings["hat_thres_cosh"], settings["hat_lr"]) == (30.0, 0.02)
+    (run,) = runs["runs"]
+    assert run["summary"]["forgetting"] == 0.0 and run["summary"]["bwt"] == 0.0
+    assert run["summary"]["final_accuracy"] >= 0.8
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "hat" / "seed0"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for layer in ("features.1", "features.3"):
+        free = []
+        for task in range(5):
+            tag = f"HAT_FreeFraction/train_phase/train_stream/Task{task:03d}/{layer}"
+            assert tag in tags, tags
+            free.append(events.Scalars(tag)[-1].value)
+        assert free == sorted(free, reverse=True) and free[-1] < free[0], free
+        assert [d[f"FreeFraction/{layer}"] for d in run["hat_diagnostics"]] == pytest.approx(free)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -200,6 +225,11 @@ def test_compare_reports_accuracy_with_inferred_tasks_next_to_given_labels(tmp_p
             r"--best-dev-epoch needs a dev split, which only the text benchmarks have",
         ),
         (["run", "--strategy", "packnet", "--epochs", "1"], r"packnet .* needs --epochs >= 2"),
+        (
+            ["run", "--strategy", "hat", "--output-layer", "masked"],
+            r"hat gives every task its own head.*--output-layer heads",
+        ),
+        (["run", "--strategy", "hat", "--hat-smax", "0"], r"--hat-smax: must be positive"),
     ],
 )
 def test_bad_input_names_the_problem_and_the_fix(argv, message, tmp_path):

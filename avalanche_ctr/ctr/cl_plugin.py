@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_ctr.ctr.routing import KnowledgeSharingModule
-from avalanche_ctr.ctr.task_masks import HATMask, TaskSpecificModule
+from avalanche_ctr.ctr.task_masks import TaskSpecificModule
+from avalanche_ctr.hat.masks import HATMask
 from avalanche_ctr.text_encoder import TaskContext
 
 __all__ = ["CLPluginConfig", "CLPlugin"]

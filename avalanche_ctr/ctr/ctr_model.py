@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from avalanche_ctr.compat import PaddedMultiTaskModule
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
-from avalanche_ctr.ctr.task_masks import HATMask
+from avalanche_ctr.hat.masks import HATMask, HATModel
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.text_encoder import (
     TaskContext,
@@ -31,7 +31,7 @@ KSM_INITS = ("zero", "random")
 """Initialisations of the KSM's projection (:class:`CTRModel` ``ksm_init``)."""
 
 
-class CTRModel(PaddedMultiTaskModule):
+class CTRModel(HATModel, PaddedMultiTaskModule):
     """A frozen BERT-family encoder with two CL-plugins per transformer layer and
     per-task classification heads on the pooled representation.
 
@@ -49,7 +49,7 @@ class CTRModel(PaddedMultiTaskModule):
     :param n_transfer_capsules: number of transfer capsules.
     :param routing_channels: channels of the routing similarity convolutions.
     :param s_max: HAT's largest mask scale, reached at the end of every training epoch
-        (the test-time masks are binary, see :mod:`~avalanche_ctr.ctr.task_masks`).
+        (the test-time masks are binary, see :mod:`~avalanche_ctr.hat.masks`).
     :param pooling: ``"mean"`` (masked mean of the last hidden states) or
         ``"cls"`` (the first token's last hidden state).
     :param knowledge_sharing: ``False`` gives the paper's "CTR without KSM"
@@ -127,55 +127,19 @@ class CTRModel(PaddedMultiTaskModule):
         self.s_max = float(s_max)
         self.s = float(s_max)
         self.pooling = pooling
-        self.register_buffer("task_label_order", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("finished_tasks", torch.zeros((), dtype=torch.long))
-        self._continuing: int | None = None
+        self._register_task_state()
 
     # ------------------------------------------------------------------ tasks
     @property
     def plugins(self) -> list[CLPlugin]:
         return [m for m in self.modules() if isinstance(m, CLPlugin)]
 
-    @property
-    def task_labels(self) -> list[int]:
-        """Task labels in training order; position = the task's capsule index."""
-        return self.task_label_order.tolist()
-
-    @property
-    def n_finished(self) -> int:
-        return int(self.finished_tasks)
-
-    @property
-    def trained_tasks(self) -> list[int]:
-        return self.task_labels[: self.n_finished]
-
-    @property
-    def training_index(self) -> int | None:
-        """Capsule index of the task in training (``None`` between tasks)."""
-        if self._continuing is not None:
-            return self._continuing
-        n = len(self.task_labels)
-        return n - 1 if n > self.n_finished else None
-
-    @property
-    def training_task(self) -> int | None:
-        index = self.training_index
-        return None if index is None else self.task_labels[index]
-
     def start_task(self, task: int) -> None:
         """Begin training ``task``: install its capsule, routing parts and mask embeddings
         in every plugin, or, for a task trained before, continue with its own; then fix
         which TSM and KSM units the other tasks use (HAT's ``a^{<t}``, see
-        :meth:`~avalanche_ctr.ctr.task_masks.HATMask.begin_task`)."""
-        if self.training_task is not None:
-            raise RuntimeError(f"task {self.training_task} is still in training")
-        new = task not in self.trained_tasks
-        if new:
-            self._install_task(task)
-        else:
-            self._continuing = self.task_labels.index(task)
-        for mask in self.masks():
-            mask.begin_task(self.training_index, new=new)
+        :meth:`~avalanche_ctr.hat.masks.HATMask.begin_task`)."""
+        super().start_task(task)
         self.training_sessions += 1
         self._generator = None
 
@@ -185,40 +149,17 @@ class CTRModel(PaddedMultiTaskModule):
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "little")
 
     def _install_task(self, task: int) -> list[nn.Parameter]:
-        new = torch.tensor([task], dtype=torch.long, device=self.task_label_order.device)
-        self.task_label_order = torch.cat([self.task_label_order, new])
-        index = len(self.task_label_order) - 1
+        index = self._append_task_label(task)
         return [
             param
             for number, plugin in enumerate(self.plugins)
             for param in plugin.add_task(ksm_seed=self._seed("task", index, number))
         ]
 
-    def grow_for_state(self, state: dict[str, Tensor], prefix: str = "") -> None:
-        """Install the tasks of a state dict of this model trained further (their
-        capsules, routing and mask embeddings; the heads are grown by
-        :func:`avalanche_ctr.checkpoint.grow_model`), so that it can be loaded."""
-        labels = state.get(f"{prefix}task_label_order")
-        if labels is None:
-            return
-        known = len(self.task_labels)
-        if self.task_labels != labels.tolist()[:known]:
-            raise RuntimeError(
-                f"the state holds tasks {labels.tolist()}, this model {self.task_labels}"
-            )
-        for task in labels.tolist()[known:]:
-            self._install_task(int(task))
-
     def finish_task(self) -> None:
         """Fold the training task's masks into the cumulative masks and freeze it."""
-        index = self.training_index
-        for mask in self.masks():
-            mask.finish_task(index)
-        if self._continuing is None:
-            self.finished_tasks += 1
-        self._continuing = None
+        super().finish_task()
         self._generator = None
-        self.requires_grad_(False)
 
     def set_trainable(self) -> None:
         """Only the training task's parameters, the shared TSM and KSM layers (protected
@@ -241,39 +182,14 @@ class CTRModel(PaddedMultiTaskModule):
         """Every HAT mask of the model (TSM and KSM units of every CL-plugin)."""
         return [mask for plugin in self.plugins for _, mask in plugin.named_masks]
 
-    def mask_embeddings(self) -> list[nn.Parameter]:
-        """The training task's mask embeddings (their own optimizer parameter group)."""
-        index = self.training_index
-        if index is None:
-            raise RuntimeError("no task is in training; call start_task first")
-        return [mask.embeddings[index] for mask in self.masks()]
-
-    def mask_regularizer(self) -> Tensor:
-        """HAT Eq. 5 over every mask of the model:
-        ``Σ m_t (1 - a^{<t}) / Σ (1 - a^{<t})``."""
-        index = self.training_index
-        used, available = [], []
-        for mask in self.masks():
-            free = 1 - mask.reference
-            used.append((mask.mask(index, self.s) * free).sum())
-            available.append(free.sum())
-        return torch.stack(used).sum() / torch.stack(available).sum().clamp_min(1e-8)
+    @property
+    def heads(self) -> list[MultiHeadClassifier]:
+        return [self.classifier]
 
     def protection(self) -> PartialFreeze:
         """Freeze of every shared TSM and KSM weight that other tasks use (HAT Eq. 2,
         exact)."""
         return PartialFreeze([pair for plugin in self.plugins for pair in plugin.free_entries()])
-
-    def compensate_embedding_gradients(self, thres_cosh: float = 50.0) -> None:
-        """HAT Sec. 2.5 for the training task's embeddings in every plugin."""
-        index = self.training_index
-        for mask in self.masks():
-            mask.compensate_gradient(index, self.s, self.s_max, thres_cosh)
-
-    def clamp_embeddings(self, thres_emb: float = 6.0) -> None:
-        index = self.training_index
-        for mask in self.masks():
-            mask.clamp_embedding(index, thres_emb)
 
     def _training_generator(self, device: torch.device) -> torch.Generator:
         """The generator of the training gates' Gumbel noise: seeded anew for every

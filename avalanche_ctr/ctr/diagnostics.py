@@ -13,7 +13,7 @@ reports, after each training experience of task ``t``, for every CL-plugin (name
   ``.../KSM.Projection``): the fraction of the mask's units no task uses yet, once task
   ``t`` is folded into the cumulative mask (HAT Eq. 4). A unit counts as used exactly
   when the code freezes the weights behind it: some task's binary test-time mask
-  ``1[e > 0]`` is 1 there (:mod:`~avalanche_ctr.ctr.task_masks`);
+  ``1[e > 0]`` is 1 there (:mod:`~avalanche_ctr.hat.masks`);
 * ``CTR_TaskUse`` (per HAT mask): the fraction of the mask's units task ``t`` itself
   uses (its test-time mask), reused ones included;
 * ``CTR_MaskMovement`` (per HAT mask): ``‖e_t − e_t^0‖₂ / √n``, the root-mean-square
@@ -36,7 +36,6 @@ changes no computation and draws no random number.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -46,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from avalanche_ctr.ctr.ctr_model import CTRModel
+from avalanche_ctr.hat.diagnostics import mask_movement, task_use
 
 __all__ = ["plugin_names", "free_fractions", "CTRDiagnostics"]
 
@@ -64,7 +64,7 @@ def free_fractions(model: CTRModel) -> dict[str, float]:
     ``"Layer0.Attention/Bottleneck"``), the fraction of units whose cumulative mask is 0
     (used by no finished task)."""
     return {
-        f"{name}/{mask_name}": float((mask.cumulative == 0).float().mean())
+        f"{name}/{mask_name}": mask.free_fraction()
         for name, plugin in zip(plugin_names(model), model.plugins, strict=True)
         for mask_name, mask in plugin.named_masks
     }
@@ -172,10 +172,9 @@ class CTRDiagnostics(PluginMetric[dict]):
         values = {f"FreeFraction/{key}": v for key, v in free_fractions(model).items()}
         for name, plugin, start in zip(names, model.plugins, self._start, strict=True):
             for (mask_name, mask), before in zip(plugin.named_masks, start, strict=True):
-                moved = float((mask.embeddings[self._index].detach() - before).norm())
-                values[f"MaskMovement/{name}/{mask_name}"] = moved / math.sqrt(mask.n_units)
-                use = float(mask.used(self._index).float().mean())
-                values[f"TaskUse/{name}/{mask_name}"] = use
+                movement = mask_movement(mask, self._index, before)
+                values[f"MaskMovement/{name}/{mask_name}"] = movement
+                values[f"TaskUse/{name}/{mask_name}"] = task_use(mask, self._index)
         sharing = [n for n, p in zip(names, model.plugins, strict=True) if p.ksm is not None]
         sources = model.task_labels[: self._index]
         for name, sums in zip(sharing, self._sums, strict=True):

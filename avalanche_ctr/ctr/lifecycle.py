@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.ctr.ctr_model import CTRModel
-from avalanche_ctr.ctr.task_masks import anneal_s
-from avalanche_ctr.finite import check_finite_step
-from avalanche_ctr.masking import PartialFreeze
-from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
+from avalanche_ctr.hat.lifecycle import HATPlugin
 
 __all__ = ["CTRPlugin", "warmup_linear"]
 
 
-class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
-    """Trains a :class:`CTRModel` task by task (CTR, Ke et al., NeurIPS 2021).
+class CTRPlugin(HATPlugin, supports_distributed=True):
+    """Trains a :class:`CTRModel` task by task (CTR, Ke et al., NeurIPS 2021): HAT's
+    steps (:class:`~avalanche_ctr.hat.lifecycle.HATPlugin`) with an optional warm-up.
 
     * ``before_train_dataset_adaptation``: refuses an experience without a single
       task label, or one that repeats a task with more classes than its head,
@@ -56,6 +53,8 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         experience's steps (:func:`warmup_linear`), as the official CTR code's BertAdam.
     """
 
+    method = "CTR"
+
     def __init__(
         self,
         *,
@@ -65,64 +64,40 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         hat_lr: float | None = 0.05,
         warmup: float | None = None,
     ) -> None:
-        super().__init__()
-        if hat_lr is not None and not hat_lr > 0:
-            raise ValueError(f"hat_lr must be a positive learning rate, got {hat_lr}")
+        super().__init__(
+            mask_reg=mask_reg, thres_cosh=thres_cosh, thres_emb=thres_emb, hat_lr=hat_lr
+        )
         if warmup is not None and not 0 <= warmup < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
-        self.mask_reg = mask_reg
-        self.thres_cosh = thres_cosh
-        self.thres_emb = thres_emb
-        self.hat_lr = hat_lr
         self.warmup = warmup
-        self._freeze: PartialFreeze | None = None
         self._base_lrs: list[float] = []
 
-    def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
-        task = single_task_label(strategy.experience, "CTR")
-        model = _ctr_model(strategy)
-        if task in model.trained_tasks:
-            check_head_fits([model.classifier], task, strategy.experience, "CTR")
+    def _model(self, strategy) -> CTRModel:
+        if not isinstance(strategy.model, CTRModel):
+            raise TypeError(
+                f"CTRPlugin needs a CTRModel, got {type(strategy.model).__name__}; build one "
+                "with avalanche_ctr.models.CTRModel(encoder)"
+            )
+        return strategy.model
 
     def before_training_exp(self, strategy, **kwargs) -> None:
-        model = _ctr_model(strategy)
-        model.start_task(single_task_label(strategy.experience, "CTR"))
-        model.set_trainable()
-        self._freeze = model.protection()
-        own = (model.mask_embeddings(), {"lr": self.hat_lr}) if self.hat_lr else None
-        reset_optimizer_to_trainable(strategy.optimizer, model, own)
+        super().before_training_exp(strategy, **kwargs)
         self._base_lrs = [group["lr"] for group in strategy.optimizer.param_groups]
 
     def before_training_iteration(self, strategy, **kwargs) -> None:
-        model = _ctr_model(strategy)
-        n_batches = len(strategy.dataloader)
-        model.s = anneal_s(strategy.clock.train_epoch_iterations, n_batches, model.s_max)
+        super().before_training_iteration(strategy, **kwargs)
         if self.warmup is not None:
+            n_batches = len(strategy.dataloader)
             step = strategy.clock.train_exp_epochs * n_batches
             step += strategy.clock.train_epoch_iterations
             factor = warmup_linear(step / (strategy.train_epochs * n_batches), self.warmup)
             for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
                 group["lr"] = base * factor
 
-    def before_backward(self, strategy, **kwargs) -> None:
-        strategy.loss = strategy.loss + self.mask_reg * _ctr_model(strategy).mask_regularizer()
-
-    def after_backward(self, strategy, **kwargs) -> None:
-        check_finite_step(strategy)
-        self._freeze.mask_gradients()
-        _ctr_model(strategy).compensate_embedding_gradients(self.thres_cosh)
-
-    def after_update(self, strategy, **kwargs) -> None:
-        self._freeze.restore()
-        _ctr_model(strategy).clamp_embeddings(self.thres_emb)
-
     def after_training_exp(self, strategy, **kwargs) -> None:
         for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
             group["lr"] = base  # the next experience starts from the rates, not their decay
-        model = _ctr_model(strategy)
-        model.finish_task()
-        model.s = model.s_max
-        self._freeze = None
+        super().after_training_exp(strategy, **kwargs)
 
 
 def warmup_linear(progress: float, warmup: float) -> float:
@@ -133,12 +108,3 @@ def warmup_linear(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
-
-
-def _ctr_model(strategy) -> CTRModel:
-    if not isinstance(strategy.model, CTRModel):
-        raise TypeError(
-            f"CTRPlugin needs a CTRModel, got {type(strategy.model).__name__}; build one with "
-            "avalanche_ctr.models.CTRModel(encoder)"
-        )
-    return strategy.model

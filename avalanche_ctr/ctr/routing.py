@@ -21,7 +21,7 @@ task**: the similarity convolutions, the current-task projection ``fc_current`` 
 the projection to the layer width are learned by the first task and reused by the
 later ones. What is learned must not be forgotten, so, as the official code does for
 the projection (its ``elarger`` mask), every shared layer's units carry HAT masks
-(:class:`~avalanche_ctr.ctr.task_masks.HATMask`): the current-task similarity units,
+(:class:`~avalanche_ctr.hat.masks.HATMask`): the current-task similarity units,
 the source similarity units ``z`` and the projection's outputs. A task claims units
 with its masks; a later task may switch a claimed unit on (reuse) but cannot change
 the weights behind it (:meth:`KnowledgeSharingModule.free_entries`). Only tasks
@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
-from avalanche_ctr.ctr.task_masks import HATMask
+from avalanche_ctr.hat.masks import HATMask
 
 __all__ = ["KnowledgeSharingModule", "binary_gate"]
 
@@ -95,7 +95,7 @@ class KnowledgeSharingModule(nn.Module):
     :param zero_projection: start the projection to the layer width at zero (else at
         PyTorch's default, as the official code).
     :param mask_init_mean: mean of the initial mask embeddings
-        (:class:`~avalanche_ctr.ctr.task_masks.HATMask`).
+        (:class:`~avalanche_ctr.hat.masks.HATMask`).
     :param gate_bias: added to a new gate's "use" logit and taken from its "skip" logit,
         so the gate starts with a margin of about ``gate_bias`` (default 0: PyTorch's
         initialisation, the gate at chance).

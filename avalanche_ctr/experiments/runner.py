@@ -70,6 +70,7 @@ from avalanche_ctr.experiments.validation import (
 from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics
 from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
+from avalanche_ctr.hat.diagnostics import HATDiagnostics
 from avalanche_ctr.metrics import macro_f1_metrics
 from avalanche_ctr.precision import MixedPrecision, autocast_dtype
 from avalanche_ctr.run_folder import (
@@ -390,8 +391,9 @@ def run_one(
     The record holds the accuracy and macro-F1 matrices (row ``i``: after training
     experience ``i``; column ``j``: test experience ``j <= i``), per experience the
     training and evaluation seconds, the mean training-iteration seconds and the
-    bytes stored, the peak memory, the diagnostics of ExSSNeT and CTR models (keys
-    ``diagnostics`` and ``ctr_diagnostics``, one dict per experience), and
+    bytes stored, the peak memory, the diagnostics of ExSSNeT, CTR and HAT models (keys
+    ``diagnostics``, ``ctr_diagnostics`` and ``hat_diagnostics``, one dict per
+    experience), and
     :func:`~avalanche_ctr.experiments.report.summarize`'s metrics.
 
     After each experience the run saves a checkpoint in ``out/checkpoints`` (see
@@ -460,6 +462,7 @@ def _run(
     logger = TensorboardLogger(tensorboard) if main else None
     diagnostics = ExSSNeTDiagnostics()
     ctr_diagnostics = CTRDiagnostics()
+    hat_diagnostics = HATDiagnostics()
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
         loss_metrics(epoch=True, experience=True),
@@ -469,6 +472,7 @@ def _run(
         *task_inference_metrics(experience=True, stream=True),
         diagnostics,
         ctr_diagnostics,
+        hat_diagnostics,
         loggers=[logger] if logger is not None else [],
     )
     strategy = build_strategy(settings, registered, plugins=plugins, evaluator=evaluator)
@@ -496,6 +500,7 @@ def _run(
         "peak_memory_bytes": None,
         "diagnostics": [],
         "ctr_diagnostics": [],
+        "hat_diagnostics": [],
     }
     if checkpoint_path.is_file():
         check_zip(checkpoint_path)
@@ -505,6 +510,7 @@ def _run(
         # loading replaced the evaluator's metric objects with the saved ones
         diagnostics = _evaluator_metric(strategy, ExSSNeTDiagnostics)
         ctr_diagnostics = _evaluator_metric(strategy, CTRDiagnostics)
+        hat_diagnostics = _evaluator_metric(strategy, HATDiagnostics)
         log(
             f"{strategy_name} seed {seed}: resuming after experience {len(record['acc_matrix'])}"
             f" of {n} ({checkpoint_path})"
@@ -534,6 +540,8 @@ def _run(
                 record.setdefault("diagnostics", []).append(diagnostics.result())
             if ctr_diagnostics.result():
                 record.setdefault("ctr_diagnostics", []).append(ctr_diagnostics.result())
+            if hat_diagnostics.result():
+                record.setdefault("hat_diagnostics", []).append(hat_diagnostics.result())
             for plugin in strategy.plugins:
                 if isinstance(plugin, BestEpochPlugin):
                     record.setdefault("best_epoch", []).append(plugin.best_epoch)

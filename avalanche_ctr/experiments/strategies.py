@@ -67,6 +67,7 @@ __all__ = [
     "WEIGHT_LR",
     "LR_SCHEDULE",
     "HAT_LR",
+    "HAT_OPTIONS",
     "WARMUP",
     "KSM_INIT",
     "GATE_BIAS",
@@ -360,8 +361,9 @@ ENCODER_LAYER = Option(
 HAT_LR = Option(
     "hat_lr",
     0.05,
-    "learning rate of CTR's HAT mask embeddings, their own parameter group (Adam is per "
-    "parameter: --hat-lr equal to --lr trains them as the other parameters)",
+    "learning rate of the HAT mask embeddings of hat, ctr and adapter_hat, their own "
+    "parameter group (Adam is per parameter: --hat-lr equal to --lr trains them as the "
+    "other parameters)",
     check=_positive_or_none,
 )
 
@@ -582,6 +584,45 @@ def _fraction(value: float) -> float:
     return value
 
 
+HAT_OPTIONS = (
+    Option("hat_smax", 400.0, "HAT's largest mask scale s_max", check=_positive, kwarg="s_max"),
+    Option(
+        "hat_lambda",
+        0.75,
+        "HAT's mask regulariser weight (the paper's c, the official code's lamb)",
+        check=_non_negative,
+        kwarg="mask_reg",
+    ),
+    Option(
+        "hat_thres_cosh",
+        50.0,
+        "HAT's clamp of s*e in the embedding-gradient compensation",
+        check=_positive,
+        kwarg="thres_cosh",
+    ),
+    HAT_LR,
+)
+"""HAT's options (``hat``), with the embedding learning rate CTR shares."""
+
+
+def _hat(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche_ctr.hat import HAT
+
+    if ctx.settings.output_layer != "heads":
+        raise UsageError(
+            "hat gives every task its own head, as the paper's models; run it with "
+            "--output-layer heads"
+        )
+    model = ctx.backbone()
+    return HAT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
+        train_epochs=ctx.settings.epochs,
+        **ctx.keywords(record),
+        **ctx.common,
+    )
+
+
 _IMAGE = frozenset({"image"})
 _TEXT = frozenset({"text"})
 _BOTH = _IMAGE | _TEXT
@@ -629,6 +670,15 @@ for _record in (
         _ctr(knowledge_sharing=False),
         (HAT_LR, WARMUP, MASK_INIT_MEAN),
         requirement=_CTR_NEEDS,
+        ours=True,
+    ),
+    StrategyRecord(
+        "hat",
+        "HAT (ours): per-task hard attention masks on the units of any model",
+        _IMAGE,
+        _hat,
+        HAT_OPTIONS,
+        "hat masks the Linear / Conv layers of a network trained from scratch",
         ours=True,
     ),
     StrategyRecord(

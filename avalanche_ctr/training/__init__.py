@@ -4,5 +4,7 @@ from avalanche_ctr.ctr.lifecycle import CTRPlugin
 from avalanche_ctr.ctr.strategy import CTR
 from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
+from avalanche_ctr.hat.lifecycle import HATPlugin
+from avalanche_ctr.hat.strategy import HAT
 
-__all__ = ["ExSSNeT", "SupSup", "ExSSNeTPlugin", "CTR", "CTRPlugin"]
+__all__ = ["ExSSNeT", "SupSup", "ExSSNeTPlugin", "CTR", "CTRPlugin", "HAT", "HATPlugin"]
