@@ -4,12 +4,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from _hat_helpers import hat_strategy
 from _helpers import experience_tensors, task_logits
-from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.benchmarks import SplitDigits
-from avalanche_ctr.experiments.backbones import MultiHeadMLP
 from avalanche_ctr.hat import HAT, HATDiagnostics
 
 
@@ -22,29 +20,6 @@ class HATRun:
     cumulative: list = field(default_factory=list)
     weights: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
-
-
-def adam(params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=0.01)
-
-
-def hat_evaluator() -> EvaluationPlugin:
-    return EvaluationPlugin(accuracy_metrics(experience=True), HATDiagnostics(), loggers=[])
-
-
-def hat_strategy(seed: int = 0, *, optimizer=adam, epochs: int = 2, **kwargs) -> HAT:
-    """HAT over an MLP 64-64-64 with per-task heads."""
-    torch.manual_seed(seed)
-    model = MultiHeadMLP(64, (64, 64))
-    return HAT(
-        model=model,
-        optimizer=optimizer(model.parameters()),
-        evaluator=kwargs.pop("evaluator", None) or hat_evaluator(),
-        train_mb_size=32,
-        train_epochs=epochs,
-        eval_mb_size=512,
-        **kwargs,
-    )
 
 
 @pytest.fixture(scope="session")

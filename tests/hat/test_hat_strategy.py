@@ -3,10 +3,10 @@ units shrink as tasks claim them, and HATPlugin trains any strategy as HAT does.
 
 import pytest
 import torch
+from _hat_helpers import adam, hat_evaluator, hat_strategy
 from _helpers import experience_tensors, task_logits
 from avalanche.models import MTSimpleMLP
 from avalanche.training import Naive
-from conftest import adam, hat_evaluator, hat_strategy
 
 from avalanche_ctr.benchmarks import SplitDigits
 from avalanche_ctr.experiments.backbones import MultiHeadMLP
