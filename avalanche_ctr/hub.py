@@ -96,6 +96,14 @@ METHODS: dict[str, tuple[str, str]] = {
 _DEFAULT_METHOD = {"supermask": "supsup", "ctr": "ctr"}
 """The method a model type's card names when the caller does not say."""
 
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+"""The tokenizer files :func:`export_run` writes for a text model."""
+
 _ENCODER_ARGUMENT = "encoder"
 _ENCODER_KEY = "transformers_config"
 
@@ -218,9 +226,9 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
         (save_directory / "README.md").unlink(missing_ok=True)  # the card is made anew
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """The model card (see :func:`model_card_text`); keywords: ``strategy`` (the
-        method's name, default the model type's), ``record`` (a run's record, for the
-        accuracies), ``repo_id`` (for the loading example)."""
+        """The model card: Hub metadata (library ``avalanche-ctr``, tags) and
+        :func:`model_card_text`, whose keywords ``save_pretrained`` passes on as
+        ``model_card_kwargs``."""
         data = ModelCardData(**self._hub_mixin_info.model_card_data.to_dict())
         text = model_card_text(self, **kwargs)
         return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
@@ -317,7 +325,7 @@ def _resolve_folder(name: str, **download: Any) -> str:
     try:
         return snapshot_download(
             repo_id=name,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md"],
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md", *_TOKENIZER_FILES],
             **download,
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
@@ -398,12 +406,19 @@ def model_card_text(
     *,
     strategy: str | None = None,
     record: dict[str, Any] | None = None,
+    task_names: list[str] | None = None,
+    tokenizer: bool = False,
     repo_id: str | None = None,
-    **_: Any,
 ) -> str:
     """The model card's Markdown: the method and its paper, the tasks learned in order
     with their classes (and, given the run's ``record``, the accuracy on each after
-    learning it and at the end), the density of a supermask model, how to load it."""
+    learning it and at the end), the density of a supermask model, how to load it.
+
+    :param strategy: the method's name (default: the model type's).
+    :param record: a run's record (its ``acc_matrix``, benchmark and seed).
+    :param task_names: the tasks' names in training order (text benchmarks).
+    :param tokenizer: the folder holds the encoder's tokenizer files.
+    :param repo_id: the Hub repository, for the loading example."""
     model_type = getattr(model, "hub_model_type", None)
     method = strategy or _DEFAULT_METHOD.get(model_type or "", None)
     title, paper = METHODS.get(method or "", (None, None))
@@ -431,15 +446,16 @@ def model_card_text(
         lines += [""]
     acc = (record or {}).get("acc_matrix", [])
     lines += [f"**Tasks learned, in order** ({len(tasks)}):", ""]
-    header = "| order | task label | classes |"
-    rule = "|---|---|---|"
+    header = "| order | task label | task | classes (labels within the task) |"
+    rule = "|---|---|---|---|"
     if acc:
         header += " accuracy after learning it (%) | final accuracy (%) |"
         rule += "---|---|"
     lines += [header, rule]
     for position, task in enumerate(tasks):
         classes = ", ".join(str(c) for c in _task_classes(model, task)) or "not recorded"
-        row = f"| {position + 1} | {task} | {classes} |"
+        name = task_names[position] if task_names and position < len(task_names) else ""
+        row = f"| {position + 1} | {task} | {name} | {classes} |"
         if acc:
             own = acc[position][position] if position < len(acc) else None
             final = acc[-1][position] if position < len(acc[-1]) else None
@@ -448,14 +464,29 @@ def model_card_text(
     if record is not None and record.get("benchmark"):
         lines += ["", f"Trained on `{record['benchmark']}`, seed {record.get('seed')}."]
     source = repo_id or "path/to/this/folder"
+    text = (
+        [
+            "from transformers import AutoTokenizer",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{source}")',
+            'batch = tokenizer(texts, padding="max_length", truncation=True, max_length=128,',
+            '                  return_tensors="pt")',
+            'x = torch.stack([batch["input_ids"], batch["attention_mask"],',
+            '                 batch["token_type_ids"]], dim=1)  # (batch, 3, length)',
+        ]
+        if tokenizer
+        else []
+    )
     lines += [
         "",
         "## How to load",
         "",
         "```python",
+        "import torch",
         f"from {type(model).__module__} import {cls}",
         "",
         f'model = {cls}.from_pretrained("{source}")',
+        *text,
         "model(x, task_labels)  # outputs of every learned task, as at the end of training",
         "```",
         "",
@@ -539,7 +570,18 @@ def export_run(
             f"export supports the models of: {', '.join(sorted(MODEL_TYPES))}"
         )
     out = Path(out_dir)
-    model.save_pretrained(out, model_card_kwargs={"strategy": name, "record": saved["record"]})
+    text = settings.spec.modality == "text"
+    card = {
+        "strategy": name,
+        "record": saved["record"],
+        "task_names": settings.task_names,
+        "tokenizer": text,
+    }
+    model.save_pretrained(out, model_card_kwargs=card)
+    if text:
+        from avalanche_ctr.text_encoder import load_tokenizer
+
+        load_tokenizer(settings.encoder).save_pretrained(str(out))
     return out
 
 

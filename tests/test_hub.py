@@ -7,15 +7,16 @@ import json
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator
-from _text_helpers import tiny_ctr_model
+from _text_helpers import tiny_bert, tiny_ctr_model
 from avalanche.models import MTSimpleMLP
 from safetensors.torch import load_file
 
 from avalanche_ctr.benchmarks import SplitDigits
+from avalanche_ctr.checkpoint import load_model
 from avalanche_ctr.cli import main
 from avalanche_ctr.experiments.backbones import MultiHeadMLP
 from avalanche_ctr.hub import FORMAT_VERSION, HubModel, ModelFolderError
-from avalanche_ctr.models import CTRModel, SupermaskNet
+from avalanche_ctr.models import CTRModel, KimCNN, SupermaskNet, convert_to_supermask
 from avalanche_ctr.training import CTR, ExSSNeT
 
 
@@ -64,6 +65,9 @@ def test_exssnet_folder_loads_bit_identical_and_goes_on_learning(exssnet_folder,
     assert loaded is not saved and loaded.trained_tasks == [0, 1]
     for old, new in zip(before, outputs(loaded, stream, [0, 1]), strict=True):
         assert torch.equal(old, new)
+    assert loaded.known_train_tasks_labels == saved.known_train_tasks_labels == {0, 1}
+    mixed_x, mixed_t = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 0, 1, 1, 0])
+    assert torch.equal(loaded(mixed_x, mixed_t), saved(mixed_x, mixed_t))
     strategy = exssnet(loaded)
     strategy.train(digits.train_stream[2])
     assert loaded.trained_tasks == [0, 1, 2]
@@ -107,7 +111,7 @@ def test_model_card_gives_method_tasks_classes_density_and_loading(exssnet_folde
     assert "Measured per task: " + ", ".join(f"{100 * k:.2f}%" for k in measured) in card
     for t in (0, 1):
         classes = ", ".join(str(c) for c in saved.task_classes(t))
-        assert f"| {t + 1} | {t} | {classes} |" in card
+        assert f"| {t + 1} | {t} |  | {classes} |" in card
     assert 'SupermaskNet.from_pretrained("path/to/this/folder")' in card
 
 
@@ -163,7 +167,7 @@ def test_ctr_folder_loads_bit_identical_and_goes_on_learning(tokenizer, sentimen
         assert torch.equal(old, new)
     card = (tmp_path / "README.md").read_text()
     assert "Achieving Forgetting Prevention and Knowledge Transfer" in card
-    assert "| 1 | 0 | 0, 1 |" in card and "| 2 | 1 | 0, 1 |" in card
+    assert "| 1 | 0 |  | 0, 1 |" in card and "| 2 | 1 |  | 0, 1 |" in card
 
 
 def test_folder_of_another_library_or_version_is_refused(exssnet_folder, tmp_path):
@@ -197,31 +201,60 @@ def test_repo_id_offline_is_a_clear_error(monkeypatch, tmp_path):
         HubModel.from_pretrained("someone/no-such-model", cache_dir=tmp_path)
 
 
+def test_text_supermask_model_rebuilds_its_encoder_from_the_folder(
+    tokenizer, sentiment_stream, tmp_path
+):
+    torch.manual_seed(0)
+    model = convert_to_supermask(KimCNN(tiny_bert(tokenizer), n_filters=8), density=0.3)
+    strategy = exssnet(model)
+    strategy.train(sentiment_stream.train_stream[0])
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    encoder = config["arguments"]["backbone"]["arguments"]["encoder"]["transformers_config"]
+    assert encoder["config"]["hidden_size"] == 64 and encoder["config"]["model_type"] == "bert"
+    loaded = SupermaskNet.from_pretrained(tmp_path)
+    assert loaded.net.token_states.module is not model.net.token_states.module
+    stream = sentiment_stream.test_stream
+    assert torch.equal(outputs(model, stream, [0])[0], outputs(loaded, stream, [0])[0])
+
+
 def test_export_writes_the_folder_of_a_finished_run(tmp_path):
-    run = tmp_path / "run"
-    common = [
-        "--epochs",
-        "1",
-        "--hidden-size",
-        "16",
-        "--n-experiences",
-        "2",
-        "--out",
-        str(run),
-        "--no-progress",
-    ]
-    main(["run", "--strategy", "supsup", "--seed", "0", *common])
-    main(["run", "--strategy", "naive", "--seed", "0", *common])
+    run, out = tmp_path / "run", tmp_path / "out"
+    main(
+        [
+            "run",
+            "--strategy",
+            "supsup",
+            "--epochs",
+            "1",
+            "--hidden-size",
+            "16",
+            "--n-experiences",
+            "2",
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
+    )
+    records = run / "runs"
+    (records / "supsup-seed1.json").write_bytes((records / "supsup-seed0.json").read_bytes())
     with pytest.raises(SystemExit, match="holds 2 runs .*choose one with --strategy and --seed"):
-        main(["export", str(run), str(tmp_path / "out")])
-    main(["export", str(run), str(tmp_path / "out"), "--strategy", "supsup"])
-    record = json.loads((run / "runs" / "supsup-seed0.json").read_text())["record"]
-    card = (tmp_path / "out" / "README.md").read_text()
-    assert "Supermasks in Superposition" in card
+        main(["export", str(run), str(out)])
+    with pytest.raises(SystemExit, match="holds no finished run for --strategy ctr"):
+        main(["export", str(run), str(out), "--strategy", "ctr"])
+    main(["export", str(run), str(out), "--seed", "0"])
+    record = json.loads((records / "supsup-seed0.json").read_text())["record"]
+    card = (out / "README.md").read_text()
+    assert "Supermasks in Superposition" in card and "Trained on `split_digits`, seed 0." in card
     for t in range(2):
         own, final = record["acc_matrix"][t][t], record["acc_matrix"][-1][t]
         assert f" {100 * own:.2f} | {100 * final:.2f} |" in card
-    loaded = HubModel.from_pretrained(tmp_path / "out")
+    loaded = HubModel.from_pretrained(out)
     assert isinstance(loaded, SupermaskNet) and loaded.trained_tasks == [0, 1]
-    main(["export", str(run), str(tmp_path / "naive"), "--strategy", "naive"])
-    assert type(HubModel.from_pretrained(tmp_path / "naive")) is MultiHeadMLP
+    from_checkpoint = load_model(
+        run / "checkpoints" / "supsup-seed0.pt",
+        convert_to_supermask(MultiHeadMLP(64, (16, 16)), density=0.1),
+    )
+    x = torch.rand(7, 1, 8, 8)
+    for t in range(2):
+        assert torch.equal(loaded(x, t), from_checkpoint(x, t))
