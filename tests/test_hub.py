@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator
-from _text_helpers import tiny_bert, tiny_ctr_model
+from _text_helpers import save_tiny_encoder, tiny_bert, tiny_ctr_model, write_dsc
 from avalanche.models import MTSimpleMLP
 from safetensors.torch import load_file
 
@@ -256,5 +256,57 @@ def test_export_writes_the_folder_of_a_finished_run(tmp_path):
         convert_to_supermask(MultiHeadMLP(64, (16, 16)), density=0.1),
     )
     x = torch.rand(7, 1, 8, 8)
+    for t in range(2):
+        assert torch.equal(loaded(x, t), from_checkpoint(x, t))
+
+
+def test_export_of_a_text_run_names_its_tasks_and_keeps_the_tokenizer(tmp_path, tokenizer):
+    from transformers import AutoTokenizer
+
+    from avalanche_ctr.benchmarks import DSC_DOMAINS
+
+    data = write_dsc(tmp_path / "dsc", n_train=16, n_test=8)
+    encoder = save_tiny_encoder(tmp_path / "encoder", tokenizer)
+    run, out = tmp_path / "run", tmp_path / "out"
+    main(
+        [
+            "run",
+            "--strategy",
+            "ctr",
+            "--benchmark",
+            "dsc",
+            "--data-root",
+            str(data),
+            "--encoder",
+            str(encoder),
+            "--max-length",
+            "16",
+            "--n-train",
+            "16",
+            "--n-experiences",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
+    )
+    main(["export", str(run), str(out)])
+    card = (out / "README.md").read_text()
+    for t in range(2):
+        assert f"| {t + 1} | {t} | {DSC_DOMAINS[t]} | 0, 1 |" in card
+    assert "AutoTokenizer.from_pretrained" in card
+    text = "the book was great"
+    assert (
+        AutoTokenizer.from_pretrained(str(out))(text)["input_ids"] == tokenizer(text)["input_ids"]
+    )
+    loaded = CTRModel.from_pretrained(out)
+    from_checkpoint = load_model(run / "checkpoints" / "ctr-seed0.pt", CTRModel(str(encoder)))
+    batch = tokenizer([text, "my pan was awful"], padding="max_length", max_length=16)
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    x = torch.stack([torch.tensor(batch[k]) for k in keys], dim=1)
     for t in range(2):
         assert torch.equal(loaded(x, t), from_checkpoint(x, t))
