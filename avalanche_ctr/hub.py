@@ -212,6 +212,12 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
     def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
+        training = getattr(self, "training_task", None)
+        if training is not None:
+            raise ModelFolderError(
+                f"task {training} is still in training (its mask or masks are not final); "
+                "save the model after strategy.train(...) has returned"
+            )
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
         config = {
@@ -558,7 +564,7 @@ def export_run(
     known = set(all_options())
     stored = saved["identity"]["settings"]
     common = {f: stored[f] for f in Settings.__dataclass_fields__ if f in stored}
-    common.pop("options", None)
+    common["device"] = "cpu"  # the folder is written from the CPU, whatever trained it
     settings = Settings(**common, options={k: v for k, v in stored.items() if k in known})
     built = build_strategy(
         settings, get_strategy(name), plugins=[], evaluator=EvaluationPlugin(loggers=[])

@@ -115,6 +115,13 @@ def test_model_card_gives_method_tasks_classes_density_and_loading(exssnet_folde
     assert 'SupermaskNet.from_pretrained("path/to/this/folder")' in card
 
 
+def test_a_model_in_the_middle_of_a_task_is_not_saved(tmp_path):
+    model = convert_to_supermask(MultiHeadMLP(64, (8,)), density=0.5)
+    model.start_task(0)
+    with pytest.raises(ModelFolderError, match="task 0 is still in training"):
+        model.save_pretrained(tmp_path)
+
+
 def test_any_folder_loads_through_the_base_class(exssnet_folder):
     _, folder = exssnet_folder
     assert type(HubModel.from_pretrained(folder)) is SupermaskNet
