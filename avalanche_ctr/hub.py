@@ -212,6 +212,11 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
     def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
+        if self.hub_model_type is None:
+            raise ModelFolderError(
+                f"{type(self).__name__} has no model type; declare one in its class statement "
+                f"(class {type(self).__name__}(..., HubModel, model_type=...))"
+            )
         training = getattr(self, "training_task", None)
         if training is not None:
             raise ModelFolderError(
@@ -288,10 +293,16 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
         from avalanche_ctr.checkpoint import grow_model
 
         folder = Path(model_id)
-        model = cls.hub_build(config["arguments"], **kwargs)
-        state = load_file(str(folder / WEIGHTS_NAME), device=str(map_location))
-        grow_model(model, state)
         try:
+            model = cls.hub_build(config["arguments"], **kwargs)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ModelFolderError(
+                f"{folder}: its {CONFIG_NAME} does not build a {cls.__name__} "
+                f"({type(error).__name__}: {error})"
+            ) from None
+        state = load_file(str(folder / WEIGHTS_NAME))
+        try:
+            grow_model(model, state)
             model.load_state_dict(state)
         except RuntimeError as error:
             detail = " ".join(str(error).split())

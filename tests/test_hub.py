@@ -197,6 +197,15 @@ def test_folder_of_another_library_or_version_is_refused(exssnet_folder, tmp_pat
         HubModel.from_pretrained(newer)
     with pytest.raises(ModelFolderError, match="has no config.json"):
         HubModel.from_pretrained(tmp_path)
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config["arguments"]["backbone"]["arguments"]["hidden_sizes"] = [33]
+    (edited / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ModelFolderError, match="does not fit the SupermaskNet its config describes"
+    ):
+        HubModel.from_pretrained(edited)
 
 
 def test_repo_id_offline_is_a_clear_error(monkeypatch, tmp_path):
