@@ -547,7 +547,9 @@ def export_run(
     from avalanche_ctr.experiments.strategies import all_options, get_strategy
     from avalanche_ctr.run_folder import read_record
 
-    run_dir = Path(run_dir)
+    run_dir, out = Path(run_dir), Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; give a folder (new or not) for the model folder")
     runs = sorted((run_dir / "runs").glob("*-seed*.json"))
     found = []
     for path in runs:
@@ -586,7 +588,6 @@ def export_run(
             f"{name}'s model ({type(model).__name__}) cannot be saved as a model folder; "
             f"export supports the models of: {', '.join(sorted(MODEL_TYPES))}"
         )
-    out = Path(out_dir)
     text = settings.spec.modality == "text"
     card = {
         "strategy": name,
