@@ -209,6 +209,18 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("out_dir", metavar="OUT_DIR", help="the --out of a run or compare")
     _add_debug(verify, default=argparse.SUPPRESS)
     _add_download(sub)
+    export = sub.add_parser(
+        "export",
+        help="write the model folder (safetensors weights, config, model card) of a finished "
+        "run, for from_pretrained and the Hugging Face Hub",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a finished run or compare")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="the model folder to write")
+    export.add_argument("--strategy", default=None, help="which run, if RUN_DIR holds several")
+    export.add_argument(
+        "--seed", type=int, default=None, help="which seed, if RUN_DIR holds several"
+    )
+    _add_debug(export, default=argparse.SUPPRESS)
     return parser
 
 
@@ -390,6 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(Path(args.out_dir))
         if args.command == "download":
             return _download(args)
+        if args.command == "export":
+            from avalanche_ctr.hub import export_run
+
+            out = export_run(args.run_dir, args.out_dir, strategy=args.strategy, seed=args.seed)
+            print(f"model folder: {out} (load it with HubModel.from_pretrained({str(out)!r}))")
+            return 0
         return _execute(args)
     except (
         UsageError,

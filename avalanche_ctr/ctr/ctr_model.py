@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from avalanche_ctr.compat import PaddedMultiTaskModule
 from avalanche_ctr.ctr.cl_plugin import CLPlugin, CLPluginConfig
 from avalanche_ctr.hat.masks import HATMask, HATModel
+from avalanche_ctr.hub import HubModel
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.text_encoder import (
     TaskContext,
@@ -31,7 +32,7 @@ KSM_INITS = ("zero", "random")
 """Initialisations of the KSM's projection (:class:`CTRModel` ``ksm_init``)."""
 
 
-class CTRModel(HATModel, PaddedMultiTaskModule):
+class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
     """A frozen BERT-family encoder with two CL-plugins per transformer layer and
     per-task classification heads on the pooled representation.
 

@@ -15,6 +15,7 @@ from avalanche.models import MultiHeadClassifier
 from torch import Tensor, nn
 
 from avalanche_ctr.compat import PaddedMultiTaskModule, widest_head
+from avalanche_ctr.hub import HubModel
 
 __all__ = ["multi_head", "MultiHeadMLP", "MaskedOutputMLP", "MultiHeadConvNet"]
 
@@ -61,7 +62,7 @@ class _MultiHeadNet(PaddedMultiTaskModule):
         return self.classifier(self.features(x), task_label)
 
 
-class MultiHeadMLP(_MultiHeadNet):
+class MultiHeadMLP(_MultiHeadNet, HubModel, model_type="multi_head_mlp"):
     """``Flatten → (Linear → ReLU) × len(hidden_sizes)`` with per-task heads.
 
     :param input_size: number of input features after flattening.
@@ -78,7 +79,7 @@ class MultiHeadMLP(_MultiHeadNet):
         super().__init__(*_mlp_features(input_size, hidden_sizes), head_units)
 
 
-class MaskedOutputMLP(nn.Module):
+class MaskedOutputMLP(nn.Module, HubModel, model_type="masked_output_mlp"):
     """``Flatten → (Linear → ReLU) × len(hidden_sizes) → Linear(·, outputs)``: one output
     layer shared by every task, no per-task heads.
 
@@ -106,7 +107,7 @@ class MaskedOutputMLP(nn.Module):
         return self.output(self.features(x))
 
 
-class MultiHeadConvNet(_MultiHeadNet):
+class MultiHeadConvNet(_MultiHeadNet, HubModel, model_type="multi_head_convnet"):
     """Four 3x3 convolutions (``channels``, ``channels``, ``2·channels``, ``2·channels``)
     with ReLU, a 2x2 max-pool after the second and the fourth, then
     ``Linear(·, hidden_size) → ReLU`` and per-task heads.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
@@ -30,6 +31,7 @@ from avalanche_ctr.exssnet.supermask import (
     TaskBatchNorm,
     UnsupportedLayerError,
 )
+from avalanche_ctr.hub import MODEL_TYPES, HubModel, ModelFolderError
 from avalanche_ctr.masking import pack_mask, unpack_mask
 
 __all__ = [
@@ -92,7 +94,7 @@ class FrozenModule(nn.Module):
         return self.module(*args, **kwargs)
 
 
-class SupermaskNet(PaddedMultiTaskModule):
+class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
     """A model whose Linear / Conv1d / Conv2d layers are supermask layers.
 
     Build it with :func:`convert_to_supermask`.
@@ -131,6 +133,44 @@ class SupermaskNet(PaddedMultiTaskModule):
         self._capture = False
         self._features: Tensor | None = None
         net.get_submodule(feature_name).register_forward_pre_hook(self._keep_features)
+
+    # ------------------------------------------------------------ model folder
+    def hub_arguments(self) -> dict[str, Any]:
+        """The density, the mask cache and, over a backbone of ours
+        (:data:`~avalanche_ctr.hub.MODEL_TYPES`), the backbone's type and constructor
+        arguments (:mod:`avalanche_ctr.hub`); over any other backbone ``None``, and
+        ``from_pretrained`` then takes the backbone."""
+        net = self.net
+        known = isinstance(net, HubModel) and net.hub_model_type is not None
+        return {
+            "density": self.density,
+            "max_cached_tasks": self._layers[0].max_cached_tasks,
+            "backbone": {"model_type": net.hub_model_type, "arguments": net.hub_arguments()}
+            if known
+            else None,
+        }
+
+    @classmethod
+    def hub_build(
+        cls, arguments: dict[str, Any], *, backbone: nn.Module | None = None
+    ) -> SupermaskNet:
+        """The supermask network of :meth:`hub_arguments` before training: over
+        ``backbone`` (the user's model, unconverted, built as before training) or, when
+        it is ``None``, over the stored backbone of ours."""
+        if backbone is None:
+            stored = arguments.get("backbone")
+            if stored is None:
+                raise ModelFolderError(
+                    "this SupermaskNet wraps a backbone that avalanche-ctr cannot rebuild "
+                    "(not one of its registered models); pass it, built as before training "
+                    "and not converted, as SupermaskNet.from_pretrained(folder, backbone=...)"
+                )
+            backbone = MODEL_TYPES[stored["model_type"]].hub_build(stored["arguments"])
+        return convert_to_supermask(
+            backbone,
+            density=arguments["density"],
+            max_cached_tasks=arguments["max_cached_tasks"],
+        )
 
     # ----------------------------------------------------------------- layers
     @property

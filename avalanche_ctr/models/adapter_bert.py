@@ -22,6 +22,7 @@ from avalanche.models import MultiHeadClassifier
 from torch import Tensor, nn
 
 from avalanche_ctr.compat import PaddedMultiTaskModule
+from avalanche_ctr.hub import HubModel
 from avalanche_ctr.text_encoder import (
     TaskContext,
     check_pooling,
@@ -52,7 +53,7 @@ class Adapter(nn.Module):
         return h + F.gelu(self.fc2(F.gelu(self.fc1(h))))
 
 
-class AdapterBERT(PaddedMultiTaskModule):
+class AdapterBERT(PaddedMultiTaskModule, HubModel, model_type="adapter_bert"):
     """A frozen BERT-family encoder, optionally with one adapter shared by all tasks
     in each of two places per layer, and per-task heads on the pooled output.
 

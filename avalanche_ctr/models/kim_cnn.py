@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_ctr.exssnet.supermask_net import FrozenModule
+from avalanche_ctr.hub import HubModel
 from avalanche_ctr.text_encoder import load_encoder, split_text_inputs
 
 __all__ = ["FrozenTokenStates", "KimCNN", "check_layer"]
@@ -170,7 +171,7 @@ def _text_keys(ids: Tensor, types: Tensor, real: Tensor) -> list[bytes]:
     return keys
 
 
-class KimCNN(nn.Module):
+class KimCNN(nn.Module, HubModel, model_type="kim_cnn"):
     """A Kim-CNN over a frozen encoder's token states with one output layer shared by
     every task (ExSSNeT, Sec. 4; official ``CNNStatic``): for each kernel size
     ``k``, ``Conv1d(hidden, n_filters, k) → ReLU → max over time``; the pooled
