@@ -86,6 +86,11 @@ METHODS: dict[str, tuple[str, str]] = {
         "Ke et al., *Achieving Forgetting Prevention and Knowledge Transfer in Continual "
         "Learning*, NeurIPS 2021 (https://arxiv.org/abs/2112.02706)",
     ),
+    "hat": (
+        "HAT: hard attention masks per task over every hidden unit",
+        "Serra et al., *Overcoming Catastrophic Forgetting with Hard Attention to the Task*, "
+        "ICML 2018 (https://arxiv.org/abs/1801.01423)",
+    ),
     "adapter_hat": (
         "CTR without its knowledge sharing module: adapters with HAT masks (ablation)",
         "Ke et al., NeurIPS 2021 (https://arxiv.org/abs/2112.02706)",
@@ -93,7 +98,7 @@ METHODS: dict[str, tuple[str, str]] = {
 }
 """Method title and paper of a strategy, for the model card (others: Avalanche's)."""
 
-_DEFAULT_METHOD = {"supermask": "supsup", "ctr": "ctr"}
+_DEFAULT_METHOD = {"supermask": "supsup", "ctr": "ctr", "hat": "hat"}
 """The method a model type's card names when the caller does not say."""
 
 _TOKENIZER_FILES = (
@@ -396,9 +401,36 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def backbone_entry(net: nn.Module) -> dict[str, Any] | None:
+    """What rebuilds the backbone ``net`` that a wrapper (a supermask or HAT network)
+    converted: its model type and arguments when it is one of ours
+    (:data:`MODEL_TYPES`), else ``None`` (the caller passes it to ``from_pretrained``)."""
+    if isinstance(net, HubModel) and net.hub_model_type is not None:
+        return {"model_type": net.hub_model_type, "arguments": net.hub_arguments()}
+    return None
+
+
+def backbone_from(
+    stored: dict[str, Any] | None, backbone: nn.Module | None, wrapper: str
+) -> nn.Module:
+    """The backbone a wrapper's ``hub_build`` converts: ``backbone`` as the caller
+    passed it, else the one :func:`backbone_entry` stored; :class:`ModelFolderError`
+    when neither is there."""
+    if backbone is not None:
+        return backbone
+    if stored is None:
+        raise ModelFolderError(
+            f"this {wrapper} wraps a backbone that avalanche-ctr cannot rebuild (not one of "
+            f"its registered models); pass it, built as before training and not converted, "
+            f"as {wrapper}.from_pretrained(folder, backbone=...)"
+        )
+    return MODEL_TYPES[stored["model_type"]].hub_build(stored["arguments"])
+
+
 def _register_ours() -> None:
     """Import our model modules, whose class statements register their types."""
     import avalanche_ctr.experiments.backbones  # noqa: F401
+    import avalanche_ctr.hat  # noqa: F401
     import avalanche_ctr.models  # noqa: F401
 
 
@@ -511,10 +543,10 @@ def model_card_text(
         f'`avalanche_ctr.hub.HubModel.from_pretrained("{source}")`. Give the loaded model '
         "to a new strategy of the same method to go on learning new tasks.",
     ]
-    if model_type == "supermask" and model.hub_arguments().get("backbone") is None:
+    if model_type in ("supermask", "hat") and model.hub_arguments().get("backbone") is None:
         lines += [
             "",
-            "This supermask network wraps a backbone avalanche-ctr cannot rebuild by itself: "
+            f"This {cls} wraps a backbone avalanche-ctr cannot rebuild by itself: "
             "pass it, built as before training, with "
             f'`{cls}.from_pretrained("{source}", backbone=...)`.',
         ]

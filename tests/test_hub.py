@@ -326,3 +326,37 @@ def test_export_of_a_text_run_names_its_tasks_and_keeps_the_tokenizer(tmp_path, 
     x = torch.stack([torch.tensor(batch[k]) for k in keys], dim=1)
     for t in range(2):
         assert torch.equal(loaded(x, t), from_checkpoint(x, t))
+
+
+def test_hat_folder_loads_bit_identical_and_goes_on_learning(digits, tmp_path):
+    from avalanche_ctr.hat import HAT, HATNet
+
+    def hat(model):
+        return HAT(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+            train_mb_size=32,
+            train_epochs=2,
+            eval_mb_size=512,
+            evaluator=quiet_evaluator(),
+        )
+
+    torch.manual_seed(0)
+    strategy = hat(MultiHeadMLP(64, (32, 32)))
+    for experience in digits.train_stream[:2]:
+        strategy.train(experience)
+    strategy.model.save_pretrained(tmp_path)
+    assert "Serra et al." in (tmp_path / "README.md").read_text()
+    loaded = HATNet.from_pretrained(tmp_path)
+    stream = digits.test_stream
+    before = outputs(strategy.model, stream, [0, 1])
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, outputs(loaded, stream, [0, 1]), strict=True)
+    )
+    hat(loaded).train(digits.train_stream[2])
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, outputs(loaded, stream, [0, 1]), strict=True)
+    )
+    (logits,) = outputs(loaded, stream, [2])
+    accuracy = (logits.argmax(1) == experience_tensors(stream[2])[1]).float().mean()
+    assert accuracy > 0.8, accuracy

@@ -31,7 +31,7 @@ from avalanche_ctr.exssnet.supermask import (
     TaskBatchNorm,
     UnsupportedLayerError,
 )
-from avalanche_ctr.hub import MODEL_TYPES, HubModel, ModelFolderError
+from avalanche_ctr.hub import HubModel, backbone_entry, backbone_from
 from avalanche_ctr.masking import pack_mask, unpack_mask
 
 __all__ = [
@@ -140,14 +140,10 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         (:data:`~avalanche_ctr.hub.MODEL_TYPES`), the backbone's type and constructor
         arguments (:mod:`avalanche_ctr.hub`); over any other backbone ``None``, and
         ``from_pretrained`` then takes the backbone."""
-        net = self.net
-        known = isinstance(net, HubModel) and net.hub_model_type is not None
         return {
             "density": self.density,
             "max_cached_tasks": self._layers[0].max_cached_tasks,
-            "backbone": {"model_type": net.hub_model_type, "arguments": net.hub_arguments()}
-            if known
-            else None,
+            "backbone": backbone_entry(self.net),
         }
 
     @classmethod
@@ -157,17 +153,8 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         """The supermask network of :meth:`hub_arguments` before training: over
         ``backbone`` (the user's model, unconverted, built as before training) or, when
         it is ``None``, over the stored backbone of ours."""
-        if backbone is None:
-            stored = arguments.get("backbone")
-            if stored is None:
-                raise ModelFolderError(
-                    "this SupermaskNet wraps a backbone that avalanche-ctr cannot rebuild "
-                    "(not one of its registered models); pass it, built as before training "
-                    "and not converted, as SupermaskNet.from_pretrained(folder, backbone=...)"
-                )
-            backbone = MODEL_TYPES[stored["model_type"]].hub_build(stored["arguments"])
         return convert_to_supermask(
-            backbone,
+            backbone_from(arguments.get("backbone"), backbone, "SupermaskNet"),
             density=arguments["density"],
             max_cached_tasks=arguments["max_cached_tasks"],
         )

@@ -31,6 +31,8 @@ every weight of the units no other task uses and reuses the others as they are.
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -39,6 +41,7 @@ from avalanche_ctr.compat import PaddedMultiTaskModule, widest_head
 from avalanche_ctr.exssnet.supermask import UnsupportedLayerError
 from avalanche_ctr.exssnet.supermask_net import FrozenModule
 from avalanche_ctr.hat.masks import HATMask, HATModel
+from avalanche_ctr.hub import HubModel, backbone_entry, backbone_from
 from avalanche_ctr.masking import PartialFreeze
 
 __all__ = [
@@ -110,7 +113,7 @@ class HATLayer(nn.Module):
         return f"units={self.n_units}"
 
 
-class HATNet(HATModel, PaddedMultiTaskModule):
+class HATNet(HATModel, PaddedMultiTaskModule, HubModel, model_type="hat"):
     """A model whose ``Linear`` / ``Conv1d`` / ``Conv2d`` layers carry HAT masks, with
     per-task heads. Build it with :func:`convert_to_hat`; train it with
     :class:`~avalanche_ctr.hat.lifecycle.HATPlugin` (or the
@@ -150,6 +153,22 @@ class HATNet(HATModel, PaddedMultiTaskModule):
         self.s_max = float(s_max)
         self.s = float(s_max)
         self._register_task_state()
+
+    # ------------------------------------------------------------ model folder
+    def hub_arguments(self) -> dict[str, Any]:
+        """``s_max`` and, over a backbone of ours, the backbone's type and arguments
+        (:func:`~avalanche_ctr.hub.backbone_entry`); over any other backbone ``None``,
+        and ``from_pretrained`` then takes the backbone."""
+        return {"s_max": self.s_max, "backbone": backbone_entry(self.net)}
+
+    @classmethod
+    def hub_build(cls, arguments: dict[str, Any], *, backbone: nn.Module | None = None) -> HATNet:
+        """The HAT network of :meth:`hub_arguments` before training: over ``backbone``
+        (the user's model, unconverted, built as before training) or the stored one."""
+        return convert_to_hat(
+            backbone_from(arguments.get("backbone"), backbone, "HATNet"),
+            s_max=arguments["s_max"],
+        )
 
     # ----------------------------------------------------------------- layers
     @property
