@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avalanche.logging import BaseLogger, CSVLogger, TensorboardLogger, WandBLogger
+from avalanche.logging import BaseLogger, CSVLogger, TensorboardLogger
 
+from avalanche_ctr.compat import CurrentWandBLogger
 from avalanche_ctr.experiments.errors import UsageError
 
 __all__ = ["WANDB_PROJECT", "RunLoggers", "close_loggers"]
@@ -76,7 +77,7 @@ def _wandb_logger(project: str, name: str, out: Path, config: dict[str, Any]) ->
     folder = out / "wandb"
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        return WandBLogger(
+        return CurrentWandBLogger(
             project_name=project,
             run_name=name,
             save_code=False,
@@ -99,5 +100,5 @@ def close_loggers(loggers: list) -> None:
             logger.writer.close()
         elif isinstance(logger, CSVLogger):
             logger.close()
-        elif isinstance(logger, WandBLogger):
+        elif isinstance(logger, CurrentWandBLogger):
             logger.wandb.finish()
