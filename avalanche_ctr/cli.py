@@ -342,7 +342,9 @@ def _execute(args: argparse.Namespace, command: argparse.ArgumentParser) -> int:
             jobs=getattr(args, "jobs", 1),
             threads=args.threads,
             loggers=RunLoggers(wandb=args.wandb, csv=args.csv),
-            config=resolved_config(args, command, settings),
+            config=resolved_config(
+                args, command, settings, strategies=",".join(strategies), out=str(out)
+            ),
         )
     finally:
         finish_distributed()
@@ -381,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "verify":
             return _verify(Path(args.out_dir))
         command = _commands(parser)[args.command]
-        if args.config is not None:
+        if getattr(args, "config", None) is not None:  # run and compare take --config
             command.set_defaults(**read_config(args.config, command))
             args = parser.parse_args(argv)  # the command line wins over the file
         return _execute(args, command)

@@ -139,17 +139,19 @@ def _value(where: str, key: str, action: argparse.Action, value: Any) -> Any:
 
 
 def resolved_config(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Any
+    args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Any, **resolved: Any
 ) -> dict[str, Any]:
     """Every flag a configuration file can set for the command ``parser``, with its
-    value in ``args``; a flag left at ``None`` that names a setting takes the resolved
-    value in ``settings`` (the benchmark's default). Strategy options left out stay
-    ``null``: each strategy resolves them (the runs' records hold the values)."""
+    value in ``args``; a flag left at ``None`` takes its value in ``resolved`` (by
+    ``dest``, e.g. the default ``--strategies`` and ``--out``), else, if it names a
+    setting, the resolved value in ``settings`` (the benchmark's default). Strategy
+    options left out stay ``null``: each strategy resolves them (the runs' records hold
+    the values)."""
     config = {}
     for key, action in file_flags(parser).items():
         value = getattr(args, action.dest, None)
-        if value is None and hasattr(settings, action.dest):
-            value = getattr(settings, action.dest)
+        if value is None:
+            value = resolved.get(action.dest, getattr(settings, action.dest, None))
         config[key] = value
     return config
 
