@@ -36,13 +36,17 @@ module to revisit.
 * :class:`RankSlicedLoader` and :func:`unsharded_loader` -- in a distributed run
   Avalanche's data loaders shard every dataset with a ``DistributedSampler`` they create
   anew each epoch with seed 0 (the same order in every epoch, experience and run seed),
-  and shard the evaluation data too, though its metrics are not reduced across ranks.
+  and shard the evaluation data too, though its metrics are not reduced across ranks;
+* :class:`CurrentWandBLogger` -- ``WandBLogger`` reads ``wandb.util.generate_id`` and
+  ``wandb.viz.CustomChart``, which wandb has since moved, so with a current wandb it
+  fails at its first run and at its first metric.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import torch
@@ -57,6 +61,7 @@ from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.benchmarks.utils.flat_data import ConstantSequence
 from avalanche.benchmarks.utils.utils import concat_datasets
+from avalanche.logging import WandBLogger
 from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from avalanche.models.packnet import PackNetModel, PackNetPlugin
 from avalanche.training import Cumulative
@@ -102,6 +107,7 @@ __all__ = [
     "task_labelled_dataset",
     "RankSlicedLoader",
     "unsharded_loader",
+    "CurrentWandBLogger",
 ]
 
 CHECKED_AGAINST = "0.6.0"
@@ -656,3 +662,31 @@ class RankSlicedLoader(MultiDatasetDataLoader):
 
     def _make_ffcv_loader(self, datasets, batch_sampler):
         raise TypeError("a distributed run cannot use Avalanche's FFCV loading")
+
+
+# ------------------------------------------------------------------ W&B logger
+class CurrentWandBLogger(WandBLogger):
+    """Avalanche's ``WandBLogger`` with a current wandb: it reads the wandb module through
+    :class:`_WandBNames`, which finds ``util.generate_id`` and ``viz.CustomChart`` where
+    wandb keeps them now (``wandb.sdk.lib.runid``, ``wandb.plot``). The wandb module
+    itself is not changed."""
+
+    def import_wandb(self) -> None:
+        super().import_wandb()
+        self.wandb = _WandBNames(self.wandb)
+
+
+class _WandBNames:
+    """The ``wandb`` module as Avalanche 0.6's ``WandBLogger`` names it."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+        if not hasattr(module.util, "generate_id"):
+            from wandb.sdk.lib.runid import generate_id
+
+            self.util = SimpleNamespace(generate_id=generate_id)
+        if getattr(module, "viz", None) is None:
+            self.viz = SimpleNamespace(CustomChart=module.plot.CustomChart)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)

@@ -102,6 +102,14 @@ DSC = ("run", "--benchmark", "dsc", "--task-order", DOMAIN, "--strategy", "naive
 ASC = ("run", "--benchmark", "asc", "--task-order", ROUTER, "--strategy", "naive", *TEXT)
 SEMEVAL = ("run", "--benchmark", "asc", "--task-order", LAPTOP, "--strategy", "naive", *TEXT)
 DIGITS = ("run", "--epochs", "1", "--hidden-size", "8")
+CONFIG = r"--config \S+/c\.yaml: "
+
+
+def _config(content: bytes) -> Callable[[Path], Path]:
+    """A configuration file ``c.yaml`` holding ``content``; its path."""
+    return lambda folder: _write(folder / "config" / "c.yaml", content) / "c.yaml"
+
+
 ENCODER_FIX = r"pass a model folder as save_pretrained writes it"
 
 CASES = [
@@ -331,6 +339,84 @@ CASES = [
         r"Router/train.json: entry '0' has polarity 'meh'",
         FAILURE,
         _asc(ROUTER, train=_asc_entries(["meh"])),
+    ),
+    # --config FILE.yaml
+    Case(
+        "config unknown key",
+        ("run", "--config", "{data}"),
+        CONFIG + r"unknown key\(s\) 'epoch'; avalanche-ctr run takes: benchmark, n-experiences",
+        data=_config(b"epoch: 3\n"),
+    ),
+    Case(
+        "config key of the other command",
+        ("run", "--config", "{data}"),
+        CONFIG + r"unknown key\(s\) 'seeds'; avalanche-ctr run takes: ",
+        data=_config(b"seeds: 0,1\n"),
+    ),
+    Case(
+        "config key twice",
+        ("run", "--config", "{data}"),
+        CONFIG + r"sets 'n-experiences' twice \('n_experiences' and 'n-experiences'\); keep one",
+        data=_config(b"n_experiences: 2\nn-experiences: 3\n"),
+    ),
+    Case(
+        "config not an integer",
+        ("run", "--config", "{data}"),
+        CONFIG + r"epochs: give an integer, got 'four'",
+        data=_config(b"epochs: four\n"),
+    ),
+    Case(
+        "config boolean for a value",
+        ("run", "--config", "{data}"),
+        CONFIG + r"lr: give a value as on the command line, got True",
+        data=_config(b"lr: true\n"),
+    ),
+    Case(
+        "config list",
+        ("compare", "--config", "{data}"),
+        CONFIG + r"seeds: give one value as on the command line \(a list as comma-separated text",
+        data=_config(b"seeds: [0, 1]\n"),
+    ),
+    Case(
+        "config on/off flag",
+        ("run", "--config", "{data}"),
+        CONFIG + r"csv: give true or false, got 'yes please'",
+        data=_config(b"csv: yes please\n"),
+    ),
+    Case(
+        "config choice",
+        ("run", "--config", "{data}"),
+        CONFIG + r"precision: 'fp8' is not one of fp32, bf16, fp16",
+        data=_config(b"precision: fp8\n"),
+    ),
+    Case(
+        "config value refused as the flag's",
+        ("run", "--config", "{data}"),
+        r"--epochs must be at least 1, got 0",
+        data=_config(b"epochs: 0\n"),
+    ),
+    Case(
+        "config not YAML",
+        ("run", "--config", "{data}"),
+        CONFIG + r"not valid YAML \(found character '\\t' .+ at line 2\); write one 'flag",
+        data=_config(b"epochs: 1\n\tlr: 0.1\n"),
+    ),
+    Case(
+        "config not a mapping",
+        ("run", "--config", "{data}"),
+        CONFIG + r"holds a list, not a mapping",
+        data=_config(b"- epochs\n"),
+    ),
+    Case(
+        "config not UTF-8",
+        ("run", "--config", "{data}"),
+        CONFIG + r"cannot read it \(not UTF-8 text\); give a YAML file",
+        data=_config(b"benchmark: caf\xe9\n"),
+    ),
+    Case(
+        "config missing",
+        ("run", "--config", "{root}/c.yaml"),
+        CONFIG + r"cannot read it \(No such file or directory\); give a YAML file",
     ),
     Case(
         "ASC empty", ASC, r"Router/train.json holds no example", FAILURE, _asc(ROUTER, train=b"{}")

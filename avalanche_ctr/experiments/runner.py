@@ -6,7 +6,8 @@ it evaluates the whole test stream (``strategy.eval(benchmark.test_stream)``), t
 not trained yet included, and records the accuracy and macro-F1 matrices, the
 training time, the peak memory and the bytes the strategy stores. Avalanche's
 ``TensorboardLogger`` writes the metrics of every run to
-``<out>/tensorboard/<strategy>/seed<k>``.
+``<out>/tensorboard/<strategy>/seed<k>``, and on request its ``CSVLogger`` and
+``WandBLogger`` (:mod:`avalanche_ctr.experiments.loggers`).
 
 :func:`compare` runs several strategies over several seeds and writes the
 report (:mod:`avalanche_ctr.experiments.report`).
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import MISSING, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,6 @@ from avalanche.evaluation.metrics import (
     forgetting_metrics,
     loss_metrics,
 )
-from avalanche.logging import TensorboardLogger
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
@@ -49,7 +50,9 @@ from avalanche_ctr.experiments.benchmarks import (
     get_benchmark,
     text_tasks,
 )
+from avalanche_ctr.experiments.config import CONFIG_FILE, config_yaml
 from avalanche_ctr.experiments.errors import UsageError
+from avalanche_ctr.experiments.loggers import RunLoggers, close_loggers
 from avalanche_ctr.experiments.measure import IterationTimer, PeakMemory, ProgressBar, stored_bytes
 from avalanche_ctr.experiments.report import REPORT_FILES, summarize, write_report
 from avalanche_ctr.experiments.strategies import (
@@ -70,6 +73,7 @@ from avalanche_ctr.experiments.validation import (
 from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics
 from avalanche_ctr.exssnet.task_inference import METHODS as INFERENCE_METHODS
 from avalanche_ctr.exssnet.task_inference import task_inference_metrics
+from avalanche_ctr.files import atomic_write_bytes
 from avalanche_ctr.hat.diagnostics import HATDiagnostics
 from avalanche_ctr.metrics import macro_f1_metrics
 from avalanche_ctr.precision import MixedPrecision, autocast_dtype
@@ -385,6 +389,7 @@ def run_one(
     out: Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    loggers: RunLoggers = RunLoggers(),
 ) -> dict[str, Any]:
     """Train ``strategy_name`` with ``seed`` on ``settings.benchmark``; return its record.
 
@@ -402,12 +407,14 @@ def run_one(
     unfinished one resumes after its last checkpoint, ending with the metrics an
     uninterrupted run gets. The record carries a digest; a damaged or edited record is
     rebuilt from the checkpoint, which holds it. The run holds the lock of ``out``
-    (:func:`~avalanche_ctr.run_folder.lock_folder`).
+    (:func:`~avalanche_ctr.run_folder.lock_folder`). ``loggers`` says which of
+    Avalanche's loggers log it besides TensorBoard.
     """
     check_seeds([seed], "--seed")
     (record,) = check_strategies(settings, [strategy_name])
+    loggers.check()
     with folder_errors(out), _locked(out, log):
-        return _run(settings, record, seed, out=out, progress=progress, log=log)
+        return _run(settings, record, seed, out=out, progress=progress, log=log, loggers=loggers)
 
 
 def _locked(out: Path, log: Callable[[str], None]) -> AbstractContextManager:
@@ -424,6 +431,7 @@ def _run(
     out: Path,
     progress: bool,
     log: Callable[[str], None],
+    loggers: RunLoggers,
 ) -> dict[str, Any]:
     spec = settings.spec
     strategy_name = registered.name
@@ -458,11 +466,10 @@ def _run(
         plugins.insert(0, MixedPrecision(settings.precision))
     if settings.best_dev_epoch:
         plugins.append(BestEpochPlugin(benchmark.dev_stream, batch_size=settings.eval_batch_size))
-    tensorboard = out / "tensorboard" / strategy_name / f"seed{seed}"
-    logger = TensorboardLogger(tensorboard) if main else None
     diagnostics = ExSSNeTDiagnostics()
     ctr_diagnostics = CTRDiagnostics()
     hat_diagnostics = HATDiagnostics()
+    run_loggers = loggers.build(out, strategy_name, seed, identity) if main else []
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
         loss_metrics(epoch=True, experience=True),
@@ -473,7 +480,7 @@ def _run(
         diagnostics,
         ctr_diagnostics,
         hat_diagnostics,
-        loggers=[logger] if logger is not None else [],
+        loggers=run_loggers,
     )
     strategy = build_strategy(settings, registered, plugins=plugins, evaluator=evaluator)
     unsupported = unsupported_plugins(strategy) if is_distributed() else []
@@ -553,8 +560,7 @@ def _run(
                     strategy, checkpoint_path, meta={"identity": identity, "record": record}
                 )
     finally:
-        if logger is not None:
-            logger.writer.close()
+        close_loggers(run_loggers)
     record["summary"] = summarize(record)
     if main:
         write_digested_json(record_path, {"identity": identity, "record": record})
@@ -667,6 +673,8 @@ def compare(
     log: Callable[[str], None] = print,
     jobs: int = 1,
     threads: int | None = None,
+    loggers: RunLoggers = RunLoggers(),
+    config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every strategy with every seed on ``settings.benchmark`` and write the
     report to ``out``: ``results.csv``, ``results.md``, ``runs.json``, the PNG plots and
@@ -679,6 +687,10 @@ def compare(
     :param jobs: worker processes; above 1 the runs go to
         :func:`~avalanche_ctr.experiments.parallel.run_parallel` (same records, no
         progress bars), each worker with ``threads`` intra-op threads.
+    :param loggers: Avalanche's loggers of every run besides TensorBoard.
+    :param config: the command's resolved configuration
+        (:func:`~avalanche_ctr.experiments.config.resolved_config`), written to
+        ``out/config.yaml`` before the first run starts.
     :raises RunFolderError: if ``out`` is locked by another command or one of its files
         cannot be written or read; the message names the file and the fix.
     """
@@ -693,13 +705,14 @@ def compare(
     check_unique(strategies, "--strategies")
     check_seeds(seeds)
     checked = check_strategies(settings, strategies)
+    loggers.check()
     log(
         f"{settings.benchmark}: {', '.join(strategies)}; seeds {seeds}; epochs "
         f"{settings.epochs}, batch {settings.batch_size}, lr {settings.lr}; output in {out}"
     )
     paths = [p for r in checked for seed in seeds for p in run_paths(out, r.name, seed)]
     with folder_errors(out):
-        check_layout(out, [*paths, *(out / name for name in REPORT_FILES)])
+        check_layout(out, [*paths, *(out / name for name in (*REPORT_FILES, CONFIG_FILE))])
         with _locked(out, log):
             return _compare(
                 settings,
@@ -710,6 +723,8 @@ def compare(
                 log=log,
                 jobs=jobs,
                 threads=threads,
+                loggers=loggers,
+                config=config,
             )
 
 
@@ -723,20 +738,30 @@ def _compare(
     log: Callable[[str], None],
     jobs: int,
     threads: int | None,
+    loggers: RunLoggers,
+    config: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     """:func:`compare` in the locked run folder ``out``."""
     strategies = [registered.name for registered in checked]
     out.mkdir(parents=True, exist_ok=True)
+    if config is not None and is_main_process():
+        atomic_write_bytes(out / CONFIG_FILE, config_yaml(config))
     if jobs > 1:
         from avalanche_ctr.experiments.parallel import run_parallel
 
         runs = [(registered.name, seed) for registered in checked for seed in seeds]
         records = run_parallel(
-            run_one, settings, runs, out=out, jobs=jobs, threads=threads, log=log
+            partial(run_one, loggers=loggers),
+            settings,
+            runs,
+            out=out,
+            jobs=jobs,
+            threads=threads,
+            log=log,
         )
     else:
         records = [
-            _run(settings, registered, seed, out=out, progress=progress, log=log)
+            _run(settings, registered, seed, out=out, progress=progress, log=log, loggers=loggers)
             for registered in checked
             for seed in seeds
         ]

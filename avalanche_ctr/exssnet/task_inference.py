@@ -145,7 +145,7 @@ Fashion-MNIST input, whatever its task. Measured on Split-FashionMNIST (MLP
 for 20-40 % of the batches with every head rule. The exhaustive oracle, which
 runs every task's network and takes the one of lowest entropy or, with 10-unit
 heads, of lowest ``G``, does no better (``benchmarks/task_inference_rules.py
---oracle``): no approximation of the gradient can beat the objective it
+--oracle`` at commit b1a7712): no approximation of the gradient can beat the objective it
 approximates.
 
 The statistics method (ours)
@@ -163,7 +163,7 @@ input (:func:`hull_distance`). A batch of one task is a mixture of that task's
 classes, so its mean lies near that hull whatever its class proportions:
 Avalanche evaluates experiences in dataset order, where a test batch of 128 is
 often one class, while shuffled batches mix the classes. Measured on the data
-alone over four seeds (``benchmarks/task_inference_rules.py``), the hull
+alone over four seeds (``benchmarks/task_inference_rules.py`` at commit b1a7712), the hull
 distance picks the right task for every batch in both orders; the nearest class
 mean does too in dataset order but falls to 44-89 % on shuffled batches, and a
 per-class diagonal-Gaussian likelihood of the batch falls to 89 % in dataset
