@@ -26,10 +26,10 @@ def test_topk_keeps_exactly_k_largest_magnitudes():
 def test_topk_per_row_keeps_k_of_every_row():
     scores = torch.tensor([[0.1, -3.0, 0.5], [0.01, -0.2, 0.0]])
     assert topk_mask(scores, 2).tolist() == [[False, True, True], [False, False, False]]
-    per_row = topk_mask(scores, 1, per_row=True)
+    per_row = topk_mask(scores, 1, rule="unit")
     assert per_row.tolist() == [[False, True, False], [False, True, False]]
     grad_scores = scores.clone().requires_grad_(True)
-    TopKStraightThrough.apply(grad_scores, 1, True).sum().backward()
+    TopKStraightThrough.apply(grad_scores, 1, "unit").sum().backward()
     assert grad_scores.grad.tolist() == [[1.0, -1.0, 1.0], [1.0, -1.0, 0.0]]
 
 
