@@ -123,19 +123,20 @@ def accuracy(model: torch.nn.Module, dataset, task: int) -> float:
 
 class Probe(SupervisedPlugin):
     """Training accuracy over each experience's first epoch, the test accuracy of the
-    task after that epoch, and the seconds of every epoch."""
+    task after every epoch, and the seconds of every epoch."""
 
     def __init__(self, tests) -> None:
         super().__init__()
         self.tests = tests
         self.first_epoch: list[float] = []
-        self.after_first: list[float] = []
+        self.after_epoch: list[list[float]] = []
         self.epoch_seconds: list[list[float]] = []
         self._correct = self._seen = 0
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         self._correct = self._seen = 0
         self.epoch_seconds.append([])
+        self.after_epoch.append([])
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
         self._start = time.perf_counter()
@@ -148,11 +149,11 @@ class Probe(SupervisedPlugin):
     def after_training_epoch(self, strategy, **kwargs) -> None:
         self.epoch_seconds[-1].append(time.perf_counter() - self._start)
         if strategy.clock.train_exp_epochs == 0:  # the clock counts the epoch after this hook
-            task = strategy.experience.task_label
             self.first_epoch.append(self._correct / self._seen)
-            training = strategy.model.training
-            self.after_first.append(accuracy(strategy.model, self.tests[task].dataset, task))
-            strategy.model.train(training)
+        task = strategy.experience.task_label
+        training = strategy.model.training
+        self.after_epoch[-1].append(accuracy(strategy.model, self.tests[task].dataset, task))
+        strategy.model.train(training)
 
 
 def run(
@@ -199,7 +200,10 @@ def run(
         "forgetting": 100
         * statistics.fmean(a - b for a, b in zip(just_after[:-1], final, strict=False)),
         "first_epoch_train": 100 * statistics.fmean(probe.first_epoch),
-        "after_first_epoch": 100 * statistics.fmean(probe.after_first),
+        "after_first_epoch": 100 * statistics.fmean(e[0] for e in probe.after_epoch),
+        "best_epoch": 100 * statistics.fmean(max(e) for e in probe.after_epoch),
+        "output_topk": [net.supermask_layers[-1].topk_rule, net.supermask_layers[-1].floor],
+        "kkt": vars(strategy.exssnet_plugin.kkt_settings),
         "kkt_sources": sources,
         "mask_epoch_s": statistics.fmean(s for e in epochs for s in e[:EPOCHS]),
         "weight_epoch_s": statistics.fmean(weight) if weight else None,
