@@ -233,6 +233,7 @@ def main() -> int:
     parser.add_argument("--kkt-k", type=int, default=None)
     parser.add_argument("--kkt-features", default=None)
     parser.add_argument("--kkt-init", default=None)
+    parser.add_argument("--kkt-lift", type=float, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = (
@@ -243,6 +244,7 @@ def main() -> int:
         "kkt_k",
         "kkt_features",
         "kkt_init",
+        "kkt_lift",
     )
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     facts = {"options": options, "pixels": args.pixels, "threads": torch.get_num_threads()}

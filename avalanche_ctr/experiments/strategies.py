@@ -80,6 +80,7 @@ __all__ = [
     "KKT_K",
     "KKT_FEATURES",
     "KKT_INIT",
+    "KKT_LIFT",
     "OUTPUT_TOPK",
     "OUTPUT_FLOOR",
     "WEIGHT_EPOCHS",
@@ -415,6 +416,13 @@ KKT_INIT = Option(
 )
 
 
+KKT_LIFT = Option(
+    "kkt_lift",
+    None,
+    "how far KKT's lift_mask lifts the chosen task's mask entries, in units of the "
+    "largest fresh score (default: the preset's, 1)",
+    check=_or_none(lambda value: _positive(value)),
+)
 OUTPUT_TOPK = Option(
     "output_topk",
     None,
@@ -438,6 +446,7 @@ _SUPERMASK_OPTIONS = (
     KKT_K,
     KKT_FEATURES,
     KKT_INIT,
+    KKT_LIFT,
     OUTPUT_TOPK,
     OUTPUT_FLOOR,
 )

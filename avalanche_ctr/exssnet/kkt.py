@@ -63,12 +63,17 @@ class KKTSettings:
     :param features: one of :data:`KKT_FEATURES`.
     :param init: one of :data:`KKT_INITS`; ``"copy_scores"`` keeps every finished
         task's float scores in the model (32 bits per maskable weight and task).
+    :param lift: under ``"lift_mask"``, how far the chosen task's entries are lifted, in
+        units of the largest fresh score: the larger, the longer the new mask stays on
+        the chosen one (:meth:`SupermaskNet.init_scores_from_task
+        <avalanche_ctr.exssnet.supermask_net.SupermaskNet.init_scores_from_task>`).
     """
 
     samples: int = 256
     k: int = 5
     features: str = "post_activation"
     init: str = "lift_mask"
+    lift: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("samples", "k"):
@@ -81,6 +86,12 @@ class KKTSettings:
             raise ValueError(
                 f"unknown kkt_features {self.features!r}; use one of {', '.join(KKT_FEATURES)}"
             )
+        if (
+            isinstance(self.lift, bool)
+            or not isinstance(self.lift, (int, float))
+            or not self.lift > 0
+        ):
+            raise ValueError(f"kkt_lift must be a positive number, got {self.lift!r}")
         if self.init not in KKT_INITS:
             raise ValueError(f"unknown kkt_init {self.init!r}; use one of {', '.join(KKT_INITS)}")
 
@@ -95,7 +106,7 @@ code's; see the module notes)."""
 
 def kkt_settings(preset: str | None = None, **overrides) -> KKTSettings:
     """The settings of ``preset`` (``None``: ``"default"``) with the ``overrides`` that
-    are not ``None`` (``samples``, ``k``, ``features``, ``init``)."""
+    are not ``None`` (``samples``, ``k``, ``features``, ``init``, ``lift``)."""
     name = "default" if preset is None else preset
     if name not in KKT_PRESETS:
         raise ValueError(f"unknown kkt_preset {name!r}; use one of {', '.join(KKT_PRESETS)}")

@@ -88,6 +88,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         lifted above fresh scores, or ``"copy_scores"``, a copy of its float scores,
         which the model then keeps for every finished task (32 bits per maskable
         weight and task, in the state dict).
+    :param kkt_lift: under ``"lift_mask"``, how far the chosen task's mask entries are
+        lifted above the fresh scores, in units of the largest fresh score (default
+        1): the larger, the longer the new mask stays on the chosen task's.
     :param task_inference: ``None`` (default): evaluation uses the experience's
         task labels. ``"one_shot"``, ``"binary"`` or ``"statistics"``: evaluation
         ignores them and infers each mini-batch's task among the finished tasks
@@ -124,6 +127,7 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         kkt_k: int | None = None,
         kkt_features: str | None = None,
         kkt_init: str | None = None,
+        kkt_lift: float | None = None,
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
@@ -153,7 +157,12 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         self.exclusive = exclusive
         self.kkt = kkt
         self.kkt_settings = kkt_settings(
-            kkt_preset, samples=kkt_samples, k=kkt_k, features=kkt_features, init=kkt_init
+            kkt_preset,
+            samples=kkt_samples,
+            k=kkt_k,
+            features=kkt_features,
+            init=kkt_init,
+            lift=kkt_lift,
         )
         self.last_kkt: KKTChoice | None = None
         self.task_inference = task_inference
@@ -202,7 +211,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
             )
             if self.last_kkt.source is not None:
                 model.init_scores_from_task(
-                    self.last_kkt.source, copy_scores=settings.init == "copy_scores"
+                    self.last_kkt.source,
+                    copy_scores=settings.init == "copy_scores",
+                    lift=settings.lift,
                 )
         model.set_trainable(scores=True, weights=False)
         reset_optimizer_to_trainable(strategy.optimizer, model)

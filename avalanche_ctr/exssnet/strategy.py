@@ -61,6 +61,8 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         preset; :class:`ExSSNeTPlugin`).
     :param kkt_init: ``"lift_mask"`` or ``"copy_scores"`` (overrides the preset;
         ``"copy_scores"`` keeps every finished task's float scores).
+    :param kkt_lift: how far ``"lift_mask"`` lifts the chosen task's entries, in units
+        of the largest fresh score (overrides the preset's 1; ``docs/exssnet.md``).
     :param output_topk: the top-k rule of a masked output layer, ``"unit"``,
         ``"layer"`` or ``"layer_floor"``
         (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`).
@@ -103,6 +105,7 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         kkt_k: int | None = None,
         kkt_features: str | None = None,
         kkt_init: str | None = None,
+        kkt_lift: float | None = None,
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
         exclusive: bool = True,
@@ -130,6 +133,7 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
             kkt_k=kkt_k,
             kkt_features=kkt_features,
             kkt_init=kkt_init,
+            kkt_lift=kkt_lift,
             task_inference=task_inference,
             head_rule=head_rule,
             input_statistics=input_statistics,
@@ -177,6 +181,7 @@ class SupSup(ExSSNeT):
         kkt_k: int | None = None,
         kkt_features: str | None = None,
         kkt_init: str | None = None,
+        kkt_lift: float | None = None,
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
         task_inference: str | None = None,
@@ -205,6 +210,7 @@ class SupSup(ExSSNeT):
             kkt_k=kkt_k,
             kkt_features=kkt_features,
             kkt_init=kkt_init,
+            kkt_lift=kkt_lift,
             output_topk=output_topk,
             output_floor=output_floor,
             task_inference=task_inference,

@@ -93,23 +93,27 @@ class SupermaskLayer(nn.Module):
         (:func:`~avalanche_ctr.masking.topk_mask`): ``"layer"``, the top ``density`` of
         the layer (edge-popup); ``"unit"``, the top ``density`` of each output unit's
         fan-in, so that no unit is left without weights; ``"layer_floor"``, the top
-        ``density`` of the layer with at least ``floor`` weights in every unit.
+        ``density`` of the layer with at least ``floor`` weights in every unit (and at
+        least ``floor`` per unit in all, as a layer keeps at least one weight:
+        ``k = max(round(density · weights), floor · units)``).
         :class:`~avalanche_ctr.exssnet.supermask_net.SupermaskNet` sets it on a masked
         output layer. Call it before any task is trained.
 
-        :raises ValueError: for an unknown rule, or a floor the layer's ``k`` cannot hold.
+        :raises ValueError: for an unknown rule, or a floor outside ``0 .. fan_in``.
         """
         if rule not in TOPK_RULES:
             raise ValueError(f"unknown top-k rule {rule!r}; use one of {', '.join(TOPK_RULES)}")
-        per_unit = n_kept(self.weight[0].numel(), self.density)
-        k = per_unit if rule == "unit" else n_kept(self.weight.numel(), self.density)
+        units, fan_in = self.weight.shape[0], self.weight[0].numel()
         floor = floor if rule == "layer_floor" else 0
-        if floor < 0 or floor * self.weight.shape[0] > k:
+        if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor <= fan_in:
             raise ValueError(
-                f"output_floor must be between 0 and {k // self.weight.shape[0]} weights per "
-                f"unit at density {self.density} ({k} weights over {self.weight.shape[0]} "
-                f"units), got {floor}; lower the floor or raise the density"
+                f"output_floor must be a number of weights per unit between 0 and the "
+                f"fan-in {fan_in}, got {floor!r}"
             )
+        if rule == "unit":
+            k = n_kept(fan_in, self.density)
+        else:
+            k = max(n_kept(self.weight.numel(), self.density), floor * units)
         self.topk_rule, self.floor, self.k = rule, floor, k
 
     def _topk(self, scores: Tensor) -> Tensor:

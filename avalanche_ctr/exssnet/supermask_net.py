@@ -276,12 +276,16 @@ class SupermaskNet(PaddedMultiTaskModule):
         if continuing:
             self.init_scores_from_task(task)
 
-    def init_scores_from_task(self, source: int, *, copy_scores: bool = False) -> None:
+    def init_scores_from_task(
+        self, source: int, *, copy_scores: bool = False, lift: float = 1.0
+    ) -> None:
         """Start the training task's scores from a finished task (KKT).
 
-        By default the new scores are the fresh random scores with the source mask's
-        entries lifted above every other entry: the initial top-k mask equals the
-        source task's mask, and training can move away from it. With ``copy_scores``
+        By default the new scores are the magnitudes of the fresh random scores with
+        ``lift`` times their largest magnitude added at the source mask's entries, so
+        those rise above every other entry: the initial top-k mask equals the source
+        task's mask, and training can move away from it, the later the larger
+        ``lift``. With ``copy_scores``
         they are a copy of the source task's float scores (the official code's
         ``score_transfer``), kept when the model has ``keep_scores``.
 
@@ -303,7 +307,7 @@ class SupermaskNet(PaddedMultiTaskModule):
         for layer, mask in zip(self.supermask_layers, self.task_masks(source), strict=True):
             with torch.no_grad():
                 magnitude = layer.scores.abs()
-                layer.scores.copy_(magnitude + mask * magnitude.max())
+                layer.scores.copy_(magnitude + mask * (lift * magnitude.max()))
 
     def fix_mask(self) -> None:
         """Freeze the training task's mask (end of ExSSNeT's mask phase)."""

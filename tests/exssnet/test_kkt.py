@@ -222,13 +222,17 @@ def test_kkt_init_copies_scores_or_lifts_the_mask():
     assert torch.equal(copied, net.task_scores_0)  # task 0's final scores, exactly
     assert net.task_scores_1.dtype == torch.float32 and net.task_scores_1.numel() == net.n_maskable
 
-    strategy, scores, _ = two_task_run(kkt_init="lift_mask")
-    net = strategy.model
-    assert strategy.exssnet_plugin.last_kkt.source == 0
-    assert not hasattr(net, "task_scores_0")  # only the bit-packed masks are kept
-    for layer, start, source in zip(net._layers, scores.initial[1], net.task_masks(0), strict=True):
-        assert torch.equal(topk_mask(start, layer.k, rule=layer.topk_rule), source)
-        assert start[source].min() > start[~source].max()  # the source's entries lifted
+    for lift in (1.0, 10.0):  # the default, and a mask that stays on task 0's longer
+        strategy, scores, _ = two_task_run(kkt_init="lift_mask", kkt_lift=lift)
+        net = strategy.model
+        assert strategy.exssnet_plugin.last_kkt.source == 0
+        assert not hasattr(net, "task_scores_0")  # only the bit-packed masks are kept
+        layers, masks = net._layers, net.task_masks(0)
+        for layer, start, source in zip(layers, scores.initial[1], masks, strict=True):
+            assert torch.equal(topk_mask(start, layer.k, rule=layer.topk_rule), source)
+            # the source's entries sit lift x the largest fresh score above the others
+            ratio = float(start[source].min() / start[~source].max())
+            assert lift <= ratio < lift + 1.5, (lift, ratio)
 
 
 def test_kkt_presets_and_overrides():

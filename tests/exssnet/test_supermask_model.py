@@ -138,9 +138,13 @@ def test_output_topk_rules_keep_exactly_k_weights_of_the_output_layer(rule, floo
         assert per_unit.tolist() != [16] * 10
 
 
-def test_an_output_floor_the_density_cannot_hold_is_refused():
+def test_an_output_floor_above_the_density_raises_k_and_a_floor_above_fan_in_is_refused():
     model = nn.Sequential(nn.Linear(100, 10))
-    with pytest.raises(ValueError, match="output_floor must be between 0 and 2 .* got 3"):
-        convert_to_supermask(model, density=0.02, output_topk="layer_floor", output_floor=3)
+    net = convert_to_supermask(model, density=0.02, output_topk="layer_floor", output_floor=3)
+    output = net.supermask_layers[-1]
+    assert output.k == 30  # 3 in each of 10 units, more than 0.02 x 1000 = 20
+    assert output.untrained_mask(torch.Generator().manual_seed(0)).sum(dim=1).min() >= 3
+    with pytest.raises(ValueError, match="between 0 and the fan-in 100, got 101"):
+        convert_to_supermask(model, density=0.02, output_topk="layer_floor", output_floor=101)
     with pytest.raises(ValueError, match="unknown top-k rule 'per_unit'"):
         convert_to_supermask(model, density=0.02, output_topk="per_unit")
