@@ -48,7 +48,7 @@ _INPUTS_PREFIX = "task_input_sums_"
 _SCORES_PREFIX = "task_scores_"
 _UNTRAINED = "untrained"
 
-OUTPUT_TOPK_DEFAULT = "layer_floor"
+OUTPUT_TOPK_DEFAULT = "unit"
 """The default top-k rule of a masked output layer (:func:`convert_to_supermask`)."""
 OUTPUT_FLOOR_DEFAULT = 1
 """The default floor of the ``"layer_floor"`` rule (weights per output unit)."""

@@ -271,8 +271,8 @@ def test_a_masked_output_layer_keeps_every_class_unit_with_a_short_mask_phase(ru
     weight epochs, density 0.1). A layer-wide top-k let the superfluous units take the
     output layer's budget and left task 0's class-1 unit without a single weight when the
     mask phase ended, so the weight phase could not revive it and task 0 stayed at chance
-    (49.5 %); the per-unit rule keeps ``k`` weights of every unit, the layer-wide rule
-    with a floor (the default) at least one."""
+    (49.5 %); the per-unit rule (the default) keeps ``k`` weights of every unit, the
+    layer-wide rule with a floor at least one."""
     from avalanche_ctr.experiments.backbones import MaskedOutputMLP
 
     torch.manual_seed(0)
