@@ -20,7 +20,7 @@ Departure from the official code: it fits the KNN on 66 % of the sample and
 scores it on the rest. We score it leave-one-out over the whole sample (each
 sample is classified by its ``k`` nearest other samples), which uses every
 sample as query and as reference and so ranks the earlier tasks with less
-variance for the same sample size; the ``"official"`` preset keeps it.
+variance for the same sample size; the ``"official"`` preset scores leave-one-out too.
 """
 
 from __future__ import annotations
