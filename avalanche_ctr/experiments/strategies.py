@@ -48,7 +48,11 @@ from avalanche_ctr.compat import (
 )
 from avalanche_ctr.experiments.errors import UsageError
 from avalanche_ctr.experiments.validation import check_finite
-from avalanche_ctr.exssnet.supermask_net import check_density
+from avalanche_ctr.exssnet.supermask_net import (
+    OUTPUT_FLOOR_DEFAULT,
+    OUTPUT_TOPK_DEFAULT,
+    check_density,
+)
 
 __all__ = [
     "Option",
@@ -73,6 +77,14 @@ __all__ = [
     "GATE_BIAS",
     "MASK_INIT_MEAN",
     "KKT",
+    "KKT_PRESET",
+    "KKT_SAMPLES",
+    "KKT_K",
+    "KKT_FEATURES",
+    "KKT_INIT",
+    "KKT_LIFT",
+    "OUTPUT_TOPK",
+    "OUTPUT_FLOOR",
     "WEIGHT_EPOCHS",
     "ENCODER_LAYER",
 ]
@@ -332,6 +344,115 @@ KKT = Option(
     type=_on_off,
     check=_bool_or_none,
 )
+
+
+def _kkt_choices(name: str) -> Callable[[], tuple[str, ...]]:
+    def choices() -> tuple[str, ...]:
+        from avalanche_ctr.exssnet import kkt
+
+        return tuple(getattr(kkt, name))
+
+    return choices
+
+
+def _topk_rules() -> tuple[str, ...]:
+    from avalanche_ctr.masking import TOPK_RULES
+
+    return TOPK_RULES
+
+
+def _or_none(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _count(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _floor(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be a number of weights >= 0, got {value!r}")
+    return value
+
+
+KKT_PRESET = Option(
+    "kkt_preset",
+    None,
+    "KKT's settings: default, or official (1,280 samples, 200 neighbours, features before "
+    "the ReLU, scores copied); --kkt-samples/-k/-features/-init override it",
+    type=str,
+    check=_or_none(_one_of("KKT preset", _kkt_choices("KKT_PRESETS"))),
+)
+KKT_SAMPLES = Option(
+    "kkt_samples",
+    None,
+    "training samples of a new task that KKT reads (default: the preset's)",
+    type=int,
+    check=_or_none(_count),
+)
+KKT_K = Option(
+    "kkt_k",
+    None,
+    "neighbours of KKT's KNN classifier (default: the preset's)",
+    type=int,
+    check=_or_none(_count),
+)
+KKT_FEATURES = Option(
+    "kkt_features",
+    None,
+    "where KKT reads features: post_activation (the output layer's input) or "
+    "pre_activation (the layer before, before its ReLU) (default: the preset's)",
+    type=str,
+    check=_or_none(_one_of("KKT feature point", _kkt_choices("KKT_FEATURES"))),
+)
+KKT_INIT = Option(
+    "kkt_init",
+    None,
+    "how KKT starts a new mask: lift_mask (the chosen task's mask over fresh scores) or "
+    "copy_scores (its float scores, kept for every task: 32 bits per weight and task) "
+    "(default: the preset's)",
+    type=str,
+    check=_or_none(_one_of("KKT initialisation", _kkt_choices("KKT_INITS"))),
+)
+
+
+KKT_LIFT = Option(
+    "kkt_lift",
+    None,
+    "how far KKT's lift_mask lifts the chosen task's mask entries, in units of the "
+    "largest fresh score (default: the preset's, 1)",
+    check=_or_none(lambda value: _positive(value)),
+)
+OUTPUT_TOPK = Option(
+    "output_topk",
+    None,
+    "top-k rule of a masked output layer (--output-layer masked): unit (density of each "
+    "unit's fan-in), layer (density of the layer, the official code) or layer_floor (the "
+    f"layer's, at least --output-floor per unit) (default: {OUTPUT_TOPK_DEFAULT})",
+    type=str,
+    check=_or_none(_one_of("output top-k rule", _topk_rules)),
+)
+OUTPUT_FLOOR = Option(
+    "output_floor",
+    None,
+    f"weights every output unit keeps under --output-topk layer_floor (default: "
+    f"{OUTPUT_FLOOR_DEFAULT})",
+    type=int,
+    check=_or_none(_floor),
+)
+_SUPERMASK_OPTIONS = (
+    KKT_PRESET,
+    KKT_SAMPLES,
+    KKT_K,
+    KKT_FEATURES,
+    KKT_INIT,
+    KKT_LIFT,
+    OUTPUT_TOPK,
+    OUTPUT_FLOOR,
+)
+
 WEIGHT_EPOCHS = Option(
     "weight_epochs",
     None,
@@ -441,12 +562,13 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
 
 
 def _supermask_keywords(ctx: StrategyContext, record: StrategyRecord) -> dict[str, Any]:
-    """The record's options as keywords, leaving out ``kkt`` when unset (each class's
-    own default), ``weight_epochs`` (the factory splits the epochs) and
+    """The record's options as keywords, leaving out ``kkt`` and the output top-k rule
+    when unset (each class's own default), ``weight_epochs`` (the factory splits the epochs) and
     ``encoder_layer`` (the model's)."""
     keywords = ctx.keywords(record)
-    if keywords.get("kkt", False) is None:
-        del keywords["kkt"]
+    for name in ("kkt", "output_topk", "output_floor"):  # unset: the class's own default
+        if name in keywords and keywords[name] is None:
+            del keywords[name]
     keywords.pop("weight_epochs", None)
     keywords.pop("encoder_layer", None)
     return keywords
@@ -633,7 +755,16 @@ for _record in (
         "ExSSNeT (ours): supermasks + exclusive weights + KKT",
         _BOTH,
         _exssnet(exclusive=True),
-        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS, ENCODER_LAYER),
+        (
+            DENSITY,
+            MASK_LR,
+            WEIGHT_LR,
+            LR_SCHEDULE,
+            KKT,
+            *_SUPERMASK_OPTIONS,
+            WEIGHT_EPOCHS,
+            ENCODER_LAYER,
+        ),
         ours=True,
         ablation="supsup",
     ),
@@ -642,7 +773,16 @@ for _record in (
         "SSNeT (ours): ExSSNeT without exclusivity",
         _BOTH,
         _exssnet(exclusive=False),
-        (DENSITY, MASK_LR, WEIGHT_LR, LR_SCHEDULE, KKT, WEIGHT_EPOCHS, ENCODER_LAYER),
+        (
+            DENSITY,
+            MASK_LR,
+            WEIGHT_LR,
+            LR_SCHEDULE,
+            KKT,
+            *_SUPERMASK_OPTIONS,
+            WEIGHT_EPOCHS,
+            ENCODER_LAYER,
+        ),
         ours=True,
     ),
     StrategyRecord(
@@ -650,7 +790,7 @@ for _record in (
         "SupSup (ours): one supermask per task, fixed weights",
         _BOTH,
         _supsup,
-        (DENSITY, MASK_LR, LR_SCHEDULE, KKT, ENCODER_LAYER),
+        (DENSITY, MASK_LR, LR_SCHEDULE, KKT, *_SUPERMASK_OPTIONS, ENCODER_LAYER),
         ours=True,
     ),
     StrategyRecord(

@@ -11,7 +11,13 @@ that runs the phases) and :mod:`.strategy` (Avalanche strategies).
 
 from avalanche_ctr.exssnet.diagnostics import ExSSNeTDiagnostics, mask_diagnostics
 from avalanche_ctr.exssnet.exclusive import exclusive_update, free_weights
-from avalanche_ctr.exssnet.kkt import KKTChoice, knn_accuracy, select_source_task
+from avalanche_ctr.exssnet.kkt import (
+    KKT_PRESETS,
+    KKTChoice,
+    KKTSettings,
+    knn_accuracy,
+    select_source_task,
+)
 from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
 from avalanche_ctr.exssnet.supermask import (
@@ -46,6 +52,8 @@ __all__ = [
     "exclusive_update",
     "free_weights",
     "KKTChoice",
+    "KKTSettings",
+    "KKT_PRESETS",
     "knn_accuracy",
     "select_source_task",
     "infer",

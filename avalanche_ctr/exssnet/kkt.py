@@ -6,23 +6,111 @@ through the network under each earlier task's mask, and a k-nearest-neighbour
 classifier is scored on the features; the earlier task whose mask gives the
 best KNN accuracy, if that accuracy beats chance, initialises task ``t``'s mask.
 
-Departure from the official code: it fits the KNN on one half of the sample and
-scores it on the other. We score it leave-one-out over the whole sample (each
+Its settings (:class:`KKTSettings`, :data:`KKT_PRESETS`): the sample size, the
+neighbours ``k``, where the features are read (:data:`KKT_FEATURES`: the input of
+the output layer, after its non-linearity, or the output of the layer before,
+before it) and how the new scores start from the chosen task (:data:`KKT_INITS`:
+its mask lifted above fresh scores, or a copy of its float scores). The
+``"official"`` preset is the official code's (``utils/my_utils.py:
+findSimilarTasks``, ``get_reps``; ``args.py``): 20 mini-batches of 64 = 1,280
+samples, 200 neighbours, features ``linear[:3]`` of its LeNet (the last hidden
+layer before its ReLU), scores copied (``score_transfer``).
+
+Departure from the official code: it fits the KNN on 66 % of the sample and
+scores it on the rest. We score it leave-one-out over the whole sample (each
 sample is classified by its ``k`` nearest other samples), which uses every
 sample as query and as reference and so ranks the earlier tasks with less
-variance for the same sample size.
+variance for the same sample size; the ``"official"`` preset scores leave-one-out too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from avalanche_ctr.exssnet.supermask_net import SupermaskNet
 
-__all__ = ["knn_accuracy", "KKTChoice", "select_source_task"]
+__all__ = [
+    "knn_accuracy",
+    "KKTChoice",
+    "select_source_task",
+    "KKTSettings",
+    "KKT_FEATURES",
+    "KKT_INITS",
+    "KKT_PRESETS",
+    "kkt_settings",
+]
+
+KKT_FEATURES: tuple[str, ...] = ("post_activation", "pre_activation")
+"""Where KKT reads a sample's features (:meth:`SupermaskNet.features
+<avalanche_ctr.exssnet.supermask_net.SupermaskNet.features>`)."""
+
+KKT_INITS: tuple[str, ...] = ("lift_mask", "copy_scores")
+"""How KKT starts the new task's scores from the chosen task
+(:meth:`SupermaskNet.init_scores_from_task
+<avalanche_ctr.exssnet.supermask_net.SupermaskNet.init_scores_from_task>`)."""
+
+
+@dataclass(frozen=True)
+class KKTSettings:
+    """KKT's settings.
+
+    :param samples: training samples of the new task, drawn at random without
+        replacement (a new draw for every run seed and task).
+    :param k: neighbours of the KNN classifier.
+    :param features: one of :data:`KKT_FEATURES`.
+    :param init: one of :data:`KKT_INITS`; ``"copy_scores"`` keeps every finished
+        task's float scores in the model (32 bits per maskable weight and task).
+    :param lift: under ``"lift_mask"``, how far the chosen task's entries are lifted, in
+        units of the largest fresh score: the larger, the longer the new mask stays on
+        the chosen one (:meth:`SupermaskNet.init_scores_from_task
+        <avalanche_ctr.exssnet.supermask_net.SupermaskNet.init_scores_from_task>`).
+    """
+
+    samples: int = 256
+    k: int = 5
+    features: str = "post_activation"
+    init: str = "lift_mask"
+    lift: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"kkt_{name} must be a positive integer, got {value!r}")
+        if self.samples < 2:
+            raise ValueError(f"kkt_samples must be at least 2, got {self.samples}")
+        if self.features not in KKT_FEATURES:
+            raise ValueError(
+                f"unknown kkt_features {self.features!r}; use one of {', '.join(KKT_FEATURES)}"
+            )
+        if (
+            isinstance(self.lift, bool)
+            or not isinstance(self.lift, (int, float))
+            or not self.lift > 0
+        ):
+            raise ValueError(f"kkt_lift must be a positive number, got {self.lift!r}")
+        if self.init not in KKT_INITS:
+            raise ValueError(f"unknown kkt_init {self.init!r}; use one of {', '.join(KKT_INITS)}")
+
+
+KKT_PRESETS: dict[str, KKTSettings] = {
+    "default": KKTSettings(),
+    "official": KKTSettings(samples=1280, k=200, features="pre_activation", init="copy_scores"),
+}
+"""Named KKT settings: ``"default"`` (this package's) and ``"official"`` (the official
+code's; see the module notes)."""
+
+
+def kkt_settings(preset: str | None = None, **overrides) -> KKTSettings:
+    """The settings of ``preset`` (``None``: ``"default"``) with the ``overrides`` that
+    are not ``None`` (``samples``, ``k``, ``features``, ``init``, ``lift``)."""
+    name = "default" if preset is None else preset
+    if name not in KKT_PRESETS:
+        raise ValueError(f"unknown kkt_preset {name!r}; use one of {', '.join(KKT_PRESETS)}")
+    return replace(KKT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def knn_accuracy(features: Tensor, labels: Tensor, *, k: int = 5) -> float:
@@ -52,7 +140,13 @@ class KKTChoice:
 
 @torch.no_grad()
 def select_source_task(
-    model: SupermaskNet, x: Tensor, y: Tensor, *, n_classes: int, k: int = 5
+    model: SupermaskNet,
+    x: Tensor,
+    y: Tensor,
+    *,
+    n_classes: int,
+    k: int = 5,
+    features: str = "post_activation",
 ) -> KKTChoice:
     """Pick the earlier task whose mask gives ``(x, y)`` the best KNN accuracy.
 
@@ -61,13 +155,14 @@ def select_source_task(
     :param y: their labels (``0 .. n_classes - 1``).
     :param n_classes: number of classes of the new task; chance is ``1/n_classes``.
     :param k: neighbours of the KNN classifier.
+    :param features: where the features are read (:data:`KKT_FEATURES`).
     """
     was_training = model.training
     model.eval()
     accuracies = {}
     try:
         for task in model.trained_tasks:
-            accuracies[task] = knn_accuracy(model.features(x, task), y, k=k)
+            accuracies[task] = knn_accuracy(model.features(x, task, point=features), y, k=k)
     finally:
         model.train(was_training)
     chance = 1.0 / n_classes

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.exssnet.exclusive import exclusive_update
-from avalanche_ctr.exssnet.kkt import KKTChoice, select_source_task
+from avalanche_ctr.exssnet.kkt import KKTChoice, kkt_settings, select_source_task
 from avalanche_ctr.exssnet.supermask_net import SupermaskNet, input_sums, merge_input_sums
 from avalanche_ctr.exssnet.task_inference import HEAD_RULES, METHODS, infer
 from avalanche_ctr.finite import check_finite_step
@@ -77,9 +77,24 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
     :param exclusive: train only weights no earlier task uses (ExSSNeT);
         ``False`` gives SSNeT, which may forget.
     :param kkt: initialise each new mask from the most similar earlier task.
+    :param kkt_preset: the KKT settings to start from
+        (:data:`~avalanche_ctr.exssnet.kkt.KKT_PRESETS`: ``"default"`` or
+        ``"official"``; ``None``: ``"default"``); the four below override it.
     :param kkt_samples: training samples of the new task that KKT uses, drawn at
         random without replacement (a new draw for every run seed and task).
     :param kkt_k: neighbours of the KKT classifier.
+    :param kkt_features: where KKT reads the features
+        (:data:`~avalanche_ctr.exssnet.kkt.KKT_FEATURES`): ``"post_activation"``, the
+        input of the output layer (or heads), or ``"pre_activation"``, the output of
+        the Linear layer before it, before its non-linearity.
+    :param kkt_init: how the new scores start from the chosen task
+        (:data:`~avalanche_ctr.exssnet.kkt.KKT_INITS`): ``"lift_mask"``, its mask
+        lifted above fresh scores, or ``"copy_scores"``, a copy of its float scores,
+        which the model then keeps for every finished task (32 bits per maskable
+        weight and task, in the state dict).
+    :param kkt_lift: under ``"lift_mask"``, how far the chosen task's mask entries are
+        lifted above the fresh scores, in units of the largest fresh score (default
+        1): the larger, the longer the new mask stays on the chosen task's.
     :param task_inference: ``None`` (default): evaluation uses the experience's
         task labels. ``"one_shot"``, ``"binary"`` or ``"statistics"``: evaluation
         ignores them and infers each mini-batch's task among the finished tasks
@@ -111,8 +126,12 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         weight_epochs: int = 1,
         exclusive: bool = True,
         kkt: bool = True,
-        kkt_samples: int = 256,
-        kkt_k: int = 5,
+        kkt_preset: str | None = None,
+        kkt_samples: int | None = None,
+        kkt_k: int | None = None,
+        kkt_features: str | None = None,
+        kkt_init: str | None = None,
+        kkt_lift: float | None = None,
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
@@ -141,8 +160,14 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         self.weight_epochs = weight_epochs
         self.exclusive = exclusive
         self.kkt = kkt
-        self.kkt_samples = kkt_samples
-        self.kkt_k = kkt_k
+        self.kkt_settings = kkt_settings(
+            kkt_preset,
+            samples=kkt_samples,
+            k=kkt_k,
+            features=kkt_features,
+            init=kkt_init,
+            lift=kkt_lift,
+        )
         self.last_kkt: KKTChoice | None = None
         self.task_inference = task_inference
         self.head_rule = head_rule
@@ -173,6 +198,11 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
                 f"mask_epochs + weight_epochs = {expected}; set train_epochs={expected}"
             )
         task = single_task_label(strategy.experience, "ExSSNeT")
+        settings = self.kkt_settings
+        if self.kkt:
+            model.check_feature_point(settings.features)
+            # the scores KKT copies must be kept from the first task on
+            model.keep_scores = model.keep_scores or settings.init == "copy_scores"
         continuing = task in model.trained_tasks
         model.start_task(task)
         self._input_sums = None
@@ -180,9 +210,15 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         if self.kkt and model.trained_tasks and not continuing:
             x, y = self._sample(strategy, task)
             n_classes = len(strategy.experience.classes_in_this_experience)
-            self.last_kkt = select_source_task(model, x, y, n_classes=n_classes, k=self.kkt_k)
+            self.last_kkt = select_source_task(
+                model, x, y, n_classes=n_classes, k=settings.k, features=settings.features
+            )
             if self.last_kkt.source is not None:
-                model.init_scores_from_task(self.last_kkt.source)
+                model.init_scores_from_task(
+                    self.last_kkt.source,
+                    copy_scores=settings.init == "copy_scores",
+                    lift=settings.lift,
+                )
         model.set_trainable(scores=True, weights=False)
         reset_optimizer_to_trainable(strategy.optimizer, model)
 
@@ -268,7 +304,7 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         run seed without drawing from the global stream that training uses."""
         dataset = strategy.experience.dataset.eval()
         generator = torch.Generator().manual_seed(kkt_seed(torch.initial_seed(), task))
-        n = min(self.kkt_samples, len(dataset))
+        n = min(self.kkt_settings.samples, len(dataset))
         indices = torch.randperm(len(dataset), generator=generator)[:n].tolist()
         items = [dataset[i] for i in indices]
         x = torch.stack([item[0] for item in items]).to(strategy.device)

@@ -13,7 +13,11 @@ from torch.optim import Optimizer
 
 from avalanche_ctr.compat import PluginManagedOptimizer
 from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
-from avalanche_ctr.exssnet.supermask_net import convert_to_supermask
+from avalanche_ctr.exssnet.supermask_net import (
+    OUTPUT_FLOOR_DEFAULT,
+    OUTPUT_TOPK_DEFAULT,
+    convert_to_supermask,
+)
 
 __all__ = ["ExSSNeT", "SupSup"]
 
@@ -48,6 +52,21 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
     :param mask_epochs: epochs per experience that learn the mask.
     :param weight_epochs: epochs per experience that then train free weights.
     :param kkt: KNN-based knowledge transfer for the mask initialisation.
+    :param kkt_preset: KKT's settings to start from, ``"default"`` or ``"official"``
+        (the official code's: 1,280 samples, 200 neighbours, features before the
+        ReLU, scores copied); ``None``: ``"default"``.
+    :param kkt_samples: KKT's sample of the new task (overrides the preset).
+    :param kkt_k: KKT's neighbours (overrides the preset).
+    :param kkt_features: ``"post_activation"`` or ``"pre_activation"`` (overrides the
+        preset; :class:`ExSSNeTPlugin`).
+    :param kkt_init: ``"lift_mask"`` or ``"copy_scores"`` (overrides the preset;
+        ``"copy_scores"`` keeps every finished task's float scores).
+    :param kkt_lift: how far ``"lift_mask"`` lifts the chosen task's entries, in units
+        of the largest fresh score (overrides the preset's 1; ``docs/exssnet.md``).
+    :param output_topk: the top-k rule of a masked output layer, ``"unit"``,
+        ``"layer"`` or ``"layer_floor"``
+        (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`).
+    :param output_floor: weights per output unit under ``"layer_floor"``.
     :param exclusive: ``False`` gives SSNeT (weights shared with earlier tasks
         are trained too, so earlier tasks may be forgotten).
     :param task_inference: ``None``: evaluation uses the experience's task labels;
@@ -81,6 +100,14 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         mask_epochs: int = 1,
         weight_epochs: int = 1,
         kkt: bool = True,
+        kkt_preset: str | None = None,
+        kkt_samples: int | None = None,
+        kkt_k: int | None = None,
+        kkt_features: str | None = None,
+        kkt_init: str | None = None,
+        kkt_lift: float | None = None,
+        output_topk: str = OUTPUT_TOPK_DEFAULT,
+        output_floor: int = OUTPUT_FLOOR_DEFAULT,
         exclusive: bool = True,
         task_inference: str | None = None,
         head_rule: str | None = None,
@@ -101,6 +128,12 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
             weight_epochs=weight_epochs,
             exclusive=exclusive,
             kkt=kkt,
+            kkt_preset=kkt_preset,
+            kkt_samples=kkt_samples,
+            kkt_k=kkt_k,
+            kkt_features=kkt_features,
+            kkt_init=kkt_init,
+            kkt_lift=kkt_lift,
             task_inference=task_inference,
             head_rule=head_rule,
             input_statistics=input_statistics,
@@ -109,7 +142,9 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
             lr_schedule=lr_schedule,
         )
         super().__init__(
-            model=convert_to_supermask(model, density=density),
+            model=convert_to_supermask(
+                model, density=density, output_topk=output_topk, output_floor=output_floor
+            ),
             optimizer=optimizer,
             criterion=criterion,
             train_mb_size=train_mb_size,
@@ -141,6 +176,14 @@ class SupSup(ExSSNeT):
         density: float = 0.1,
         train_epochs: int = 1,
         kkt: bool = False,
+        kkt_preset: str | None = None,
+        kkt_samples: int | None = None,
+        kkt_k: int | None = None,
+        kkt_features: str | None = None,
+        kkt_init: str | None = None,
+        kkt_lift: float | None = None,
+        output_topk: str = OUTPUT_TOPK_DEFAULT,
+        output_floor: int = OUTPUT_FLOOR_DEFAULT,
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
@@ -162,6 +205,14 @@ class SupSup(ExSSNeT):
             mask_epochs=train_epochs,
             weight_epochs=0,
             kkt=kkt,
+            kkt_preset=kkt_preset,
+            kkt_samples=kkt_samples,
+            kkt_k=kkt_k,
+            kkt_features=kkt_features,
+            kkt_init=kkt_init,
+            kkt_lift=kkt_lift,
+            output_topk=output_topk,
+            output_floor=output_floor,
             task_inference=task_inference,
             head_rule=head_rule,
             input_statistics=input_statistics,

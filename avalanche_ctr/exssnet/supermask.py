@@ -17,10 +17,10 @@ Departures from the reference code, chosen deliberately:
   1 bit per weight (the official code keeps every task's float scores).
 * BatchNorm statistics and affine parameters are per task
   (:class:`TaskBatchNorm`), the fix SupSup published after release.
-* A masked output layer keeps ``k`` weights of every output unit
-  (:meth:`SupermaskLayer.keep_per_unit`) where the official code keeps ``k`` of the
-  layer: a layer-wide top-k can leave a class unit without weights
-  (``docs/exssnet.md``).
+* A masked output layer may keep ``k`` weights of every output unit, or the layer's
+  top ``k`` with a floor per unit (:meth:`SupermaskLayer.set_topk_rule`), where the
+  official code keeps the layer's top ``k``: a layer-wide top-k can leave a class
+  unit without weights (``docs/exssnet.md``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_ctr.masking import TopKStraightThrough, apply_mask, n_kept, topk_mask
+from avalanche_ctr.masking import TOPK_RULES, TopKStraightThrough, apply_mask, n_kept, topk_mask
 
 __all__ = [
     "SupermaskLayer",
@@ -66,9 +66,9 @@ class SupermaskLayer(nn.Module):
     :param max_cached_tasks: number of finished tasks whose masked weights stay
         cached for evaluation (the cache is rebuilt whenever the weight changes).
 
-    A mask keeps the top ``k`` scores of the whole layer (edge-popup), or of every
-    output unit's fan-in after :meth:`keep_per_unit` (a masked output layer, where a
-    unit the layer-wide top-k leaves empty is a class the task cannot predict).
+    A mask keeps the top ``k`` scores of the whole layer (edge-popup), or another
+    rule after :meth:`set_topk_rule` (a masked output layer, where a unit the
+    layer-wide top-k leaves empty is a class the task cannot predict).
     """
 
     def __init__(self, weight_shape: tuple[int, ...], density: float, max_cached_tasks: int = 4):
@@ -77,7 +77,8 @@ class SupermaskLayer(nn.Module):
         signed_constant_(self.weight)
         self.density = density
         self.k = n_kept(self.weight.numel(), density)
-        self.per_unit = False
+        self.topk_rule = "layer"
+        self.floor = 0
         self.scores: nn.Parameter | None = None
         self.training_task: int | None = None
         self.active_task: int | None = None
@@ -87,16 +88,36 @@ class SupermaskLayer(nn.Module):
         self._cache: OrderedDict[Hashable, tuple[int, Tensor]] = OrderedDict()
         self._active: tuple[int, Tensor] | None = None
 
-    def keep_per_unit(self) -> None:
-        """Make every mask keep ``density`` of each output unit's fan-in (``k`` per unit)
-        instead of ``density`` of the layer, so that no output unit is left without
-        weights; :class:`~avalanche_ctr.exssnet.supermask_net.SupermaskNet` asks this of
-        a masked output layer. Call it before any task is trained."""
-        self.per_unit = True
-        self.k = n_kept(self.weight[0].numel(), self.density)
+    def set_topk_rule(self, rule: str, floor: int = 0) -> None:
+        """How every mask of this layer spends its weights
+        (:func:`~avalanche_ctr.masking.topk_mask`): ``"layer"``, the top ``density`` of
+        the layer (edge-popup); ``"unit"``, the top ``density`` of each output unit's
+        fan-in, so that no unit is left without weights; ``"layer_floor"``, the top
+        ``density`` of the layer with at least ``floor`` weights in every unit (and at
+        least ``floor`` per unit in all, as a layer keeps at least one weight:
+        ``k = max(round(density · weights), floor · units)``).
+        :class:`~avalanche_ctr.exssnet.supermask_net.SupermaskNet` sets it on a masked
+        output layer. Call it before any task is trained.
+
+        :raises ValueError: for an unknown rule, or a floor outside ``0 .. fan_in``.
+        """
+        if rule not in TOPK_RULES:
+            raise ValueError(f"unknown top-k rule {rule!r}; use one of {', '.join(TOPK_RULES)}")
+        units, fan_in = self.weight.shape[0], self.weight[0].numel()
+        floor = floor if rule == "layer_floor" else 0
+        if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor <= fan_in:
+            raise ValueError(
+                f"output_floor must be a number of weights per unit between 0 and the "
+                f"fan-in {fan_in}, got {floor!r}"
+            )
+        if rule == "unit":
+            k = n_kept(fan_in, self.density)
+        else:
+            k = max(n_kept(self.weight.numel(), self.density), floor * units)
+        self.topk_rule, self.floor, self.k = rule, floor, k
 
     def _topk(self, scores: Tensor) -> Tensor:
-        return topk_mask(scores, self.k, per_row=self.per_unit)
+        return topk_mask(scores, self.k, rule=self.topk_rule, floor=self.floor)
 
     def init_scores(self, task: int) -> nn.Parameter:
         """Create the float scores of the task about to be trained (edge-popup's
@@ -190,7 +211,9 @@ class SupermaskLayer(nn.Module):
         if self.training_task is not None and self.active_task == self.training_task:
             if self.fixed_mask is not None:
                 return self.weight * self.current_mask()
-            return self.weight * TopKStraightThrough.apply(self.scores, self.k, self.per_unit)
+            return self.weight * TopKStraightThrough.apply(
+                self.scores, self.k, self.topk_rule, self.floor
+            )
         if self._active is None or self._active[0] != self.weight._version:
             raise RuntimeError(
                 "supermask layer used outside SupermaskNet: call the converted model, "

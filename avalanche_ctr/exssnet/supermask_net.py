@@ -42,12 +42,20 @@ __all__ = [
     "convert_to_supermask",
     "check_density",
     "warn_sparse_layers",
+    "OUTPUT_TOPK_DEFAULT",
+    "OUTPUT_FLOOR_DEFAULT",
 ]
 
 _MASK_PREFIX = "task_mask_"
 _CLASSES_PREFIX = "task_classes_"
 _INPUTS_PREFIX = "task_input_sums_"
+_SCORES_PREFIX = "task_scores_"
 _UNTRAINED = "untrained"
+
+OUTPUT_TOPK_DEFAULT = "unit"
+"""The default top-k rule of a masked output layer (:func:`convert_to_supermask`)."""
+OUTPUT_FLOOR_DEFAULT = 1
+"""The default floor of the ``"layer_floor"`` rule (weights per output unit)."""
 
 
 def check_density(density: float) -> float:
@@ -101,12 +109,27 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
 
     :param net: the converted model.
     :param density: fraction of each layer's weights a task's mask keeps.
+    :param output_topk: the top-k rule of a masked output layer (see
+        :func:`convert_to_supermask`).
+    :param output_floor: weights every output unit keeps under ``"layer_floor"``.
+    :param keep_scores: keep every finished task's float scores
+        (``task_scores_<t>``, 32 bits per maskable weight), what KKT's
+        ``"copy_scores"`` initialisation reads; may be switched on before any task.
     """
 
-    def __init__(self, net: nn.Module, density: float) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        density: float,
+        *,
+        output_topk: str = OUTPUT_TOPK_DEFAULT,
+        output_floor: int = OUTPUT_FLOOR_DEFAULT,
+        keep_scores: bool = False,
+    ) -> None:
         super().__init__()
         self.net = net
         self.density = density
+        self.keep_scores = keep_scores
         self.training_task: int | None = None
         self._layer_names = [n for n, m in net.named_modules() if isinstance(m, SupermaskLayer)]
         self._bn_names = [n for n, m in net.named_modules() if isinstance(m, TaskBatchNorm)]
@@ -123,16 +146,23 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         widest_head(self)
         output = self._layers[-1]
         if not self._head_names and isinstance(output, SupermaskLinear):
-            # a masked output layer: batches of several tasks need all of its units, and
-            # every unit keeps weights in every mask (a layer-wide top-k can leave a class
+            # a masked output layer: batches of several tasks need all of its units; its
+            # rule may keep weights in every unit (a layer-wide top-k can leave a class
             # unit empty, and ExSSNeT's weight phase cannot revive it; docs/exssnet.md)
             self.max_class_label = max(self.max_class_label, output.out_features)
-            output.keep_per_unit()
+            output.set_topk_rule(output_topk, output_floor)
         warn_sparse_layers(dict(zip(self._layer_names, self._layers, strict=True)), density)
         feature_name = self._head_names[-1] if self._head_names else self._layer_names[-1]
-        self._capture = False
+        self._capture: str | None = None
         self._features: Tensor | None = None
-        net.get_submodule(feature_name).register_forward_pre_hook(self._keep_features)
+        net.get_submodule(feature_name).register_forward_pre_hook(self._keep_input)
+        # the layer whose output (before its non-linearity) feeds the feature point
+        before = self._layers[-1] if self._head_names else None
+        if before is None and len(self._layers) > 1:
+            before = self._layers[-2]
+        self._pre_activation_layer = before
+        if isinstance(before, SupermaskLinear):
+            before.register_forward_hook(self._keep_output)
 
     # ------------------------------------------------------------ model folder
     def hub_arguments(self) -> dict[str, Any]:
@@ -244,7 +274,9 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         state dict of this model trained further, so that it can be loaded."""
         for key, value in state.items():
             name = key[len(prefix) :]
-            per_task = name.startswith((_MASK_PREFIX, _CLASSES_PREFIX, _INPUTS_PREFIX))
+            per_task = name.startswith(
+                (_MASK_PREFIX, _CLASSES_PREFIX, _INPUTS_PREFIX, _SCORES_PREFIX)
+            )
             if key.startswith(prefix) and per_task and "." not in name:
                 if name not in self._buffers:
                     self.register_buffer(name, torch.empty_like(value, device=self._device))
@@ -274,19 +306,38 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         if continuing:
             self.init_scores_from_task(task)
 
-    def init_scores_from_task(self, source: int) -> None:
-        """Start the training task's scores from a finished task's mask (KKT).
+    def init_scores_from_task(
+        self, source: int, *, copy_scores: bool = False, lift: float = 1.0
+    ) -> None:
+        """Start the training task's scores from a finished task (KKT).
 
-        Float scores of finished tasks are not kept, so the new scores are the
-        fresh random scores with the source mask's entries lifted above every
-        other entry: the initial top-k mask equals the source task's mask, and
-        training can move away from it (the official code copies the float
-        scores instead).
+        By default the new scores are the magnitudes of the fresh random scores with
+        ``lift`` times their largest magnitude added at the source mask's entries, so
+        those rise above every other entry: the initial top-k mask equals the source
+        task's mask, and training can move away from it, the later the larger
+        ``lift``. With ``copy_scores``
+        they are a copy of the source task's float scores (the official code's
+        ``score_transfer``), kept when the model has ``keep_scores``.
+
+        :raises ValueError: with ``copy_scores``, if the source's scores were not kept.
         """
+        if copy_scores:
+            stored = self._buffers.get(f"{_SCORES_PREFIX}{source}")
+            if stored is None:
+                raise ValueError(
+                    f"task {source}'s float scores were not kept, so they cannot be copied; "
+                    "use kkt_init='lift_mask', or train with kkt_init='copy_scores' from "
+                    "the first task (the model keeps every task's scores then)"
+                )
+            sizes = [layer.weight.numel() for layer in self.supermask_layers]
+            for layer, part in zip(self.supermask_layers, stored.split(sizes), strict=True):
+                with torch.no_grad():
+                    layer.scores.copy_(part.view_as(layer.scores))
+            return
         for layer, mask in zip(self.supermask_layers, self.task_masks(source), strict=True):
             with torch.no_grad():
                 magnitude = layer.scores.abs()
-                layer.scores.copy_(magnitude + mask * magnitude.max())
+                layer.scores.copy_(magnitude + mask * (lift * magnitude.max()))
 
     def fix_mask(self) -> None:
         """Freeze the training task's mask (end of ExSSNeT's mask phase)."""
@@ -305,6 +356,9 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         task = self._require_training_task()
         masks = [layer.current_mask().reshape(-1) for layer in self.supermask_layers]
         self.register_buffer(f"{_MASK_PREFIX}{task}", pack_mask(torch.cat(masks)))
+        if self.keep_scores:
+            scores = [layer.scores.detach().reshape(-1) for layer in self.supermask_layers]
+            self.register_buffer(f"{_SCORES_PREFIX}{task}", torch.cat(scores).clone())
         if any(not head.masking for head in self.heads):
             known = set(self.task_classes(task)) | {int(c) for c in classes}
             self.register_buffer(
@@ -404,20 +458,47 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
             return self.net(x, task_label)
         return self.net(x)
 
-    def features(self, x: Tensor, task: int) -> Tensor:
-        """Penultimate representation of ``x`` under ``task``'s mask: the input of the
-        last :class:`MultiHeadClassifier` or, without one, of the last supermask layer."""
-        self._capture = True
+    def features(self, x: Tensor, task: int, *, point: str = "post_activation") -> Tensor:
+        """Penultimate representation of ``x`` under ``task``'s mask.
+
+        :param point: ``"post_activation"``: the input of the last
+            :class:`MultiHeadClassifier` or, without one, of the last supermask layer;
+            ``"pre_activation"``: the output of the Linear supermask layer that feeds
+            it, before its non-linearity (the official KKT's ``linear[:3]``).
+        :raises ValueError: for ``"pre_activation"`` when no Linear supermask layer
+            feeds the feature point (:meth:`check_feature_point`).
+        """
+        self.check_feature_point(point)
+        self._capture = point
         try:
             self.forward_single_task(x, task)
         finally:
-            self._capture = False
+            self._capture = None
         features, self._features = self._features, None
         return features.flatten(1)
 
-    def _keep_features(self, _module: nn.Module, args: tuple) -> None:
-        if self._capture:
+    def check_feature_point(self, point: str) -> None:
+        """Raise a ``ValueError`` naming the fix if :meth:`features` cannot read ``point``."""
+        if point not in ("post_activation", "pre_activation"):
+            raise ValueError(
+                f"unknown feature point {point!r}; use 'post_activation' or 'pre_activation'"
+            )
+        if point == "pre_activation" and not isinstance(
+            self._pre_activation_layer, SupermaskLinear
+        ):
+            raise ValueError(
+                "kkt_features='pre_activation' reads the output of the Linear layer before "
+                "the output layer (or the heads), and this model has none there; use "
+                "kkt_features='post_activation'"
+            )
+
+    def _keep_input(self, _module: nn.Module, args: tuple) -> None:
+        if self._capture == "post_activation":
             self._features = args[0]
+
+    def _keep_output(self, _module: nn.Module, _args: tuple, output: Tensor) -> None:
+        if self._capture == "pre_activation":
+            self._features = output
 
 
 def input_sums(x: Tensor, y: Tensor, n_classes: int | None = None) -> Tensor:
@@ -502,7 +583,7 @@ def warn_sparse_layers(layers: dict[str, SupermaskLayer], density: float) -> Non
     sparse = [
         f"{name}: {layer.k} of {layer.weight.numel():,} weights for {layer.weight.shape[0]:,} units"
         for name, layer in layers.items()
-        if not layer.per_unit and layer.k < layer.weight.shape[0]
+        if layer.topk_rule != "unit" and layer.floor < 1 and layer.k < layer.weight.shape[0]
     ]
     if sparse:
         needed = max(layer.weight.shape[0] / layer.weight.numel() for layer in layers.values())
@@ -517,7 +598,12 @@ def warn_sparse_layers(layers: dict[str, SupermaskLayer], density: float) -> Non
 
 
 def convert_to_supermask(
-    model: nn.Module, *, density: float = 0.1, max_cached_tasks: int = 4
+    model: nn.Module,
+    *,
+    density: float = 0.1,
+    max_cached_tasks: int = 4,
+    output_topk: str = OUTPUT_TOPK_DEFAULT,
+    output_floor: int = OUTPUT_FLOOR_DEFAULT,
 ) -> SupermaskNet:
     """Turn ``model`` into a :class:`SupermaskNet`, in place.
 
@@ -533,6 +619,14 @@ def convert_to_supermask(
     :param density: fraction of each layer's weights a task's mask keeps, in (0, 1].
     :param max_cached_tasks: finished tasks whose masked weights stay cached
         for evaluation in each layer.
+    :param output_topk: how a masked output layer (the last Linear of a model without
+        ``MultiHeadClassifier`` heads) spends its weights
+        (:data:`~avalanche_ctr.masking.TOPK_RULES`): ``"unit"``, ``density`` of each
+        output unit's fan-in; ``"layer"``, ``density`` of the whole layer (the
+        official code, edge-popup); ``"layer_floor"``, ``density`` of the layer with at
+        least ``output_floor`` weights in every unit. Hidden layers always keep
+        ``density`` of the layer.
+    :param output_floor: weights every output unit keeps under ``"layer_floor"``.
     """
     density = check_density(density)
     if isinstance(model, SupermaskNet):
@@ -546,4 +640,4 @@ def convert_to_supermask(
             type(model).__name__,
         )
     _convert_children(model, "", density, max_cached_tasks)
-    return SupermaskNet(model, density)
+    return SupermaskNet(model, density, output_topk=output_topk, output_floor=output_floor)

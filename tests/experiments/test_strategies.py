@@ -25,8 +25,14 @@ from avalanche_ctr.models import FrozenTokenStates
 from avalanche_ctr.text_encoder import load_encoder
 
 
-def build(name: str, epochs: int = 2, **options):
-    settings = Settings(benchmark="split_digits", epochs=epochs, hidden_size=64, options=options)
+def build(name: str, epochs: int = 2, output_layer: str = "heads", **options):
+    settings = Settings(
+        benchmark="split_digits",
+        epochs=epochs,
+        hidden_size=64,
+        output_layer=output_layer,
+        options=options,
+    )
     record = get_strategy(name)
     context = StrategyContext(
         settings=settings,
@@ -74,7 +80,31 @@ def test_supermask_options_set_kkt_and_the_epoch_split(name, options, kkt, phase
     assert strategy.train_epochs == sum(phases)
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--kkt", "maybe"), ("--weight-epochs", "-1")])
+@pytest.mark.parametrize("name", ["exssnet", "supsup"])
+def test_kkt_and_output_topk_options_reach_the_supermask_strategies(name):
+    options = {"kkt_preset": "official", "kkt_k": 50, "output_topk": "layer_floor"}
+    strategy = build(name, output_layer="masked", output_floor=2, **options)
+    settings = strategy.exssnet_plugin.kkt_settings
+    assert (settings.samples, settings.k, settings.features, settings.init) == (
+        1280,
+        50,
+        "pre_activation",
+        "copy_scores",
+    )
+    output = strategy.model.supermask_layers[-1]
+    assert (output.topk_rule, output.floor) == ("layer_floor", 2)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--kkt", "maybe"),
+        ("--weight-epochs", "-1"),
+        ("--output-topk", "rows"),
+        ("--kkt-preset", "paper"),
+        ("--kkt-samples", "0"),
+    ],
+)
 def test_bad_supermask_options_are_refused_naming_the_flag(flag, value, tmp_path, capsys):
     from avalanche_ctr.cli import main
 

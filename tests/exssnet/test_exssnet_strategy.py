@@ -265,12 +265,14 @@ def test_a_masked_output_layer_is_masked_per_task_and_forgets_nothing():
     assert net.max_class_label == 10  # a batch of several tasks gets all ten outputs
 
 
-def test_a_masked_output_layer_keeps_every_class_unit_with_a_short_mask_phase():
+@pytest.mark.parametrize("rule", ["unit", "layer_floor"])
+def test_a_masked_output_layer_keeps_every_class_unit_with_a_short_mask_phase(rule):
     """The compare settings of split_digits with ``--output-layer masked`` (2 mask + 2
     weight epochs, density 0.1). A layer-wide top-k let the superfluous units take the
     output layer's budget and left task 0's class-1 unit without a single weight when the
     mask phase ended, so the weight phase could not revive it and task 0 stayed at chance
-    (49.5 %); the output layer now keeps ``k`` weights of every unit."""
+    (49.5 %); the per-unit rule (the default) keeps ``k`` weights of every unit, the
+    layer-wide rule with a floor at least one."""
     from avalanche_ctr.experiments.backbones import MaskedOutputMLP
 
     torch.manual_seed(0)
@@ -284,6 +286,7 @@ def test_a_masked_output_layer_keeps_every_class_unit_with_a_short_mask_phase():
         weight_epochs=2,
         train_mb_size=32,
         evaluator=quiet_evaluator(),
+        output_topk=rule,
     )
     net = strategy.model
     output = net.supermask_layers[-1]
@@ -295,4 +298,7 @@ def test_a_masked_output_layer_keeps_every_class_unit_with_a_short_mask_phase():
     assert torch.equal(task_logits(net, x0, 0), after_own)
     for task in (0, 1):
         per_unit = net.task_masks(task)[-1].sum(dim=1)
-        assert per_unit.tolist() == [output.k] * 10 and output.k == round(0.1 * 256)
+        if rule == "unit":
+            assert per_unit.tolist() == [output.k] * 10 and output.k == round(0.1 * 256)
+        else:
+            assert int(per_unit.sum()) == output.k == 256 and int(per_unit.min()) >= 1

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from _helpers import quiet_evaluator
 from avalanche.benchmarks import tensors_benchmark
@@ -5,7 +6,13 @@ from avalanche.core import SupervisedPlugin
 from avalanche.models import MTSimpleMLP
 from sklearn.datasets import load_digits
 
-from avalanche_ctr.exssnet import knn_accuracy
+from avalanche_ctr.exssnet import (
+    KKT_PRESETS,
+    ExSSNeTPlugin,
+    KKTSettings,
+    convert_to_supermask,
+    knn_accuracy,
+)
 from avalanche_ctr.masking import topk_mask
 from avalanche_ctr.training import ExSSNeT
 
@@ -132,3 +139,118 @@ def test_kkts_sample_follows_the_run_seed():
     assert len(first) == 1 and first[0].shape == (256, 64)
     assert torch.equal(first[0], again[0])
     assert not torch.equal(first[0], other[0])
+
+
+class InitialScoresRecorder(SupervisedPlugin):
+    """Records each task's float scores at the start of its first epoch (after KKT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.initial = []
+
+    def before_training_epoch(self, strategy, **kwargs):
+        if strategy.clock.train_exp_epochs == 0:
+            self.initial.append([layer.scores.detach().clone() for layer in strategy.model._layers])
+
+
+def balanced_task() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = digits_task([0, 1])
+    index = torch.cat([torch.nonzero(y == c).flatten()[:60] for c in (0, 1)])
+    return x[index], y[index]
+
+
+def two_task_run(**options) -> tuple[ExSSNeT, InitialScoresRecorder, SampleRecorder]:
+    """Two copies of one task of 2 x 60 digits under ExSSNeT with ``options``."""
+    tasks = [balanced_task(), balanced_task()]
+    benchmark = tensors_benchmark(train_tensors=tasks, test_tensors=tasks, task_labels=[0, 1])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    scores = InitialScoresRecorder()
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        density=0.2,
+        mask_epochs=2,
+        weight_epochs=1,
+        train_mb_size=32,
+        plugins=[scores],
+        evaluator=quiet_evaluator(),
+        **options,
+    )
+    samples = SampleRecorder(strategy.exssnet_plugin)
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+    return strategy, scores, samples
+
+
+def test_kkt_samples_and_neighbours_do_what_they_say():
+    strategy, _, samples = two_task_run(kkt_samples=40)
+    assert samples.samples[0].shape == (40, 64)
+    assert strategy.exssnet_plugin.last_kkt.source == 0
+    # all 120 samples of two balanced classes, each voted on by the 119 others: the
+    # other class always has one more, so leave-one-out accuracy is 0 and no task is chosen
+    strategy, _, samples = two_task_run(kkt_samples=120, kkt_k=119)
+    assert samples.samples[0].shape == (120, 64)
+    choice = strategy.exssnet_plugin.last_kkt
+    assert choice.accuracies == {0: 0.0} and choice.source is None
+
+
+def test_kkt_feature_points_read_before_and_after_the_relu():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    net = convert_to_supermask(model, density=0.3)
+    x, _ = balanced_task()
+    net.eval()
+    before = net.features(x, 0, point="pre_activation")
+    after = net.features(x, 0, point="post_activation")
+    assert before.shape == after.shape == (120, 32)
+    assert (before < 0).any() and torch.equal(torch.relu(before), after)
+    hidden = net.net[0]
+    assert torch.allclose(before, x @ (hidden.weight * net.untrained_masks(0)[0]).T)
+
+
+def test_pre_activation_features_need_a_linear_layer_before_the_output():
+    net = convert_to_supermask(torch.nn.Sequential(torch.nn.Linear(64, 2)), density=0.3)
+    with pytest.raises(ValueError, match="has none there; use kkt_features='post_activation'"):
+        net.features(torch.zeros(3, 64), 0, point="pre_activation")
+
+
+def test_kkt_init_copies_scores_or_lifts_the_mask():
+    strategy, scores, _ = two_task_run(kkt_init="copy_scores")
+    net = strategy.model
+    assert strategy.exssnet_plugin.last_kkt.source == 0
+    copied = torch.cat([s.reshape(-1) for s in scores.initial[1]])
+    assert torch.equal(copied, net.task_scores_0)  # task 0's final scores, exactly
+    assert net.task_scores_1.dtype == torch.float32 and net.task_scores_1.numel() == net.n_maskable
+
+    for lift in (1.0, 10.0):  # the default, and a mask that stays on task 0's longer
+        strategy, scores, _ = two_task_run(kkt_init="lift_mask", kkt_lift=lift)
+        net = strategy.model
+        assert strategy.exssnet_plugin.last_kkt.source == 0
+        assert not hasattr(net, "task_scores_0")  # only the bit-packed masks are kept
+        layers, masks = net._layers, net.task_masks(0)
+        for layer, start, source in zip(layers, scores.initial[1], masks, strict=True):
+            assert torch.equal(topk_mask(start, layer.k, rule=layer.topk_rule), source)
+            # the source's entries sit lift x the largest fresh score above the others
+            ratio = float(start[source].min() / start[~source].max())
+            assert lift <= ratio < lift + 1.5, (lift, ratio)
+
+
+def test_kkt_presets_and_overrides():
+    official = ExSSNeTPlugin(kkt_preset="official").kkt_settings
+    assert official == KKTSettings(
+        samples=1280, k=200, features="pre_activation", init="copy_scores"
+    )
+    assert ExSSNeTPlugin().kkt_settings == KKT_PRESETS["default"]
+    mixed = ExSSNeTPlugin(kkt_preset="official", kkt_k=50, kkt_init="lift_mask").kkt_settings
+    assert (mixed.samples, mixed.k, mixed.features, mixed.init) == (
+        1280,
+        50,
+        "pre_activation",
+        "lift_mask",
+    )
+    with pytest.raises(
+        ValueError, match="unknown kkt_preset 'paper'; use one of default, official"
+    ):
+        ExSSNeTPlugin(kkt_preset="paper")
+    with pytest.raises(ValueError, match="unknown kkt_init 'copy'; use one of lift_mask, copy_"):
+        ExSSNeTPlugin(kkt_init="copy")

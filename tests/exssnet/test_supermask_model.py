@@ -1,3 +1,4 @@
+import pytest
 import torch
 from _helpers import experience_tensors, quiet_evaluator, task_logits
 from avalanche.models import MTSimpleMLP, MultiHeadClassifier, MultiTaskModule
@@ -11,7 +12,7 @@ from avalanche_ctr.exssnet import (
     TaskBatchNorm,
     convert_to_supermask,
 )
-from avalanche_ctr.training import ExSSNeT
+from avalanche_ctr.training import ExSSNeT, SupSup
 
 
 class MTSmallCNN(MultiTaskModule):
@@ -105,3 +106,45 @@ def test_cached_evaluation_equals_recomputed_masked_weights():
     net.activate(0)
     expected = x.flatten(1) @ (layer.weight * net.task_masks(0)[0]).T
     assert torch.allclose(layer(x.flatten(1)), expected)
+
+
+@pytest.mark.parametrize(("rule", "floor"), [("unit", 0), ("layer", 0), ("layer_floor", 3)])
+def test_output_topk_rules_keep_exactly_k_weights_of_the_output_layer(rule, floor):
+    """Each rule of a masked output layer keeps exactly its ``k`` weights in every stored
+    mask (10 units × 32 inputs at density 0.5: 160); ``layer_floor`` keeps at least
+    ``floor`` in every unit; the hidden layer keeps the top half of its weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    net = convert_to_supermask(model, density=0.5, output_topk=rule, output_floor=floor)
+    strategy = SupSup(
+        model=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        density=0.5,
+        train_epochs=1,
+        train_mb_size=32,
+        evaluator=quiet_evaluator(),
+    )
+    strategy.train(SplitDigits(5, seed=0).train_stream[0])
+    hidden, output = net.task_masks(0)
+    assert int(hidden.sum()) == 64 * 32 // 2
+    assert int(output.sum()) == 160
+    per_unit = output.sum(dim=1)
+    if rule == "unit":
+        assert per_unit.tolist() == [16] * 10
+    if rule == "layer_floor":
+        assert int(per_unit.min()) >= 3
+    # the two classes of the task pull weights to their units under a layer-wide rule
+    if rule != "unit":
+        assert per_unit.tolist() != [16] * 10
+
+
+def test_an_output_floor_above_the_density_raises_k_and_a_floor_above_fan_in_is_refused():
+    model = nn.Sequential(nn.Linear(100, 10))
+    net = convert_to_supermask(model, density=0.02, output_topk="layer_floor", output_floor=3)
+    output = net.supermask_layers[-1]
+    assert output.k == 30  # 3 in each of 10 units, more than 0.02 x 1000 = 20
+    assert output.untrained_mask(torch.Generator().manual_seed(0)).sum(dim=1).min() >= 3
+    with pytest.raises(ValueError, match="between 0 and the fan-in 100, got 101"):
+        convert_to_supermask(model, density=0.02, output_topk="layer_floor", output_floor=101)
+    with pytest.raises(ValueError, match="unknown top-k rule 'per_unit'"):
+        convert_to_supermask(model, density=0.02, output_topk="per_unit")
