@@ -129,6 +129,7 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         super().__init__()
         self.net = net
         self.density = density
+        self.output_topk, self.output_floor = output_topk, output_floor
         self.keep_scores = keep_scores
         self.training_task: int | None = None
         self._layer_names = [n for n, m in net.named_modules() if isinstance(m, SupermaskLayer)]
@@ -166,13 +167,17 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
 
     # ------------------------------------------------------------ model folder
     def hub_arguments(self) -> dict[str, Any]:
-        """The density, the mask cache and, over a backbone of ours
+        """The density, the mask cache, the output layer's top-k rule, whether finished
+        tasks keep their scores (KKT's ``copy_scores``) and, over a backbone of ours
         (:data:`~avalanche_ctr.hub.MODEL_TYPES`), the backbone's type and constructor
         arguments (:mod:`avalanche_ctr.hub`); over any other backbone ``None``, and
         ``from_pretrained`` then takes the backbone."""
         return {
             "density": self.density,
             "max_cached_tasks": self._layers[0].max_cached_tasks,
+            "output_topk": self.output_topk,
+            "output_floor": self.output_floor,
+            "keep_scores": self.keep_scores,
             "backbone": backbone_entry(self.net),
         }
 
@@ -183,11 +188,15 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         """The supermask network of :meth:`hub_arguments` before training: over
         ``backbone`` (the user's model, unconverted, built as before training) or, when
         it is ``None``, over the stored backbone of ours."""
-        return convert_to_supermask(
+        net = convert_to_supermask(
             backbone_from(arguments.get("backbone"), backbone, "SupermaskNet"),
             density=arguments["density"],
             max_cached_tasks=arguments["max_cached_tasks"],
+            output_topk=arguments.get("output_topk", OUTPUT_TOPK_DEFAULT),
+            output_floor=arguments.get("output_floor", OUTPUT_FLOOR_DEFAULT),
         )
+        net.keep_scores = arguments.get("keep_scores", False)
+        return net
 
     # ----------------------------------------------------------------- layers
     @property
