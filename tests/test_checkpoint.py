@@ -195,6 +195,8 @@ FIELDS = [
     "model_class",
     "strategy_class",
     "plugin_classes",
+    "build",
+    "build/model",
     "model",
     "model/classifier.classifiers.0.classifier.weight",
     "requires_grad",
