@@ -779,24 +779,26 @@ def build_record(strategy) -> dict[str, Any]:
     }
 
 
-def _flat(options: dict[str, Any], prefix: str) -> dict[str, Any]:
-    flat = {}
-    for key, value in options.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+_UNSET = object()
 
 
-def _differences(saved: dict[str, Any], built: dict[str, Any], prefix: str) -> list[str]:
-    there, here = _flat(saved, prefix), _flat(built, prefix)
-    missing = object()
-    return [
-        f"{name} {there.get(name, 'unset')!r} in the checkpoint, {here.get(name, 'unset')!r} here"
-        for name in dict.fromkeys([*there, *here])
-        if there.get(name, missing) != here.get(name, missing)
-    ]
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)
+
+
+def _differences(there: dict[str, Any], here: dict[str, Any], prefix: str) -> list[str]:
+    """Each option (``prefix`` and its name; nested dicts by dotted names) that differs
+    between the checkpoint's record ``there`` and this strategy's ``here``."""
+    differences = []
+    for key in dict.fromkeys([*there, *here]):
+        saved, built = there.get(key, _UNSET), here.get(key, _UNSET)
+        if isinstance(saved, dict) and isinstance(built, dict):
+            differences += _differences(saved, built, f"{prefix}{key}.")
+        elif saved != built:
+            differences.append(
+                f"{prefix}{key} {_shown(saved)} in the checkpoint, {_shown(built)} here"
+            )
+    return differences
 
 
 def _short(qualname: str) -> str:
