@@ -48,7 +48,7 @@ import math
 import os
 import types
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -884,19 +884,35 @@ def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] |
 _STRATEGY_PARTS = ("strategy_class", "plugin_classes", "optimizer", "plugins", "extras", "rng")
 
 
-def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(
+    strategy,
+    path: str | os.PathLike,
+    *,
+    check_meta: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Restore a strategy built exactly as the saved one was (same classes, model
     configuration, optimizer and plugins) to the saved state; return the ``meta``
     saved with it. The next ``train`` call continues as the saved run would have.
 
     Nothing in the file is executed: it is read as tensors and plain values
     (:func:`read_checkpoint`) and decoded into the objects the new strategy holds.
+    What the strategy was built with is compared with the checkpoint's record
+    (:func:`build_record`) first; checkpoints written before that record existed are
+    loaded without this comparison.
+
+    :param check_meta: called with the saved ``meta`` before anything is compared or
+        restored (the command line checks its run's settings there, in its own terms).
+    :raises CheckpointError: naming the file and the problem, e.g. each option, model
+        or optimizer setting that differs from the checkpoint's; the strategy is left
+        as it was.
     """
     path = Path(path)
     payload = read_checkpoint(path)
     missing = [part for part in _STRATEGY_PARTS if part not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {_START_OVER}")
+    if check_meta is not None:
+        check_meta(payload.get("meta", {}))
     if payload["strategy_class"] != _qualname(strategy):
         raise CheckpointError(
             f"checkpoint {path} was written by strategy {payload['strategy_class']}, not "
