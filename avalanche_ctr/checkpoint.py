@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import io
+import math
 import os
 import types
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,9 @@ __all__ = [
     "load_model",
     "save_checkpoint",
     "load_checkpoint",
+    "kept_plugins",
+    "constructor_options",
+    "build_record",
 ]
 
 FORMAT = "avalanche-ctr-checkpoint"
@@ -574,7 +579,7 @@ def _plugin_states(strategy, path: Path) -> list[dict[str, Any]]:
     :data:`~avalanche_ctr.compat.PLUGIN_STATE` names for Avalanche's plugins."""
     codec = _Codec(strategy, path)
     states = []
-    for plugin in strategy.plugins:
+    for plugin in kept_plugins(strategy):
         name = _qualname(plugin)
         try:
             if _declares_state(plugin):
@@ -609,7 +614,7 @@ _MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 def _restore_plugins(strategy, states: list[Any], path: Path) -> None:
     codec = _Codec(strategy, path)
-    for plugin, state in zip(strategy.plugins, states, strict=True):
+    for plugin, state in zip(kept_plugins(strategy), states, strict=True):
         name = _qualname(plugin)
         if _declares_state(plugin):
             if not isinstance(state, dict) or "declared" not in state:
@@ -694,6 +699,151 @@ def _restore_optimizer(strategy, saved: dict[str, Any], path: Path) -> None:
         strategy.optimized_param_id = {n: params[n] for n in saved["optimized_param_names"]}
 
 
+def kept_plugins(strategy) -> list:
+    """The plugins a checkpoint records: all but those whose class sets
+    ``checkpoint_transient = True`` (:class:`~avalanche_ctr.distributed.DistributedTraining`,
+    which is there only under torchrun, and the progress bar, only where bars are shown).
+    Such a plugin keeps nothing across experiences, so a checkpoint written with or without
+    it resumes in a strategy built with or without it (e.g. on another number of processes)."""
+    return [p for p in strategy.plugins if not getattr(p, "checkpoint_transient", False)]
+
+
+_NOT_OPTIONS = frozenset({"device"})
+"""Constructor arguments never compared: a checkpoint loads onto any device."""
+
+
+def _is_option(value: Any) -> bool:
+    if type(value) in _PLAIN:
+        return not (isinstance(value, float) and math.isnan(value))
+    return type(value) in (list, tuple) and all(_is_option(v) for v in value)
+
+
+def _as_list(value: Any) -> Any:
+    """``value`` with tuples as lists (a stored tuple and a built one compare equal)."""
+    if isinstance(value, list | tuple):
+        return [_as_list(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_list(v) for k, v in value.items()}
+    return value
+
+
+def constructor_options(obj: Any) -> dict[str, Any]:
+    """The arguments ``obj`` was built with, as far as it keeps them: each parameter of
+    the ``__init__`` of its class and its bases that ``obj`` holds under the same name
+    as a plain value (a number, string, boolean, ``None`` or a list or tuple of them),
+    the convention of scikit-learn's ``get_params``. Attributes its class names in
+    ``runtime_options`` (settings meant to change between calls, e.g. ExSSNeT's
+    ``task_inference``) and the device are left out."""
+    names: list[str] = []
+    for cls in type(obj).__mro__:
+        init = cls.__dict__.get("__init__")
+        if not inspect.isfunction(init):
+            continue
+        for parameter in list(inspect.signature(init).parameters.values())[1:]:
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                names.append(parameter.name)
+    skipped = _NOT_OPTIONS | set(getattr(type(obj), "runtime_options", ()))
+    attributes = vars(obj)
+    return {
+        name: _as_list(attributes[name])
+        for name in dict.fromkeys(names)
+        if name not in skipped and name in attributes and _is_option(attributes[name])
+    }
+
+
+def build_record(strategy) -> dict[str, Any]:
+    """What ``strategy`` was built with, in plain values, for :func:`load_checkpoint` to
+    compare: the strategy's, each kept plugin's and the model's constructor options
+    (:func:`constructor_options`; a Hub model of ours adds the arguments that rebuild it,
+    ``hub_arguments()``: e.g. a supermask network's density and its backbone's widths),
+    the model's class, and the optimizer's class, constructor hyper-parameters
+    (``defaults``) and, per parameter group, those hyper-parameters except the learning
+    rate (which schedules and phases change)."""
+    model, optimizer = strategy.model, strategy.optimizer
+    model_options = constructor_options(model)
+    hub = getattr(model, "hub_arguments", None)
+    if callable(hub) and getattr(model, "hub_model_type", None) is not None:
+        model_options.update(_as_list(hub()))
+    defaults = {k: _as_list(v) for k, v in optimizer.defaults.items() if _is_option(v)}
+    return {
+        "strategy": constructor_options(strategy),
+        "plugins": [constructor_options(p) for p in kept_plugins(strategy)],
+        "model_class": _qualname(model),
+        "model": model_options,
+        "optimizer_class": _qualname(optimizer),
+        "optimizer": defaults,
+        "param_groups": [
+            {k: _as_list(g[k]) for k in defaults if k != "lr" and k in g and _is_option(g[k])}
+            for g in optimizer.param_groups
+        ],
+    }
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)
+
+
+def _differences(there: dict[str, Any], here: dict[str, Any], prefix: str) -> list[str]:
+    """Each option (``prefix`` and its name; nested dicts by dotted names) that differs
+    between the checkpoint's record ``there`` and this strategy's ``here``."""
+    differences = []
+    for key in dict.fromkeys([*there, *here]):
+        saved, built = there.get(key, _UNSET), here.get(key, _UNSET)
+        if isinstance(saved, dict) and isinstance(built, dict):
+            differences += _differences(saved, built, f"{prefix}{key}.")
+        elif saved != built:
+            differences.append(
+                f"{prefix}{key} {_shown(saved)} in the checkpoint, {_shown(built)} here"
+            )
+    return differences
+
+
+def _short(qualname: str) -> str:
+    return qualname.rsplit(".", 1)[-1]
+
+
+def _check_build(saved: Any, strategy, path: Path) -> None:
+    """Refuse a checkpoint whose strategy was built otherwise than ``strategy``
+    (:func:`build_record`), naming every difference."""
+    built = build_record(strategy)
+    if not isinstance(saved, dict) or set(saved) != set(built):
+        raise CheckpointError(f"checkpoint {path} has a malformed build record; {_START_OVER}")
+    differences = _differences(saved["strategy"], built["strategy"], f"{type(strategy).__name__} ")
+    names = [type(p).__name__ for p in kept_plugins(strategy)]
+    repeated = {n for n, count in Counter(names).items() if count > 1}
+    for i, (name, there, here) in enumerate(
+        zip(names, saved["plugins"], built["plugins"], strict=False)
+    ):
+        label = f"{name}[{names[:i].count(name)}]" if name in repeated else name
+        differences += _differences(there, here, f"{label} ")
+    for part in ("model", "optimizer"):
+        there, here = saved[f"{part}_class"], built[f"{part}_class"]
+        if there != here:
+            differences.append(f"{part} {there} in the checkpoint, {here} here")
+            continue
+        differences += _differences(saved[part], built[part], f"{_short(here)} ")
+    if saved["optimizer_class"] == built["optimizer_class"]:
+        name = _short(built["optimizer_class"])
+        for i, (there, here) in enumerate(
+            zip(saved["param_groups"], built["param_groups"], strict=False)
+        ):
+            same = {k for k in here if saved["optimizer"].get(k) == built["optimizer"].get(k)}
+            differences += _differences(
+                {k: v for k, v in there.items() if k in same},
+                {k: v for k, v in here.items() if k in same},
+                f"{name} parameter group {i} ",
+            )
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} was saved from a strategy built otherwise: "
+            f"{'; '.join(differences)}. Build the strategy as the saved one was (same options, "
+            "model and optimizer) to resume it"
+        )
+
+
 def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] | None = None):
     """Save ``strategy`` between experiences (after ``train`` / ``eval`` returned).
 
@@ -719,7 +869,8 @@ def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] |
         "format": FORMAT,
         "version": VERSION,
         "strategy_class": _qualname(strategy),
-        "plugin_classes": [_qualname(p) for p in strategy.plugins],
+        "plugin_classes": [_qualname(p) for p in kept_plugins(strategy)],
+        "build": build_record(strategy),
         **_model_record(model),
         "optimizer": _optimizer_state(strategy),
         "plugins": _plugin_states(strategy, path),
@@ -733,30 +884,48 @@ def save_checkpoint(strategy, path: str | os.PathLike, *, meta: dict[str, Any] |
 _STRATEGY_PARTS = ("strategy_class", "plugin_classes", "optimizer", "plugins", "extras", "rng")
 
 
-def load_checkpoint(strategy, path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(
+    strategy,
+    path: str | os.PathLike,
+    *,
+    check_meta: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Restore a strategy built exactly as the saved one was (same classes, model
     configuration, optimizer and plugins) to the saved state; return the ``meta``
     saved with it. The next ``train`` call continues as the saved run would have.
 
     Nothing in the file is executed: it is read as tensors and plain values
     (:func:`read_checkpoint`) and decoded into the objects the new strategy holds.
+    What the strategy was built with is compared with the checkpoint's record
+    (:func:`build_record`) first; checkpoints written before that record existed are
+    loaded without this comparison.
+
+    :param check_meta: called with the saved ``meta`` before anything is compared or
+        restored (the command line checks its run's settings there, in its own terms).
+    :raises CheckpointError: naming the file and the problem, e.g. each option, model
+        or optimizer setting that differs from the checkpoint's; the strategy is left
+        as it was.
     """
     path = Path(path)
     payload = read_checkpoint(path)
     missing = [part for part in _STRATEGY_PARTS if part not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {_START_OVER}")
+    if check_meta is not None:
+        check_meta(payload.get("meta", {}))
     if payload["strategy_class"] != _qualname(strategy):
         raise CheckpointError(
             f"checkpoint {path} was written by strategy {payload['strategy_class']}, not "
             f"{_qualname(strategy)}; load it into the strategy that wrote it"
         )
-    plugins = [_qualname(p) for p in strategy.plugins]
+    plugins = [_qualname(p) for p in kept_plugins(strategy)]
     if payload["plugin_classes"] != plugins:
         raise CheckpointError(
             f"checkpoint {path} was written with plugins {payload['plugin_classes']}, but this "
             f"strategy has {plugins}; build the strategy with the same plugins"
         )
+    if "build" in payload:  # checkpoints written before issue 32 lack it: not compared
+        _check_build(payload["build"], strategy, path)
     try:
         random_state.check(payload["rng"])
     except ValueError as error:

@@ -152,9 +152,15 @@ class DistributedTraining(SupervisedPlugin, supports_distributed=True):
     own plugin after those they are given, so pass it in ``plugins``). Outside a
     process group it does nothing. See the module's documentation for what it does.
 
+    It keeps nothing across experiences, so checkpoints leave it out
+    (``checkpoint_transient``, :func:`~avalanche_ctr.checkpoint.kept_plugins`): a run
+    saved on any number of processes resumes on any other.
+
     :raises DistributedError: at the start of training, if a plugin that changes
         gradients (``after_backward``) comes before it.
     """
+
+    checkpoint_transient = True
 
     def before_training(self, strategy, **kwargs) -> None:
         if not is_distributed():

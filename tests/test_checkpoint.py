@@ -16,18 +16,21 @@ from avalanche.training import Naive
 from avalanche_ctr import checkpoint
 from avalanche_ctr.benchmarks import SplitDigits
 from avalanche_ctr.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from avalanche_ctr.distributed import DistributedTraining
+from avalanche_ctr.experiments.backbones import MultiHeadMLP
+from avalanche_ctr.experiments.measure import ProgressBar
 from avalanche_ctr.exssnet import convert_to_supermask
 from avalanche_ctr.training import CTR, ExSSNeT
 
 
-def exssnet(hidden=64, seed=0):
+def exssnet(hidden=64, seed=0, optimizer=None, backbone=None, **options):
     torch.manual_seed(seed)
-    model = MTSimpleMLP(input_size=64, hidden_size=hidden)
+    model = backbone or MTSimpleMLP(input_size=64, hidden_size=hidden)
+    make = optimizer or (lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9))
     return ExSSNeT(
         model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        density=0.2,
-        train_mb_size=32,
+        optimizer=make(model.parameters()),
+        **{"density": 0.2, "train_mb_size": 32, **options},
         evaluator=quiet_evaluator(),
     )
 
@@ -116,6 +119,93 @@ def test_model_shape_mismatch_is_refused(saved):
         load_checkpoint(exssnet(hidden=32), path)
 
 
+SAVED_AS = "was saved from a strategy built otherwise: "
+BUILT_OTHERWISE = [
+    ({"density": 0.3}, "SupermaskNet density 0.2 in the checkpoint, 0.3 here"),
+    ({"exclusive": False}, "ExSSNeTPlugin exclusive True in the checkpoint, False here"),
+    (
+        {"mask_epochs": 2},
+        "ExSSNeT train_epochs 2 in the checkpoint, 3 here; "
+        "ExSSNeTPlugin mask_epochs 1 in the checkpoint, 2 here",
+    ),
+    (
+        {"weight_epochs": 0},
+        "ExSSNeT train_epochs 2 in the checkpoint, 1 here; "
+        "ExSSNeTPlugin weight_epochs 1 in the checkpoint, 0 here",
+    ),
+    ({"kkt": False}, "ExSSNeTPlugin kkt True in the checkpoint, False here"),
+    ({"train_mb_size": 16}, "ExSSNeT train_mb_size 32 in the checkpoint, 16 here"),
+    (
+        {"optimizer": lambda params: torch.optim.Adam(params, lr=0.1)},
+        "optimizer torch.optim.sgd.SGD in the checkpoint, torch.optim.adam.Adam here",
+    ),
+    (
+        {"optimizer": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9)},
+        "SGD lr 0.1 in the checkpoint, 0.05 here",
+    ),
+    (
+        {"optimizer": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.5)},
+        "SGD momentum 0.9 in the checkpoint, 0.5 here",
+    ),
+    (
+        {"backbone": MultiHeadMLP(64, (64,))},
+        "SupermaskNet backbone None in the checkpoint, {'model_type': 'multi_head_mlp', ",
+    ),
+]
+
+
+@pytest.mark.parametrize("built, difference", BUILT_OTHERWISE, ids=lambda v: str(v)[:30])
+def test_a_strategy_built_otherwise_is_refused_naming_the_difference(saved, built, difference):
+    """The checkpoint's SGD(lr=0.1, momentum=0.9), density 0.2, exclusive, 1 + 1 epochs
+    and batch 32 (which the same shapes would otherwise load silently) against each
+    change; nothing of the strategy is touched before the refusal."""
+    path = saved[0]
+    strategy = exssnet(**built)
+    before = copy.deepcopy(strategy.model.state_dict())
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(strategy, path)
+    message = str(error.value)
+    assert message.startswith(f"checkpoint {path} {SAVED_AS}{difference}"), message
+    assert message.endswith(
+        "Build the strategy as the saved one was (same options, model and optimizer) to resume it"
+    )
+    assert all(torch.equal(before[k], v) for k, v in strategy.model.state_dict().items())
+
+
+def test_the_same_build_with_another_evaluation_setting_is_accepted(saved):
+    """``task_inference`` may change between evaluations: not part of the build."""
+    strategy = exssnet(task_inference="one_shot", input_statistics=False)
+    assert load_checkpoint(strategy, saved[0]) == {"note": "two tasks"}
+    assert strategy.model.trained_tasks == [0, 1]
+
+
+def test_a_checkpoint_without_a_build_record_skips_the_check(saved, tmp_path):
+    """Written before issue 32: loaded on the older checks (classes, shapes, plugins)."""
+    payload = torch.load(saved[0], weights_only=True)
+    del payload["build"]
+    old = _resealed(payload, tmp_path / "old.pt")
+    assert load_checkpoint(exssnet(), old) == {"note": "two tasks"}
+
+
+def test_transient_plugins_are_not_part_of_a_checkpoint(saved, tmp_path):
+    """Saved with DistributedTraining and a progress bar (a torchrun run's rank 0),
+    loaded without them, and the reverse."""
+    path = tmp_path / "with.pt"
+    with_them = exssnet(plugins=[DistributedTraining(), ProgressBar("x", 5)])
+    load_checkpoint(with_them, saved[0])
+    save_checkpoint(with_them, path, meta={"note": "two tasks"})
+    payload = torch.load(path, weights_only=True)
+    assert not any("Distributed" in c or "ProgressBar" in c for c in payload["plugin_classes"])
+    plain = exssnet()
+    assert load_checkpoint(plain, path) == {"note": "two tasks"}
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            plain.model.state_dict().values(), with_them.model.state_dict().values(), strict=True
+        )
+    )
+
+
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint(saved, tmp_path, monkeypatch):
     path = tmp_path / "run.pt"
     path.write_bytes(saved[0].read_bytes())
@@ -195,6 +285,8 @@ FIELDS = [
     "model_class",
     "strategy_class",
     "plugin_classes",
+    "build",
+    "build/model",
     "model",
     "model/classifier.classifiers.0.classifier.weight",
     "requires_grad",

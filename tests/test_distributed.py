@@ -40,6 +40,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from transformers import BertTokenizerFast
 
 from avalanche_ctr.benchmarks import SplitDigits, text_benchmark
+from avalanche_ctr.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_ctr.compat import RankSlicedLoader
 from avalanche_ctr.distributed import (
     DistributedError,
@@ -110,18 +111,36 @@ def plugin_state(method: str, strategy) -> dict:
     return {"trained": model.trained_tasks, "s": model.s}
 
 
-def train(method: str, plugins: list, tokenizer_dir: str, check=None) -> dict:
+def flat_state(model) -> torch.Tensor:
+    return torch.cat([t.detach().float().reshape(-1) for t in model.state_dict().values()])
+
+
+def exssnet_masks(model, n_tasks: int) -> list[torch.Tensor]:
+    return [torch.cat([m.reshape(-1).float() for m in model.task_masks(t)]) for t in range(n_tasks)]
+
+
+def accuracies(strategy, benchmark) -> list[float]:
+    metrics = strategy.eval(benchmark.test_stream[:2])
+    return [
+        metrics[f"Top1_Acc_Exp/eval_phase/test_stream/Task{t:03d}/Exp{t:03d}"] for t in range(2)
+    ]
+
+
+def train(method: str, plugins: list, tokenizer_dir: str, check=None, save_to=None) -> dict:
     """Train two tasks; return the weights, masks, task-0 logits after each experience and
-    the final accuracies."""
+    the final accuracies. ``save_to``: where the main process saves a checkpoint after
+    the first experience."""
     strategy, benchmark = build(method, plugins, tokenizer_dir)
     x0, _ = experience_tensors(benchmark.test_stream[0])
     result = {"logits": [], "state": [], "masks": []}
     for i in range(2):
         strategy.train(benchmark.train_stream[i])
+        if i == 0 and save_to is not None and DistributedHelper.is_main_process:
+            save_checkpoint(strategy, save_to)
         model = strategy.model
-        state = torch.cat([t.detach().float().reshape(-1) for t in model.state_dict().values()])
+        state = flat_state(model)
         masks = (
-            [torch.cat([m.reshape(-1).float() for m in model.task_masks(t)]) for t in range(i + 1)]
+            exssnet_masks(model, i + 1)
             if method == "exssnet"
             else [m.cumulative for p in model.plugins for _, m in p.named_masks]
         )
@@ -130,16 +149,28 @@ def train(method: str, plugins: list, tokenizer_dir: str, check=None) -> dict:
         result["state"].append(state)
         result["masks"].append(torch.cat([m.reshape(-1) for m in masks]))
         result["logits"].append(task_logits(model, x0, 0))
-    metrics = strategy.eval(benchmark.test_stream[:2])
-    result["accuracy"] = [
-        metrics[f"Top1_Acc_Exp/eval_phase/test_stream/Task{t:03d}/Exp{t:03d}"] for t in range(2)
-    ]
+    result["accuracy"] = accuracies(strategy, benchmark)
     result["n_test"] = [len(benchmark.test_stream[t].dataset) for t in range(2)]
     return result
 
 
+def resume_second(plugins: list, path) -> dict:
+    """ExSSNeT resumed from ``path`` (saved after the first experience) and trained on
+    the second: its weights, both tasks' masks and the accuracies."""
+    strategy, benchmark = build("exssnet", plugins, "")
+    load_checkpoint(strategy, path)
+    strategy.train(benchmark.train_stream[1])
+    return {
+        "state": flat_state(strategy.model),
+        "masks": torch.cat(exssnet_masks(strategy.model, 2)),
+        "accuracy": accuracies(strategy, benchmark),
+    }
+
+
 def _rank_main(rank: int, port: int, out: str, tokenizer_dir: str) -> None:
-    """One rank, as torchrun would start it."""
+    """One rank, as torchrun would start it. Besides the two methods' runs (ExSSNeT's
+    saved after its first experience, for a single process to resume: 2 -> 1), it
+    resumes the single process's checkpoint (1 -> 2)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -157,7 +188,11 @@ def _rank_main(rank: int, port: int, out: str, tokenizer_dir: str) -> None:
         DistributedHelper.check_equal_objects(objects)
 
     try:
-        results = {m: train(m, [DistributedTraining()], tokenizer_dir, check) for m in METHODS}
+        results = {
+            m: train(m, [DistributedTraining()], tokenizer_dir, check, save_to=saved(out, m, 2))
+            for m in METHODS
+        }
+        results["1 -> 2"] = resume_second([DistributedTraining()], saved(out, "exssnet", 1))
         if rank == 0:
             torch.save(results, os.path.join(out, "ranks.pt"))
     finally:
@@ -170,6 +205,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def saved(folder, method: str, processes: int) -> str | None:
+    """Where the run of ``method`` on ``processes`` processes saves its checkpoint (only
+    ExSSNeT's is resumed)."""
+    return os.path.join(folder, f"{processes}.pt") if method == "exssnet" else None
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from _text_helpers import make_tokenizer
@@ -178,11 +219,12 @@ def runs(tmp_path_factory):
     tokenizer_dir = folder / "tokenizer"
     tokenizer_dir.mkdir()
     make_tokenizer(tokenizer_dir)
+    single = {m: train(m, [], str(tokenizer_dir), save_to=saved(folder, m, 1)) for m in METHODS}
     torch.multiprocessing.spawn(
         _rank_main, args=(free_port(), str(folder), str(tokenizer_dir)), nprocs=WORLD_SIZE
     )
     ranks = torch.load(folder / "ranks.pt")
-    single = {m: train(m, [], str(tokenizer_dir)) for m in METHODS}
+    single["2 -> 1"] = resume_second([], saved(folder, "exssnet", 2))
     return ranks, single
 
 
@@ -258,3 +300,23 @@ def test_rank_parts_make_up_the_single_process_batches():
     for i, batch in enumerate(single):
         joined = torch.cat([parts[rank][i][: counts[rank][i]] for rank in range(3)])
         assert torch.equal(joined, batch)
+
+
+@pytest.mark.parametrize("direction", ["1 -> 2", "2 -> 1"])
+def test_a_run_resumes_on_another_number_of_processes(runs, direction):
+    """A checkpoint written by one process resumes on two, and one written by two
+    resumes on one (DistributedTraining is not part of a checkpoint). The resumed run
+    ends as the uninterrupted single process does within the tolerance of a
+    two-process run (the order of the floating-point sums, module docstring; documented
+    in docs/checkpoints.md): weights within ``EXSSNET_WEIGHT_TOLERANCE``, the same masks,
+    accuracies equal to the sample."""
+    ranks, single = runs
+    resumed = ranks[direction] if direction == "1 -> 2" else single[direction]
+    whole = single["exssnet"]
+    difference = (resumed["state"] - whole["state"][1]).abs().max()
+    assert difference <= EXSSNET_WEIGHT_TOLERANCE, difference
+    assert torch.equal(resumed["masks"], whole["masks"][1])
+    for acc, reference, n in zip(
+        resumed["accuracy"], whole["accuracy"], whole["n_test"], strict=True
+    ):
+        assert abs(acc - reference) <= 0.5 / n, (resumed["accuracy"], whole["accuracy"])

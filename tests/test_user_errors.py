@@ -110,6 +110,19 @@ def _config(content: bytes) -> Callable[[Path], Path]:
     return lambda folder: _write(folder / "config" / "c.yaml", content) / "c.yaml"
 
 
+RESUMED = ("run", "--strategy", "exssnet", "--hidden-size", "16", "--n-experiences", "2")
+
+
+def _unrecorded_run(folder: Path) -> Path:
+    """An ExSSNeT run of :data:`RESUMED` with ``--epochs 1`` whose record is gone: the
+    next command resumes it from its checkpoint."""
+    out = folder / "out"
+    assert main([*RESUMED, "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    for record in out.glob("runs/*.json"):
+        record.unlink()
+    return folder
+
+
 ENCODER_FIX = r"pass a model folder as save_pretrained writes it"
 
 CASES = [
@@ -435,6 +448,14 @@ CASES = [
         r"class 'neutral', which none of its training examples has",
         FAILURE,
         _asc(LAPTOP, train=_asc_entries(["positive", "negative"] * 3)),
+    ),
+    Case(
+        "checkpoint of other settings",
+        (*RESUMED, "--epochs", "2"),
+        r"checkpoints/exssnet-seed0\.pt belongs to another run \(epochs=1 there, 2 here\); use "
+        r"another --out to start a new run, or the same settings to resume it",
+        FAILURE,
+        _unrecorded_run,
     ),
 ]
 

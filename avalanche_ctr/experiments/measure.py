@@ -58,7 +58,12 @@ class ProgressBar(SupervisedPlugin, supports_distributed=True):
 
     :param label: shown before the experience counter (e.g. ``"ewc seed 0"``).
     :param n_experiences: experiences in the stream.
+
+    Checkpoints leave it out (``checkpoint_transient``): under torchrun only rank 0
+    shows bars, and a run saved with bars resumes with ``--no-progress``.
     """
+
+    checkpoint_transient = True
 
     def __init__(self, label: str, n_experiences: int) -> None:
         super().__init__()
@@ -86,13 +91,6 @@ class ProgressBar(SupervisedPlugin, supports_distributed=True):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    def state_dict(self) -> dict[str, Any]:
-        """Nothing to keep: a bar lives for one experience."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore (:meth:`state_dict`)."""
 
 
 class PeakMemory:

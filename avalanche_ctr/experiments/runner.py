@@ -511,8 +511,13 @@ def _run(
     }
     if checkpoint_path.is_file():
         check_zip(checkpoint_path)
-        meta = load_checkpoint(strategy, checkpoint_path)
-        _check_same_run(meta.get("identity", {}), identity, checkpoint_path, spec)
+        meta = load_checkpoint(
+            strategy,
+            checkpoint_path,
+            check_meta=lambda m: _check_same_run(
+                m.get("identity", {}), identity, checkpoint_path, spec
+            ),
+        )
         record = meta["record"]
         # loading replaced the evaluator's metric objects with the saved ones
         diagnostics = _evaluator_metric(strategy, ExSSNeTDiagnostics)

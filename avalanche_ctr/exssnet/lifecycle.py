@@ -119,6 +119,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         ``D`` features). ``None``: only when ``task_inference="statistics"``.
     """
 
+    runtime_options = ("task_inference",)
+    """May change between evaluations: not compared when a checkpoint is loaded."""
+
     def __init__(
         self,
         *,
