@@ -760,10 +760,11 @@ def build_record(strategy) -> dict[str, Any]:
     (``defaults``) and, per parameter group, those hyper-parameters except the learning
     rate (which schedules and phases change)."""
     model, optimizer = strategy.model, strategy.optimizer
-    model_options = constructor_options(model)
     hub = getattr(model, "hub_arguments", None)
-    if callable(hub) and getattr(model, "hub_model_type", None) is not None:
-        model_options.update(_as_list(hub()))
+    model_options = (
+        _as_list(hub()) if callable(hub) and getattr(model, "hub_model_type", None) else {}
+    )
+    model_options.update(constructor_options(model))  # a strategy may set some (CTR's s_max)
     defaults = {k: _as_list(v) for k, v in optimizer.defaults.items() if _is_option(v)}
     return {
         "strategy": constructor_options(strategy),

@@ -161,7 +161,8 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         before = self._layers[-1] if self._head_names else None
         if before is None and len(self._layers) > 1:
             before = self._layers[-2]
-        self._pre_activation_layer = before
+        # a plain tuple (not a second registration of the layer in the state dict)
+        self._pre_activation_layer = (before,)
         if isinstance(before, SupermaskLinear):
             before.register_forward_hook(self._keep_output)
 
@@ -493,7 +494,7 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
                 f"unknown feature point {point!r}; use 'post_activation' or 'pre_activation'"
             )
         if point == "pre_activation" and not isinstance(
-            self._pre_activation_layer, SupermaskLinear
+            self._pre_activation_layer[0], SupermaskLinear
         ):
             raise ValueError(
                 "kkt_features='pre_activation' reads the output of the Linear layer before "
