@@ -68,6 +68,7 @@ __all__ = [
     "HAT_LR",
     "WARMUP",
     "KSM_INIT",
+    "OFFICIAL_BATCH_MIXING",
     "GATE_BIAS",
     "MASK_INIT_MEAN",
     "KKT",
@@ -398,6 +399,14 @@ KSM_INIT = Option(
     type=str,
     check=_one_of("KSM initialisation", _ksm_inits),
 )
+OFFICIAL_BATCH_MIXING = Option(
+    "official_batch_mixing",
+    False,
+    "ctr_official: on reproduces the official code's view/repeat calls that mix the samples "
+    "of a batch (only to measure that leak; benchmarks/ctr_leak_test.py)",
+    type=_on_off,
+    check=_bool_or_none,
+)
 WARMUP = Option(
     "warmup",
     None,
@@ -475,16 +484,18 @@ def _exssnet(exclusive: bool):
     return build
 
 
-_CTR_MODEL_OPTIONS = ("ksm_init", "gate_bias", "mask_init_mean")
+_CTR_MODEL_OPTIONS = ("ksm_init", "gate_bias", "mask_init_mean", "official_batch_mixing")
 
 
-def _ctr(knowledge_sharing: bool):
+def _ctr(knowledge_sharing: bool, ksm: str = "protected"):
     def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
         from avalanche_ctr.models import CTRModel
         from avalanche_ctr.training import CTR
 
         options = ctx.keywords(record)
         model_options = {k: options.pop(k) for k in _CTR_MODEL_OPTIONS if k in options}
+        if ksm == "official":  # it allocates every task of the stream up front
+            model_options.update(ksm=ksm, n_tasks=len(ctx.settings.task_names))
         model = CTRModel(
             ctx.encoder(),
             bottleneck=ctx.settings.bottleneck,
@@ -617,6 +628,17 @@ for _record in (
         _TEXT,
         _ctr(knowledge_sharing=True),
         (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN),
+        requirement=_CTR_NEEDS,
+        ours=True,
+        ablation="adapter_hat",
+    ),
+    StrategyRecord(
+        "ctr_official",
+        "CTR with the official code's plastic KSM (ours): earlier capsules and the shared "
+        "routing retrained by later tasks",
+        _TEXT,
+        _ctr(knowledge_sharing=True, ksm="official"),
+        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN, OFFICIAL_BATCH_MIXING),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",
