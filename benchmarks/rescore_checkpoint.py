@@ -26,17 +26,13 @@ from avalanche_ctr.experiments.strategies import all_options, get_strategy
 from avalanche_ctr.metrics import macro_f1_metrics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="a checkpoint compare wrote (out/checkpoints/*.pt)")
-    parser.add_argument("--data-root", default=None, help="instead of the run's own")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    identity = read_checkpoint(args.checkpoint)["meta"]["identity"]
+def rebuild(checkpoint: str, data_root: str | None = None):
+    """The run of ``checkpoint`` rebuilt as ``compare`` built it, with its trained model
+    loaded: ``(identity, benchmark, strategy)``; ``data_root`` replaces the run's own."""
+    identity = read_checkpoint(checkpoint)["meta"]["identity"]
     flat = dict(identity["settings"])
-    if args.data_root is not None:
-        flat["data_root"] = args.data_root
+    if data_root is not None:
+        flat["data_root"] = data_root
     flat.pop("pad_logit", None)  # recorded by runs made after the padding fix, not a setting
     options = {name: flat.pop(name) for name in list(flat) if name in all_options()}
     settings = Settings(**flat, options=options)
@@ -46,7 +42,18 @@ def main() -> None:
         accuracy_metrics(experience=True), *macro_f1_metrics(experience=True), loggers=[]
     )
     strategy = build_strategy(settings, record, plugins=[], evaluator=evaluator)
-    load_model(args.checkpoint, strategy.model)
+    load_model(checkpoint, strategy.model)
+    return identity, benchmark, strategy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a checkpoint compare wrote (out/checkpoints/*.pt)")
+    parser.add_argument("--data-root", default=None, help="instead of the run's own")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    identity, benchmark, strategy = rebuild(args.checkpoint, args.data_root)
     metrics = strategy.eval(benchmark.test_stream)
     n = len(benchmark.test_stream)
     accuracy = [experience_metric(metrics, "Top1_Acc_Exp", j) for j in range(n)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from avalanche.core import SupervisedPlugin
+
 from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.ctr.ctr_model import CTRModel
 from avalanche_ctr.ctr.task_masks import anneal_s
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
-__all__ = ["CTRPlugin", "warmup_linear"]
+__all__ = ["CTRPlugin", "WarmupLinearPlugin", "warmup_linear", "set_warmup_lrs"]
 
 
 class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
@@ -95,11 +97,7 @@ class CTRPlugin(TaskIncrementalPlugin, supports_distributed=True):
         n_batches = len(strategy.dataloader)
         model.s = anneal_s(strategy.clock.train_epoch_iterations, n_batches, model.s_max)
         if self.warmup is not None:
-            step = strategy.clock.train_exp_epochs * n_batches
-            step += strategy.clock.train_epoch_iterations
-            factor = warmup_linear(step / (strategy.train_epochs * n_batches), self.warmup)
-            for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
-                group["lr"] = base * factor
+            set_warmup_lrs(strategy, self._base_lrs, self.warmup)
 
     def before_backward(self, strategy, **kwargs) -> None:
         strategy.loss = strategy.loss + self.mask_reg * _ctr_model(strategy).mask_regularizer()
@@ -129,6 +127,43 @@ def warmup_linear(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+def set_warmup_lrs(strategy, base_lrs: list[float], warmup: float) -> None:
+    """Set every parameter group's learning rate to its base rate times
+    :func:`warmup_linear` at the strategy's progress through the experience's steps."""
+    n_batches = len(strategy.dataloader)
+    step = strategy.clock.train_exp_epochs * n_batches + strategy.clock.train_epoch_iterations
+    factor = warmup_linear(step / (strategy.train_epochs * n_batches), warmup)
+    for group, base in zip(strategy.optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = base * factor
+
+
+class WarmupLinearPlugin(SupervisedPlugin):
+    """BERT's ``warmup_linear`` schedule (:func:`warmup_linear`) over each experience's
+    steps, for any strategy (CTR's own is part of :class:`CTRPlugin`): the rates the
+    optimizer has when the experience starts are the peaks, and they are put back when it
+    ends, so every experience runs the same schedule.
+
+    :param warmup: the warm-up fraction, in ``[0, 1)``.
+    """
+
+    def __init__(self, warmup: float) -> None:
+        super().__init__()
+        if not 0 <= warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
+        self.warmup = warmup
+        self._base_lrs: list[float] = []
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self._base_lrs = [group["lr"] for group in strategy.optimizer.param_groups]
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        set_warmup_lrs(strategy, self._base_lrs, self.warmup)
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base
 
 
 def _ctr_model(strategy) -> CTRModel:

@@ -554,6 +554,42 @@ def _frozen(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     )
 
 
+def _with_warmup(ctx: StrategyContext) -> dict[str, Any]:
+    """The common keywords, with BERT's warm-up schedule as a plugin when ``--warmup``
+    is given (CTR's and adapter_hat's schedule, for the baselines paired with them)."""
+    from avalanche_ctr.ctr.lifecycle import WarmupLinearPlugin
+
+    common = dict(ctx.common)
+    if ctx.options["warmup"] is not None:
+        common["plugins"] = [*common["plugins"], WarmupLinearPlugin(ctx.options["warmup"])]
+    return common
+
+
+def _one(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche_ctr.models import AdapterBERT
+
+    model = AdapterBERT(ctx.encoder(), bottleneck=ctx.settings.bottleneck, per_task_adapters=True)
+    return Naive(
+        model=model,
+        optimizer=ctx.adam(model),
+        train_epochs=ctx.settings.epochs,
+        **_with_warmup(ctx),
+    )
+
+
+def _mtl(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche_ctr.training import MultiTaskJoint
+
+    model = ctx.model()
+    return MultiTaskJoint(
+        model=model,
+        optimizer=ctx.adam(model),
+        train_epochs=ctx.settings.epochs,
+        n_tasks=len(ctx.settings.task_names),
+        **_with_warmup(ctx),
+    )
+
+
 def _packnet(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     from avalanche.models.packnet import PackNetPlugin
 
@@ -658,6 +694,22 @@ for _record in (
         _TEXT,
         _frozen,
         requirement="it is the frozen-encoder baseline of the text benchmarks",
+    ),
+    StrategyRecord(
+        "one",
+        "ONE: a fresh adapters model (adapters + head) per task over the frozen encoder",
+        _TEXT,
+        _one,
+        (WARMUP,),
+        requirement="it trains adapters inside a BERT-family encoder",
+    ),
+    StrategyRecord(
+        "mtl",
+        "MTL: every task trained jointly with its head at the last experience (upper bound)",
+        _TEXT,
+        _mtl,
+        (WARMUP,),
+        requirement="it trains adapters inside a BERT-family encoder",
     ),
     StrategyRecord("naive", "Avalanche Naive (fine-tuning)", _BOTH, _baseline(Naive)),
     StrategyRecord(

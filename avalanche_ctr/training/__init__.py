@@ -4,5 +4,6 @@ from avalanche_ctr.ctr.lifecycle import CTRPlugin
 from avalanche_ctr.ctr.strategy import CTR
 from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
+from avalanche_ctr.training.joint import MultiTaskJoint
 
-__all__ = ["ExSSNeT", "SupSup", "ExSSNeTPlugin", "CTR", "CTRPlugin"]
+__all__ = ["ExSSNeT", "SupSup", "ExSSNeTPlugin", "CTR", "CTRPlugin", "MultiTaskJoint"]
