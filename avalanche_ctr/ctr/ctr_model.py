@@ -86,6 +86,9 @@ class CTRModel(PaddedMultiTaskModule):
     :param official_batch_mixing: with ``ksm="official"``, reproduce the official code's
         ``view``/``repeat`` calls that make a sample's transfer output depend on the other
         samples of its batch. Only for measuring that leak (``benchmarks/ctr_leak_test.py``).
+    :param train_layernorm: the encoder's LayerNorms train with every task, shared and
+        unprotected, as in the official code (its regime, issue 25); earlier tasks may then
+        forget. Default ``False``: the encoder is frozen whole.
     """
 
     def __init__(
@@ -107,12 +110,14 @@ class CTRModel(PaddedMultiTaskModule):
         ksm: str = "protected",
         n_tasks: int | None = None,
         official_batch_mixing: bool = False,
+        train_layernorm: bool = False,
     ) -> None:
         super().__init__()
         check_pooling(pooling)
         _check_ksm(ksm, n_tasks, official_batch_mixing, knowledge_sharing)
         self.ksm = ksm
         self.n_tasks = n_tasks
+        self.train_layernorm = train_layernorm
         if ksm_init not in KSM_INITS:
             raise ValueError(f"ksm_init must be one of {', '.join(KSM_INITS)}, got {ksm_init!r}")
         if not math.isfinite(mask_init_mean):
@@ -252,7 +257,8 @@ class CTRModel(PaddedMultiTaskModule):
 
     def set_trainable(self) -> None:
         """Only the training task's parameters, the shared TSM and KSM layers (protected
-        by the HAT gradient masks) and the task's head are trainable.
+        by the HAT gradient masks), the task's head and, with ``train_layernorm``, the
+        encoder's LayerNorms (unprotected) are trainable.
 
         A task trained again keeps its capsule and ``W_{t·}`` frozen once a later task
         exists: the later task's routing reads them."""
@@ -264,6 +270,10 @@ class CTRModel(PaddedMultiTaskModule):
         self.requires_grad_(False)
         for plugin in self.plugins:
             plugin.set_trainable(index, owns_sources=last)
+        if self.train_layernorm:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.requires_grad_(True)
         self.classifier.classifiers[str(task)].requires_grad_(True)
 
     # ----------------------------------------------------------- HAT helpers

@@ -69,6 +69,7 @@ __all__ = [
     "WARMUP",
     "KSM_INIT",
     "OFFICIAL_BATCH_MIXING",
+    "TRAIN_LAYERNORM",
     "GATE_BIAS",
     "MASK_INIT_MEAN",
     "KKT",
@@ -407,6 +408,14 @@ OFFICIAL_BATCH_MIXING = Option(
     type=_on_off,
     check=_bool_or_none,
 )
+TRAIN_LAYERNORM = Option(
+    "train_layernorm",
+    False,
+    "CTR and adapter_hat: on trains the encoder's LayerNorms with every task, shared and "
+    "unprotected, as the official code (its regime; earlier tasks may forget)",
+    type=_on_off,
+    check=_bool_or_none,
+)
 WARMUP = Option(
     "warmup",
     None,
@@ -484,7 +493,13 @@ def _exssnet(exclusive: bool):
     return build
 
 
-_CTR_MODEL_OPTIONS = ("ksm_init", "gate_bias", "mask_init_mean", "official_batch_mixing")
+_CTR_MODEL_OPTIONS = (
+    "ksm_init",
+    "gate_bias",
+    "mask_init_mean",
+    "official_batch_mixing",
+    "train_layernorm",
+)
 
 
 def _ctr(knowledge_sharing: bool, ksm: str = "protected"):
@@ -663,7 +678,7 @@ for _record in (
         "CTR (ours): capsules, transfer routing and HAT in BERT",
         _TEXT,
         _ctr(knowledge_sharing=True),
-        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN),
+        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN, TRAIN_LAYERNORM),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",
@@ -674,7 +689,15 @@ for _record in (
         "routing retrained by later tasks",
         _TEXT,
         _ctr(knowledge_sharing=True, ksm="official"),
-        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN, OFFICIAL_BATCH_MIXING),
+        (
+            HAT_LR,
+            WARMUP,
+            KSM_INIT,
+            GATE_BIAS,
+            MASK_INIT_MEAN,
+            OFFICIAL_BATCH_MIXING,
+            TRAIN_LAYERNORM,
+        ),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",
@@ -684,7 +707,7 @@ for _record in (
         "CTR without its KSM (ours): adapters + HAT",
         _TEXT,
         _ctr(knowledge_sharing=False),
-        (HAT_LR, WARMUP, MASK_INIT_MEAN),
+        (HAT_LR, WARMUP, MASK_INIT_MEAN, TRAIN_LAYERNORM),
         requirement=_CTR_NEEDS,
         ours=True,
     ),

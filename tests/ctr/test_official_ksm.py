@@ -142,3 +142,21 @@ def test_official_mixing_changes_logits_with_the_batch(tokenizer, sentiment_stre
         differences.append((batch[0] - shuffled[0]).abs().max().item())
     assert differences[0] < 1e-5
     assert differences[1] > 1e-3
+
+
+def test_train_layernorm_opens_the_encoders_layernorms_only_while_a_task_trains(tokenizer):
+    def layernorms(model):
+        return [p for n, p in model.encoder.named_parameters() if "LayerNorm" in n]
+
+    for train in (False, True):
+        model = tiny(tokenizer, train_layernorm=train)
+        model.start_task(0)
+        model.set_trainable()
+        assert layernorms(model) and all(p.requires_grad == train for p in layernorms(model))
+        assert not any(
+            p.requires_grad
+            for n, p in model.encoder.named_parameters()
+            if "LayerNorm" not in n and ".plugin." not in n
+        )
+        model.finish_task()
+        assert not any(p.requires_grad for p in layernorms(model))
