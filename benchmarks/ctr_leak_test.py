@@ -9,8 +9,11 @@ dataset's own order (what ``compare`` scored), and shuffled (a seeded permutatio
 mixing, a sample's transfer output is computed from other samples of its batch
 (``avalanche_ctr.ctr.routing.official_sample_view``), so a model that learned to read
 them scores higher when its neighbours share its label. Without mixing the three orders
-give the same predictions. Prints the mean accuracy and macro-F1 over the tasks, per
-order, and per task. Usage::
+give the same predictions. With mixing the gates are Gumbel samples at evaluation too
+(as in the official code), so each order is scored ``--repeats`` times (new permutations
+for the shuffled order, new gate noise for every order, seeded) and the spread over the
+repeats is the noise the sorted − shuffled difference is read against. Prints the mean
+accuracy and macro-F1 over the tasks, per order and repeat, and per task. Usage::
 
     python benchmarks/ctr_leak_test.py /work/runs25/dsc_mix/checkpoints/ctr_official-seed0.pt \\
         --data-root ../shared/data
@@ -48,39 +51,53 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="instead of the run's own")
     parser.add_argument("--batch-size", type=int, default=128, help="the official eval batch")
     parser.add_argument("--shuffle-seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="scorings per order")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     identity, benchmark, strategy = rebuild(args.checkpoint, args.data_root)
     model = strategy.model
     generator = torch.Generator().manual_seed(args.shuffle_seed)
-    results: dict[str, list[tuple[float, float]]] = {"sorted": [], "dataset": [], "shuffled": []}
+    names = [
+        f"{order} {r}" for order in ("sorted", "dataset", "shuffled") for r in range(args.repeats)
+    ]
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     print(f"{identity['strategy']} seed {identity['seed']}, batch {args.batch_size}")
-    print("task | sorted acc / MF1 | dataset order | shuffled")
+    print("task | " + " | ".join(f"{name} acc / MF1" for name in names))
     for experience in benchmark.test_stream:
         dataset = experience.dataset.eval()
         items = [dataset[i] for i in range(len(dataset))]
         x = torch.stack([item[0] for item in items])
         y = torch.tensor([int(item[1]) for item in items])
         task = experience.task_label
-        orders = {
-            "sorted": torch.sort(y, stable=True).indices,
-            "dataset": torch.arange(len(y)),
-            "shuffled": torch.randperm(len(y), generator=generator),
-        }
         row = []
-        for name, order in orders.items():
-            acc, f1 = score(model, x, y, task, order, args.batch_size)
+        for name in names:
+            order, repeat = name.split()
+            torch.manual_seed(args.shuffle_seed + int(repeat))  # the gates' noise, if any
+            if order == "sorted":
+                index = torch.sort(y, stable=True).indices
+            elif order == "dataset":
+                index = torch.arange(len(y))
+            else:
+                index = torch.randperm(len(y), generator=generator)
+            acc, f1 = score(model, x, y, task, index, args.batch_size)
             results[name].append((acc, f1))
             row.append(f"{100 * acc:.2f} / {100 * f1:.2f}")
         print(f"{task} | " + " | ".join(row))
+    means = {}
     for name, values in results.items():
         acc = 100 * statistics.fmean(a for a, _ in values)
         f1 = 100 * statistics.fmean(f for _, f in values)
+        means[name] = acc
         print(f"mean over {len(values)} tasks, {name}: accuracy {acc:.2f} %, macro-F1 {f1:.2f} %")
-    sorted_acc = statistics.fmean(a for a, _ in results["sorted"])
-    shuffled_acc = statistics.fmean(a for a, _ in results["shuffled"])
-    print(f"sorted - shuffled: {100 * (sorted_acc - shuffled_acc):+.2f} accuracy points")
+    for order in ("sorted", "dataset", "shuffled"):
+        accs = [means[f"{order} {r}"] for r in range(args.repeats)]
+        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"{order}: accuracy {statistics.fmean(accs):.2f} ± {spread:.2f} over repeats")
+    difference = statistics.fmean(
+        means[f"sorted {r}"] - means[f"shuffled {r}"] for r in range(args.repeats)
+    )
+    print(f"sorted - shuffled: {difference:+.2f} accuracy points (mean over repeats)")
 
 
 if __name__ == "__main__":

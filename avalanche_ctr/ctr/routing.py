@@ -444,7 +444,9 @@ class KnowledgeSharingModule(nn.Module):
         the tokens with ``repeat(L, ...).view(...)`` (so token ``l`` of sample ``b`` gets
         the gate of sample ``(b L + l) mod B``), zeroes later tasks' votes with
         ``tsv[t]``, and reads the summed votes back with ``view`` again. Each step is
-        reproduced here in that layout."""
+        reproduced here in that layout. As in the official code the gates are
+        straight-through Gumbel samples at evaluation too (noise from ``generator``, at
+        evaluation PyTorch's global one), not the deterministic ``argmax``."""
         batch, length, n, _ = capsules.shape
         routes = torch.stack(list(self.route_weights))
         tokens = batch * length
@@ -455,7 +457,8 @@ class KnowledgeSharingModule(nn.Module):
         )
         current = self._pooled_convolutions(self.convs_current, sources[:, :, task : task + 1])
         z = self._pooled_convolutions(self.convs_source, sources, self.fc_current(current[:, 0]))
-        gates = binary_gate(self.gate(z), training=self.training, generator=generator)
+        # the official gates are Gumbel samples at evaluation too (no argmax)
+        gates = binary_gate(self.gate(z), training=True, generator=generator)
         attention = self.attention(z).transpose(1, 2).contiguous()
         attention = attention.repeat(length, 1, 1).view(self.n_transfer, tokens, n, -1)
         spread = gates.repeat(length, 1).view(1, tokens, n, 1)
