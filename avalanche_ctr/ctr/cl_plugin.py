@@ -45,6 +45,10 @@ class CLPluginConfig:
         (else at random, as the official code).
     :param mask_init_mean: mean of every HAT mask's initial embeddings (HAT: 0).
     :param gate_bias: initial margin of every KSM gate's "use" logit (0: at chance).
+    :param official_ksm: the official code's plastic KSM
+        (:class:`~avalanche_ctr.ctr.routing.KnowledgeSharingModule` ``official``).
+    :param n_tasks: with ``official_ksm``, the number of tasks, allocated up front.
+    :param batch_mixing: with ``official_ksm``, the official sample mixing.
     """
 
     bottleneck: int = 128
@@ -56,6 +60,9 @@ class CLPluginConfig:
     zero_projection: bool = True
     mask_init_mean: float = 0.0
     gate_bias: float = 0.0
+    official_ksm: bool = False
+    n_tasks: int | None = None
+    batch_mixing: bool = False
 
 
 class CLPlugin(nn.Module):
@@ -88,16 +95,20 @@ class CLPlugin(nn.Module):
                     zero_projection=config.zero_projection,
                     mask_init_mean=config.mask_init_mean,
                     gate_bias=config.gate_bias,
+                    official=config.official_ksm,
+                    n_tasks=config.n_tasks,
+                    batch_mixing=config.batch_mixing,
                 )
         self.last_gates: Tensor | None = None
 
     @property
     def named_masks(self) -> list[tuple[str, HATMask]]:
         """Every HAT mask of the plugin, named: the TSM's ``Bottleneck`` and ``Hidden``
-        units, and with a KSM its ``KSM.Current``, ``KSM.Similarity`` and
-        ``KSM.Projection`` units."""
+        units, and with a protected KSM its ``KSM.Current``, ``KSM.Similarity`` and
+        ``KSM.Projection`` units (the official KSM's projection mask is outside HAT's
+        accounting)."""
         named = [("Bottleneck", self.tsm.mask1), ("Hidden", self.tsm.mask2)]
-        if self.ksm is not None:
+        if self.ksm is not None and not self.ksm.official:
             names = ("KSM.Current", "KSM.Similarity", "KSM.Projection")
             named += list(zip(names, self.ksm.masks, strict=True))
         return named

@@ -26,10 +26,13 @@ from avalanche_ctr.text_encoder import (
     split_text_inputs,
 )
 
-__all__ = ["CTRModel", "KSM_INITS"]
+__all__ = ["CTRModel", "KSM_INITS", "KSM_KINDS"]
 
 KSM_INITS = ("zero", "random")
 """Initialisations of the KSM's projection (:class:`CTRModel` ``ksm_init``)."""
+
+KSM_KINDS = ("protected", "official")
+"""Knowledge sharing modules (:class:`CTRModel` ``ksm``)."""
 
 
 class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
@@ -72,6 +75,21 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
         the training samples, by its Gumbel noise, and at evaluation takes the sign of an
         untrained logit; at ``b > 0`` a source starts on with probability about
         ``σ(b)`` in training and on at evaluation, and training may switch it off.
+    :param ksm: ``"protected"`` (default): the shared routing is HAT-protected and a
+        task's capsule and ``W_{t·}`` freeze once a later task reads them, so no task
+        changes another's outputs. ``"official"``: the official code's plastic KSM
+        (issue 25, ``docs/ctr.md``): every task's capsule and routing weights exist from
+        the start, training task ``t`` retrains the capsules of all tasks ``≤ t``, one
+        gate and one attention layer are shared, and nothing protects the shared routing
+        and projection, so earlier tasks may forget.
+    :param n_tasks: the number of tasks of the stream; required by ``ksm="official"``,
+        which allocates them up front (training more tasks raises an error).
+    :param official_batch_mixing: with ``ksm="official"``, reproduce the official code's
+        ``view``/``repeat`` calls that make a sample's transfer output depend on the other
+        samples of its batch. Only for measuring that leak (``benchmarks/ctr_leak_test.py``).
+    :param train_layernorm: the encoder's LayerNorms train with every task, shared and
+        unprotected, as in the official code (its regime, issue 25); earlier tasks may then
+        forget. Default ``False``: the encoder is frozen whole.
     """
 
     def __init__(
@@ -90,9 +108,17 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
         ksm_init: str = "zero",
         mask_init_mean: float = 0.0,
         gate_bias: float = 0.0,
+        ksm: str = "protected",
+        n_tasks: int | None = None,
+        official_batch_mixing: bool = False,
+        train_layernorm: bool = False,
     ) -> None:
         super().__init__()
         check_pooling(pooling)
+        _check_ksm(ksm, n_tasks, official_batch_mixing, knowledge_sharing)
+        self.ksm = ksm
+        self.n_tasks = n_tasks
+        self.train_layernorm = train_layernorm
         if ksm_init not in KSM_INITS:
             raise ValueError(f"ksm_init must be one of {', '.join(KSM_INITS)}, got {ksm_init!r}")
         if not math.isfinite(mask_init_mean):
@@ -115,6 +141,9 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
             zero_projection=ksm_init == "zero",
             mask_init_mean=mask_init_mean,
             gate_bias=gate_bias,
+            official_ksm=ksm == "official",
+            n_tasks=n_tasks if ksm == "official" else None,
+            batch_mixing=official_batch_mixing,
         )
         self.context = TaskContext(s=s_max)
         count = itertools.count()
@@ -140,6 +169,13 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
         in every plugin, or, for a task trained before, continue with its own; then fix
         which TSM and KSM units the other tasks use (HAT's ``a^{<t}``, see
         :meth:`~avalanche_ctr.hat.masks.HATMask.begin_task`)."""
+        new = task not in self.trained_tasks
+        if new and self.n_tasks is not None and len(self.task_labels) >= self.n_tasks:
+            raise ValueError(
+                f"this CTRModel(ksm='official') was built for n_tasks={self.n_tasks} and has "
+                f"trained tasks {self.trained_tasks}; task {task} would be one more: build it "
+                "with n_tasks set to the stream's number of tasks"
+            )
         super().start_task(task)
         self.training_sessions += 1
         self._generator = None
@@ -164,7 +200,8 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
 
     def set_trainable(self) -> None:
         """Only the training task's parameters, the shared TSM and KSM layers (protected
-        by the HAT gradient masks) and the task's head are trainable.
+        by the HAT gradient masks), the task's head and, with ``train_layernorm``, the
+        encoder's LayerNorms (unprotected) are trainable.
 
         A task trained again keeps its capsule and ``W_{t·}`` frozen once a later task
         exists: the later task's routing reads them."""
@@ -176,6 +213,10 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
         self.requires_grad_(False)
         for plugin in self.plugins:
             plugin.set_trainable(index, owns_sources=last)
+        if self.train_layernorm:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.requires_grad_(True)
         self.classifier.classifiers[str(task)].requires_grad_(True)
 
     # ----------------------------------------------------------- HAT helpers
@@ -253,3 +294,22 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
         return self.classifier(pool_hidden(hidden, attention_mask, self.pooling), task_label)
+
+
+def _check_ksm(ksm: str, n_tasks: int | None, mixing: bool, knowledge_sharing: bool) -> None:
+    """``ValueError`` naming the fix when the KSM options do not fit together."""
+    if ksm not in KSM_KINDS:
+        raise ValueError(f"ksm must be one of {', '.join(KSM_KINDS)}, got {ksm!r}")
+    if ksm == "official":
+        if not knowledge_sharing:
+            raise ValueError("ksm='official' needs knowledge_sharing=True (it is a KSM)")
+        if n_tasks is None or n_tasks < 1:
+            raise ValueError(
+                "ksm='official' allocates every task up front: give n_tasks, the stream's "
+                f"number of tasks (got {n_tasks})"
+            )
+    elif n_tasks is not None or mixing:
+        raise ValueError(
+            "n_tasks and official_batch_mixing belong to ksm='official'; leave them out or "
+            "pass ksm='official'"
+        )

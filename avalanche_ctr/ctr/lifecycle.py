@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from avalanche.core import SupervisedPlugin
+
 from avalanche_ctr.ctr.ctr_model import CTRModel
 from avalanche_ctr.hat.lifecycle import HATPlugin
 
-__all__ = ["CTRPlugin", "warmup_linear"]
+__all__ = ["CTRPlugin", "WarmupLinearPlugin", "warmup_linear", "set_warmup_lrs"]
 
 
 class CTRPlugin(HATPlugin, supports_distributed=True):
@@ -87,12 +89,7 @@ class CTRPlugin(HATPlugin, supports_distributed=True):
     def before_training_iteration(self, strategy, **kwargs) -> None:
         super().before_training_iteration(strategy, **kwargs)
         if self.warmup is not None:
-            n_batches = len(strategy.dataloader)
-            step = strategy.clock.train_exp_epochs * n_batches
-            step += strategy.clock.train_epoch_iterations
-            factor = warmup_linear(step / (strategy.train_epochs * n_batches), self.warmup)
-            for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
-                group["lr"] = base * factor
+            set_warmup_lrs(strategy, self._base_lrs, self.warmup)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
@@ -108,3 +105,40 @@ def warmup_linear(progress: float, warmup: float) -> float:
     if progress < warmup:
         return progress / warmup
     return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+def set_warmup_lrs(strategy, base_lrs: list[float], warmup: float) -> None:
+    """Set every parameter group's learning rate to its base rate times
+    :func:`warmup_linear` at the strategy's progress through the experience's steps."""
+    n_batches = len(strategy.dataloader)
+    step = strategy.clock.train_exp_epochs * n_batches + strategy.clock.train_epoch_iterations
+    factor = warmup_linear(step / (strategy.train_epochs * n_batches), warmup)
+    for group, base in zip(strategy.optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = base * factor
+
+
+class WarmupLinearPlugin(SupervisedPlugin):
+    """BERT's ``warmup_linear`` schedule (:func:`warmup_linear`) over each experience's
+    steps, for any strategy (CTR's own is part of :class:`CTRPlugin`): the rates the
+    optimizer has when the experience starts are the peaks, and they are put back when it
+    ends, so every experience runs the same schedule.
+
+    :param warmup: the warm-up fraction, in ``[0, 1)``.
+    """
+
+    def __init__(self, warmup: float) -> None:
+        super().__init__()
+        if not 0 <= warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
+        self.warmup = warmup
+        self._base_lrs: list[float] = []
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self._base_lrs = [group["lr"] for group in strategy.optimizer.param_groups]
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        set_warmup_lrs(strategy, self._base_lrs, self.warmup)
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base

@@ -51,6 +51,20 @@ to keep samples independent:
   CTR and its ablation without KSM draw the same random numbers for everything else;
 * at evaluation the gate is the deterministic ``argmax`` of its logits (no
   Gumbel noise), so a task's outputs do not vary from one evaluation to the next.
+
+``official=True`` (``CTRModel(ksm="official")``, issue 25) reproduces the official
+code's knowledge sharing instead of the protected one above: the number of tasks is
+given up front and every task's capsule and ``W_{i·}`` exist from the start; training
+task ``t`` trains the capsules and ``W_{i·}`` of every task ``i ≤ t`` (the official
+gradient rule ``tsv[t] = tril``, so later tasks retrain earlier capsules); one gate layer
+and one attention layer are shared by all tasks; no HAT mask or freeze reaches the
+shared layers (similarity convolutions, ``fc_current``, gate, attention, the projection
+with its trainable bias), and only the projection's output carries the task's mask
+``σ(s e_t)`` in the forward pass (the official ``elarger``), outside HAT's regulariser,
+compensation and protection. Earlier tasks may therefore forget. ``batch_mixing=True``
+(only with ``official=True``) also reproduces the official ``view``/``repeat`` calls that
+mix samples of a batch (:func:`official_sample_view`, :meth:`KnowledgeSharingModule.
+mixed_routing`); it exists to measure that leak, not to be used.
 """
 
 from __future__ import annotations
@@ -62,7 +76,7 @@ from torch import Tensor, nn
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
 from avalanche_ctr.hat.masks import HATMask
 
-__all__ = ["KnowledgeSharingModule", "binary_gate"]
+__all__ = ["KnowledgeSharingModule", "binary_gate", "official_sample_view"]
 
 
 def binary_gate(
@@ -82,6 +96,17 @@ def binary_gate(
     return (hard - soft.detach() + soft)[..., 0]
 
 
+def official_sample_view(x: Tensor, batch: int, length: int) -> Tensor:
+    """The official code's ``tensor.contiguous().view(batch, length, -1)`` of a tensor laid
+    out ``(n_transfer, batch · length, ...)``: the leading transfer-capsule axis is read as
+    if it were inside each token, so the result's sample ``b`` holds values of samples
+    ``3b .. 3b + 2`` (with 3 transfer capsules; samples of the whole batch for ``b`` beyond
+    the first third). This is the sample mixing of the official ``transfer_route`` forward
+    (``outputs_list[t].view(...)``, ``vote_outputs.view(...)``), reproduced only to measure
+    it."""
+    return x.contiguous().view(batch, length, -1)
+
+
 class KnowledgeSharingModule(nn.Module):
     """CTR's KSM in one CL-plugin: the task capsule layer (Sec. 3.2.1) and the shared,
     HAT-masked transfer routing (Sec. 3.2.2).
@@ -99,6 +124,11 @@ class KnowledgeSharingModule(nn.Module):
     :param gate_bias: added to a new gate's "use" logit and taken from its "skip" logit,
         so the gate starts with a margin of about ``gate_bias`` (default 0: PyTorch's
         initialisation, the gate at chance).
+    :param official: the official code's plastic KSM (module docstring) instead of the
+        protected one; needs ``n_tasks``.
+    :param n_tasks: with ``official``, the number of tasks, all allocated up front.
+    :param batch_mixing: with ``official``, the official sample mixing
+        (:meth:`mixed_routing`).
     """
 
     def __init__(
@@ -112,8 +142,22 @@ class KnowledgeSharingModule(nn.Module):
         zero_projection: bool = True,
         mask_init_mean: float = 0.0,
         gate_bias: float = 0.0,
+        official: bool = False,
+        n_tasks: int | None = None,
+        batch_mixing: bool = False,
     ) -> None:
         super().__init__()
+        if official and (n_tasks is None or n_tasks < 1):
+            raise ValueError(
+                f"the official KSM allocates every task up front: give n_tasks >= 1, got {n_tasks}"
+            )
+        if not official and (n_tasks is not None or batch_mixing):
+            raise ValueError(
+                "n_tasks and batch_mixing belong to the official KSM; pass official=True"
+            )
+        self.official = official
+        self.capacity = n_tasks
+        self.batch_mixing = batch_mixing
         self.gate_bias = gate_bias
         self.capsule_dim = capsule_dim
         self.n_transfer = n_transfer
@@ -137,33 +181,65 @@ class KnowledgeSharingModule(nn.Module):
         if zero_projection:
             nn.init.zeros_(self.project.weight)
             nn.init.zeros_(self.project.bias)
-        self.mask_current = HATMask(pooled, mask_init_mean)
-        self.mask_similarity = HATMask(pooled, mask_init_mean)
         self.mask_project = HATMask(hidden_size, mask_init_mean)
+        self.mask_current: HATMask | None = None
+        self.mask_similarity: HATMask | None = None
+        self.gate: nn.Linear | None = None
+        self.attention: nn.Linear | None = None
+        if official:
+            self.gate = self._new_gate()
+            self.attention = nn.Linear(pooled, width)
+            for _ in range(n_tasks):
+                self.task_capsules.add_task(torch.device("cpu"))
+                self.route_weights.append(self._new_route(torch.device("cpu")))
+        else:
+            self.mask_current = HATMask(pooled, mask_init_mean)
+            self.mask_similarity = HATMask(pooled, mask_init_mean)
 
     @property
-    def masks(self) -> tuple[HATMask, HATMask, HATMask]:
+    def masks(self) -> tuple[HATMask, ...]:
         """The HAT masks of the shared layers: current-task similarity units, source
-        similarity units ``z``, projection outputs."""
+        similarity units ``z``, projection outputs; none for the official KSM, whose
+        projection mask is outside HAT's accounting."""
+        if self.official:
+            return ()
         return self.mask_current, self.mask_similarity, self.mask_project
 
     @property
     def n_tasks(self) -> int:
-        return len(self.route_weights)
+        """The number of tasks installed (:meth:`add_task`)."""
+        return len(self.mask_project.embeddings)
+
+    def _new_route(self, device: torch.device) -> nn.Parameter:
+        shape = (self.n_transfer, self.capsule_dim, self.capsule_dim)
+        return nn.Parameter(0.1 * torch.randn(shape).to(device))
+
+    def _new_gate(self) -> nn.Linear:
+        gate = nn.Linear(self.channels * len(self.kernel_sizes), 2)
+        with torch.no_grad():
+            gate.bias += torch.tensor([self.gate_bias / 2, -self.gate_bias / 2])
+        return gate
 
     def add_task(self) -> list[nn.Parameter]:
         """Install a task's capsule, its ``W_{t·}``, gate and attention layers and its
         masks of the shared layers; return their parameters (the task-owned ones)."""
         device = self.project.weight.device
+        if self.official:
+            index = self.n_tasks
+            if index >= self.capacity:
+                raise RuntimeError(
+                    f"this official KSM was built for {self.capacity} tasks and all are "
+                    "installed; build the model with n_tasks = the stream's number of tasks"
+                )
+            capsule = self.task_capsules.capsules[index]
+            route = self.route_weights[index]
+            embedding = self.mask_project.add_task()
+            return [*capsule.parameters(), route, embedding]
         pooled = self.channels * len(self.kernel_sizes)
         capsule = self.task_capsules.add_task(device)
-        route = nn.Parameter(
-            0.1 * torch.randn(self.n_transfer, self.capsule_dim, self.capsule_dim).to(device)
-        )
+        route = self._new_route(device)
         self.route_weights.append(route)
-        gate = nn.Linear(pooled, 2).to(device)
-        with torch.no_grad():
-            gate.bias += torch.tensor([self.gate_bias / 2, -self.gate_bias / 2], device=device)
+        gate = self._new_gate().to(device)
         attention = nn.Linear(pooled, self.width).to(device)
         self.gates.append(gate)
         self.attentions.append(attention)
@@ -179,7 +255,26 @@ class KnowledgeSharingModule(nn.Module):
     def set_trainable(self, task: int, *, owns_sources: bool) -> None:
         """Make task ``task``'s gate, attention, mask embeddings and the shared layers
         trainable (the shared ones protected by :meth:`free_entries`); its capsule and
-        ``W_{t·}`` too when ``owns_sources`` (no later task reads them yet)."""
+        ``W_{t·}`` too when ``owns_sources`` (no later task reads them yet).
+
+        The official KSM instead trains the capsules and ``W_{i·}`` of every task
+        ``i ≤ task`` (the official ``tsv[t] = tril`` gradient rule), every shared layer
+        including the gate and attention, and the task's projection mask."""
+        if self.official:
+            for i in range(task + 1):
+                self.task_capsules.capsules[i].requires_grad_(True)
+                self.route_weights[i].requires_grad_(True)
+            for module in (
+                self.convs_current,
+                self.convs_source,
+                self.fc_current,
+                self.project,
+                self.gate,
+                self.attention,
+            ):
+                module.requires_grad_(True)
+            self.mask_project.embeddings[task].requires_grad_(True)
+            return
         self.task_capsules.capsules[task].requires_grad_(owns_sources)
         self.route_weights[task].requires_grad_(owns_sources)
         self.gates[task].requires_grad_(True)
@@ -192,7 +287,10 @@ class KnowledgeSharingModule(nn.Module):
     def free_entries(self) -> list[tuple[Tensor, Tensor]]:
         """HAT Eq. 2 made exact for the shared routing: ``(parameter, free)`` pairs where an
         entry is free unless another task uses both the unit it feeds and the unit it
-        reads (inputs that carry no mask count as used)."""
+        reads (inputs that carry no mask count as used). The official KSM protects
+        nothing."""
+        if self.official:
+            return []
         used_current = self.mask_current.reference_used()
         used_similarity = self.mask_similarity.reference_used()
         used_project = self.mask_project.reference_used()
@@ -292,19 +390,79 @@ class KnowledgeSharingModule(nn.Module):
         :param generator: source of the training gates' Gumbel noise.
         :return: the transfer output (B, L, hidden) and the gates (B, t + 1).
         """
+        if self.batch_mixing:
+            capsules = self.task_capsules(h, self.capacity)
+            return self.mixed_routing(capsules, task, s, generator)
         capsules = self.task_capsules(h, task + 1)
         routes = torch.stack(list(self.route_weights[: task + 1]))
         current = self.similarity_features(
             self.convs_current, capsules[:, :, -1:], routes[-1:], keep
         )[:, 0]
-        current = self.fc_current(current * self.mask_current.mask(task, s))
+        if self.mask_current is not None:
+            current = current * self.mask_current.mask(task, s)
+        current = self.fc_current(current)
         z = self.similarity_features(self.convs_source, capsules, routes, keep, extra=current)
-        z = z * self.mask_similarity.mask(task, s)
-        gates = binary_gate(self.gates[task](z), training=self.training, generator=generator)
-        attention = self.attentions[task](z)
+        if self.mask_similarity is not None:
+            z = z * self.mask_similarity.mask(task, s)
+        gate = self.gate if self.official else self.gates[task]
+        attention_layer = self.attention if self.official else self.attentions[task]
+        gates = binary_gate(gate(z), training=self.training, generator=generator)
+        attention = attention_layer(z)
         priors = self.pre_route(capsules, routes)
         if keep is not None:
             priors = priors * keep[:, :, None, None]
         votes = gates[:, None, :, None] * attention[:, None] * priors
         transfer = self.project(votes.sum(dim=2)) * self.mask_project.mask(task, s)
         return transfer, gates
+
+    def _pooled_convolutions(
+        self, convs: nn.ModuleList, x: Tensor, extra: Tensor | None = None
+    ) -> Tensor:
+        """The paper's similarity features over pre-route vectors ``x`` (B, L, n, width):
+        each convolution of ``convs`` over the tokens, ``extra`` (B, channels) added, ReLU,
+        max over every token (padding included, as the official code) → (B, n, pooled)."""
+        batch, length, n, width = x.shape
+        flat = x.permute(0, 2, 3, 1).reshape(batch * n, width, length)
+        pooled = []
+        for conv in convs:
+            y = conv(flat)[..., :length].unflatten(0, (batch, n))
+            if extra is not None:
+                y = y + extra[:, None, :, None]
+            pooled.append(F.relu(y).max(dim=-1).values)
+        return torch.cat(pooled, dim=-1)
+
+    def mixed_routing(
+        self, capsules: Tensor, task: int, s: float | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """The official ``transfer_route`` forward with its sample mixing, over the
+        capsules (B, L, n_tasks, capsule_dim) of every allocated task.
+
+        The official code lays the pre-route vectors out ``(n_transfer, B · L, n_tasks,
+        capsule_dim)``; it reads each source's slice back per sample with ``view`` (so
+        sample ``b``'s similarity features come from samples ``3b .. 3b + 2``,
+        :func:`official_sample_view`), spreads the per-sample attentions and gates over
+        the tokens with ``repeat(L, ...).view(...)`` (so token ``l`` of sample ``b`` gets
+        the gate of sample ``(b L + l) mod B``), zeroes later tasks' votes with
+        ``tsv[t]``, and reads the summed votes back with ``view`` again. Each step is
+        reproduced here in that layout. As in the official code the gates are
+        straight-through Gumbel samples at evaluation too (noise from ``generator``, at
+        evaluation PyTorch's global one), not the deterministic ``argmax``."""
+        batch, length, n, _ = capsules.shape
+        routes = torch.stack(list(self.route_weights))
+        tokens = batch * length
+        priors = self.pre_route(capsules, routes).unflatten(3, (self.n_transfer, -1))
+        official = priors.permute(3, 0, 1, 2, 4).reshape(self.n_transfer, tokens, n, -1)
+        sources = torch.stack(
+            [official_sample_view(official[:, :, i], batch, length) for i in range(n)], dim=2
+        )
+        current = self._pooled_convolutions(self.convs_current, sources[:, :, task : task + 1])
+        z = self._pooled_convolutions(self.convs_source, sources, self.fc_current(current[:, 0]))
+        # the official gates are Gumbel samples at evaluation too (no argmax)
+        gates = binary_gate(self.gate(z), training=True, generator=generator)
+        attention = self.attention(z).transpose(1, 2).contiguous()
+        attention = attention.repeat(length, 1, 1).view(self.n_transfer, tokens, n, -1)
+        spread = gates.repeat(length, 1).view(1, tokens, n, 1)
+        earlier = (torch.arange(n, device=capsules.device) <= task).to(capsules.dtype)
+        votes = (earlier.view(1, 1, n, 1) * attention * spread * official).sum(dim=2)
+        transfer = self.project(official_sample_view(votes, batch, length))
+        return transfer * self.mask_project.mask(task, s), gates[:, : task + 1]

@@ -660,7 +660,7 @@ def _record_experience(record, accuracies, f1s, memory, timer, strategy) -> None
     """Append one experience's row of every measurement to ``record``."""
     if memory.peak is not None:
         record["peak_memory_bytes"] = max(record["peak_memory_bytes"] or 0, memory.peak)
-    steps = timer.times[-1]
+    steps = timer.times.pop() if timer.times else []  # none: the strategy skipped training
     record["acc_matrix"].append(accuracies)
     record["f1_matrix"].append(f1s)
     record["iteration_s"].append(sum(steps) / len(steps) if steps else float("nan"))

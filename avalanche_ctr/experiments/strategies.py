@@ -74,6 +74,8 @@ __all__ = [
     "HAT_OPTIONS",
     "WARMUP",
     "KSM_INIT",
+    "OFFICIAL_BATCH_MIXING",
+    "TRAIN_LAYERNORM",
     "GATE_BIAS",
     "MASK_INIT_MEAN",
     "KKT",
@@ -522,6 +524,22 @@ KSM_INIT = Option(
     type=str,
     check=_one_of("KSM initialisation", _ksm_inits),
 )
+OFFICIAL_BATCH_MIXING = Option(
+    "official_batch_mixing",
+    False,
+    "ctr_official: on reproduces the official code's view/repeat calls that mix the samples "
+    "of a batch (only to measure that leak; benchmarks/ctr_leak_test.py)",
+    type=_on_off,
+    check=_bool_or_none,
+)
+TRAIN_LAYERNORM = Option(
+    "train_layernorm",
+    False,
+    "CTR and adapter_hat: on trains the encoder's LayerNorms with every task, shared and "
+    "unprotected, as the official code (its regime; earlier tasks may forget)",
+    type=_on_off,
+    check=_bool_or_none,
+)
 WARMUP = Option(
     "warmup",
     None,
@@ -600,16 +618,24 @@ def _exssnet(exclusive: bool):
     return build
 
 
-_CTR_MODEL_OPTIONS = ("ksm_init", "gate_bias", "mask_init_mean")
+_CTR_MODEL_OPTIONS = (
+    "ksm_init",
+    "gate_bias",
+    "mask_init_mean",
+    "official_batch_mixing",
+    "train_layernorm",
+)
 
 
-def _ctr(knowledge_sharing: bool):
+def _ctr(knowledge_sharing: bool, ksm: str = "protected"):
     def build(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
         from avalanche_ctr.models import CTRModel
         from avalanche_ctr.training import CTR
 
         options = ctx.keywords(record)
         model_options = {k: options.pop(k) for k in _CTR_MODEL_OPTIONS if k in options}
+        if ksm == "official":  # it allocates every task of the stream up front
+            model_options.update(ksm=ksm, n_tasks=len(ctx.settings.task_names))
         model = CTRModel(
             ctx.encoder(),
             bottleneck=ctx.settings.bottleneck,
@@ -665,6 +691,42 @@ def _frozen(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     model = ctx.model(adapters=False)
     return Naive(
         model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **ctx.common
+    )
+
+
+def _with_warmup(ctx: StrategyContext) -> dict[str, Any]:
+    """The common keywords, with BERT's warm-up schedule as a plugin when ``--warmup``
+    is given (CTR's and adapter_hat's schedule, for the baselines paired with them)."""
+    from avalanche_ctr.ctr.lifecycle import WarmupLinearPlugin
+
+    common = dict(ctx.common)
+    if ctx.options["warmup"] is not None:
+        common["plugins"] = [*common["plugins"], WarmupLinearPlugin(ctx.options["warmup"])]
+    return common
+
+
+def _one(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche_ctr.models import AdapterBERT
+
+    model = AdapterBERT(ctx.encoder(), bottleneck=ctx.settings.bottleneck, per_task_adapters=True)
+    return Naive(
+        model=model,
+        optimizer=ctx.adam(model),
+        train_epochs=ctx.settings.epochs,
+        **_with_warmup(ctx),
+    )
+
+
+def _mtl(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
+    from avalanche_ctr.training import MultiTaskJoint
+
+    model = ctx.model()
+    return MultiTaskJoint(
+        model=model,
+        optimizer=ctx.adam(model),
+        train_epochs=ctx.settings.epochs,
+        n_tasks=len(ctx.settings.task_names),
+        **_with_warmup(ctx),
     )
 
 
@@ -798,7 +860,26 @@ for _record in (
         "CTR (ours): capsules, transfer routing and HAT in BERT",
         _TEXT,
         _ctr(knowledge_sharing=True),
-        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN),
+        (HAT_LR, WARMUP, KSM_INIT, GATE_BIAS, MASK_INIT_MEAN, TRAIN_LAYERNORM),
+        requirement=_CTR_NEEDS,
+        ours=True,
+        ablation="adapter_hat",
+    ),
+    StrategyRecord(
+        "ctr_official",
+        "CTR with the official code's plastic KSM (ours): earlier capsules and the shared "
+        "routing retrained by later tasks",
+        _TEXT,
+        _ctr(knowledge_sharing=True, ksm="official"),
+        (
+            HAT_LR,
+            WARMUP,
+            KSM_INIT,
+            GATE_BIAS,
+            MASK_INIT_MEAN,
+            OFFICIAL_BATCH_MIXING,
+            TRAIN_LAYERNORM,
+        ),
         requirement=_CTR_NEEDS,
         ours=True,
         ablation="adapter_hat",
@@ -808,7 +889,7 @@ for _record in (
         "CTR without its KSM (ours): adapters + HAT",
         _TEXT,
         _ctr(knowledge_sharing=False),
-        (HAT_LR, WARMUP, MASK_INIT_MEAN),
+        (HAT_LR, WARMUP, MASK_INIT_MEAN, TRAIN_LAYERNORM),
         requirement=_CTR_NEEDS,
         ours=True,
     ),
@@ -827,6 +908,22 @@ for _record in (
         _TEXT,
         _frozen,
         requirement="it is the frozen-encoder baseline of the text benchmarks",
+    ),
+    StrategyRecord(
+        "one",
+        "ONE: a fresh adapters model (adapters + head) per task over the frozen encoder",
+        _TEXT,
+        _one,
+        (WARMUP,),
+        requirement="it trains adapters inside a BERT-family encoder",
+    ),
+    StrategyRecord(
+        "mtl",
+        "MTL: every task trained jointly with its head at the last experience (upper bound)",
+        _TEXT,
+        _mtl,
+        (WARMUP,),
+        requirement="it trains adapters inside a BERT-family encoder",
     ),
     StrategyRecord("naive", "Avalanche Naive (fine-tuning)", _BOTH, _baseline(Naive)),
     StrategyRecord(

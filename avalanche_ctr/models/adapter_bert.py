@@ -7,7 +7,10 @@ puts its CL-plugins: after the output projection and dropout of the attention
 and of the feed-forward sublayer, before the residual add and LayerNorm. The
 adapter is ``h + GELU(fc2(GELU(fc1(h))))``, the shape of CTR's task specific
 module without HAT masks, and is shared by every task. ``adapters=False`` gives
-the frozen encoder with per-task heads only.
+the frozen encoder with per-task heads only. ``per_task_adapters=True`` gives every task
+adapters of its own (:class:`TaskAdapters`), created when the task is first trained: one
+independent model per task over the same frozen encoder, the ONE baseline of the CTR
+paper (issue 25).
 
 Unlike :class:`~avalanche_ctr.models.CTRModel` the model has no lifecycle of its
 own: it is trained with any Avalanche strategy (``Naive``, ``EWC``, ...) that
@@ -17,8 +20,9 @@ passes task labels, growing one head per task through
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
-from avalanche.models import MultiHeadClassifier
+from avalanche.models import DynamicModule, MultiHeadClassifier
 from torch import Tensor, nn
 
 from avalanche_ctr.compat import PaddedMultiTaskModule
@@ -32,7 +36,7 @@ from avalanche_ctr.text_encoder import (
     split_text_inputs,
 )
 
-__all__ = ["Adapter", "AdapterBERT"]
+__all__ = ["Adapter", "AdapterBERT", "TaskAdapters"]
 
 
 class Adapter(nn.Module):
@@ -51,6 +55,50 @@ class Adapter(nn.Module):
 
     def forward(self, h: Tensor, context: TaskContext | None = None) -> Tensor:
         return h + F.gelu(self.fc2(F.gelu(self.fc1(h))))
+
+
+class TaskAdapters(DynamicModule):
+    """One :class:`Adapter` per task label, each created when its task is first trained
+    (Avalanche's model adaptation) and called for its own task only (``context.task``
+    holds the task label); a task without adapters passes its input through.
+
+    Training a task therefore gives no gradient to any other task's adapters, so an
+    optimizer that skips parameters without gradients (Adam, SGD) leaves them exactly
+    as they were.
+
+    :param hidden_size: width ``d`` of the transformer layer.
+    :param bottleneck: number of bottleneck units ``b``.
+    """
+
+    def __init__(self, hidden_size: int, bottleneck: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.bottleneck = bottleneck
+        self.adapters = nn.ModuleDict()
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+
+    def add_task(self, task: int) -> None:
+        """Create task ``task``'s adapter unless it exists."""
+        if str(task) not in self.adapters:
+            adapter = Adapter(self.hidden_size, self.bottleneck)
+            self.adapters[str(task)] = adapter.to(self._device_probe.device)
+
+    def adaptation(self, experience) -> None:
+        """Adapters for the experience's tasks, when it is trained (not when evaluated)."""
+        if self.training:
+            for task in set(experience.task_labels):
+                self.add_task(int(task))
+
+    def grow_for_state(self, state: dict[str, Tensor], prefix: str = "") -> None:
+        """Create the adapters that a state dict of this model trained further holds."""
+        start = f"{prefix}adapters."
+        for key in state:
+            if key.startswith(start):
+                self.add_task(int(key[len(start) :].split(".")[0]))
+
+    def forward(self, h: Tensor, context: TaskContext) -> Tensor:
+        adapter = self.adapters[str(context.task)] if str(context.task) in self.adapters else None
+        return h if adapter is None else adapter(h)
 
 
 class AdapterBERT(PaddedMultiTaskModule, HubModel, model_type="adapter_bert"):
@@ -73,6 +121,8 @@ class AdapterBERT(PaddedMultiTaskModule, HubModel, model_type="adapter_bert"):
         all-MiniLM-L6-v2.
     :param bottleneck: adapter bottleneck units.
     :param adapters: ``False`` leaves the encoder as it is (frozen encoder + heads).
+    :param per_task_adapters: every task gets adapters of its own (:class:`TaskAdapters`)
+        instead of sharing one set (the ONE baseline).
     :param pooling: ``"mean"`` (masked mean of the last hidden states) or
         ``"cls"`` (the first token's last hidden state).
     """
@@ -83,15 +133,21 @@ class AdapterBERT(PaddedMultiTaskModule, HubModel, model_type="adapter_bert"):
         *,
         bottleneck: int = 128,
         adapters: bool = True,
+        per_task_adapters: bool = False,
         pooling: str = "mean",
     ) -> None:
         super().__init__()
         check_pooling(pooling)
+        if per_task_adapters and not adapters:
+            raise ValueError("per_task_adapters=True needs adapters=True")
         self.encoder = load_encoder(encoder)
         self.encoder.requires_grad_(False)
         hidden = self.encoder.config.hidden_size
-        if adapters:
-            plug_layers(self.encoder, lambda width: Adapter(width, bottleneck), TaskContext())
+        self.context = TaskContext()
+        if per_task_adapters:
+            plug_layers(self.encoder, lambda width: TaskAdapters(width, bottleneck), self.context)
+        elif adapters:
+            plug_layers(self.encoder, lambda width: Adapter(width, bottleneck), self.context)
         self.classifier = MultiHeadClassifier(hidden)
         self.pooling = pooling
 
@@ -102,6 +158,7 @@ class AdapterBERT(PaddedMultiTaskModule, HubModel, model_type="adapter_bert"):
 
     def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
         input_ids, attention_mask, token_type_ids = split_text_inputs(x, "AdapterBERT")
+        self.context.task = int(task_label)
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state

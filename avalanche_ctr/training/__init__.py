@@ -6,5 +6,15 @@ from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
 from avalanche_ctr.hat.lifecycle import HATPlugin
 from avalanche_ctr.hat.strategy import HAT
+from avalanche_ctr.training.joint import MultiTaskJoint
 
-__all__ = ["ExSSNeT", "SupSup", "ExSSNeTPlugin", "CTR", "CTRPlugin", "HAT", "HATPlugin"]
+__all__ = [
+    "ExSSNeT",
+    "SupSup",
+    "ExSSNeTPlugin",
+    "CTR",
+    "CTRPlugin",
+    "HAT",
+    "HATPlugin",
+    "MultiTaskJoint",
+]

@@ -168,7 +168,8 @@ def build_text(name: str, settings: Settings):
     return record.build(context, record)
 
 
-@pytest.mark.parametrize("name", default_strategies("text"))
+# mtl trains only once it has every task (tests/experiments/test_headroom_baselines.py)
+@pytest.mark.parametrize("name", [n for n in default_strategies("text") if n != "mtl"])
 def test_every_text_strategy_learns_a_tiny_stream(name, tiny_text):
     settings, benchmark = tiny_text
     torch.manual_seed(0)
