@@ -79,6 +79,8 @@ __all__ = [
     "read_checkpoint",
     "verify_checkpoint",
     "grow_model",
+    "dynamic_attributes",
+    "restore_dynamic_attributes",
     "load_model",
     "save_checkpoint",
     "load_checkpoint",
@@ -252,7 +254,9 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- model
-def _dynamic_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
+def dynamic_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """What Avalanche's multi-task modules keep outside the state dict
+    (``max_class_label``, ``known_train_tasks_labels``), as plain values by module name."""
     return {
         name: {
             "max_class_label": int(module.max_class_label),
@@ -319,11 +323,18 @@ def _load_model_state(model: nn.Module, payload: dict[str, Any], path: Path) -> 
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(frozen[name])
-    for name, attributes in payload.get("dynamic", {}).items():
+    restore_dynamic_attributes(model, payload.get("dynamic", {}))
+
+
+def restore_dynamic_attributes(model: nn.Module, dynamic: dict[str, dict[str, Any]]) -> None:
+    """Put back what :func:`dynamic_attributes` returned."""
+    for name, attributes in dynamic.items():
         module = model.get_submodule(name) if name else model
         if isinstance(module, MultiTaskModule):
-            module.max_class_label = attributes["max_class_label"]
-            module.known_train_tasks_labels = set(attributes["known_train_tasks_labels"])
+            module.max_class_label = int(attributes["max_class_label"])
+            module.known_train_tasks_labels = {
+                int(t) for t in attributes["known_train_tasks_labels"]
+            }
 
 
 def load_model(path: str | os.PathLike, model: nn.Module, *, map_location: Any = "cpu"):
@@ -346,7 +357,7 @@ def _model_record(model: nn.Module) -> dict[str, Any]:
     return {
         "model_class": _qualname(model),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "dynamic": _dynamic_attributes(model),
+        "dynamic": dynamic_attributes(model),
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
     }
 

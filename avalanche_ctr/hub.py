@@ -41,7 +41,11 @@ from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, snapshot_do
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from torch import nn
 
-from avalanche_ctr.checkpoint import CheckpointError
+from avalanche_ctr.checkpoint import (
+    CheckpointError,
+    dynamic_attributes,
+    restore_dynamic_attributes,
+)
 
 __all__ = [
     "LIBRARY_NAME",
@@ -155,20 +159,6 @@ def _build_encoder(stored: dict[str, Any]) -> nn.Module:
     return AutoModel.from_config(config)
 
 
-def _dynamic_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """What Avalanche's multi-task modules keep outside the state dict."""
-    from avalanche.models import MultiTaskModule
-
-    return {
-        name: {
-            "max_class_label": int(module.max_class_label),
-            "known_train_tasks_labels": sorted(int(t) for t in module.known_train_tasks_labels),
-        }
-        for name, module in model.named_modules()
-        if isinstance(module, MultiTaskModule)
-    }
-
-
 # ----------------------------------------------------------------------------- the mixin
 class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learning"]):
     """``save_pretrained(dir)``, ``from_pretrained(dir_or_repo_id)`` and ``push_to_hub``
@@ -236,7 +226,7 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
             "model_type": self.hub_model_type,
             "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
             "arguments": self.hub_arguments(),
-            "dynamic": _dynamic_attributes(self),
+            "dynamic": dynamic_attributes(self),
         }
         (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
         (save_directory / "README.md").unlink(missing_ok=True)  # the card is made anew
@@ -315,15 +305,8 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
                 f"{folder / WEIGHTS_NAME} does not fit the {cls.__name__} its config describes: "
                 f"{detail[:600]}"
             ) from None
-        _restore_dynamic(model, config.get("dynamic", {}))
+        restore_dynamic_attributes(model, config.get("dynamic", {}))
         return model.to(map_location).eval()
-
-
-def _restore_dynamic(model: nn.Module, dynamic: dict[str, dict[str, Any]]) -> None:
-    for name, attributes in dynamic.items():
-        module = model.get_submodule(name) if name else model
-        module.max_class_label = int(attributes["max_class_label"])
-        module.known_train_tasks_labels = {int(t) for t in attributes["known_train_tasks_labels"]}
 
 
 def _decoded(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from avalanche_ctr.masking import TOPK_RULES, TopKStraightThrough, apply_mask, n
 
 __all__ = [
     "SupermaskLayer",
+    "refuse_unmaskable",
     "SupermaskLinear",
     "SupermaskConv1d",
     "SupermaskConv2d",
@@ -289,6 +290,30 @@ class UnsupportedLayerError(ValueError):
     def __init__(self, message: str, layer_type: str | None = None) -> None:
         super().__init__(message)
         self.layer_type = layer_type
+
+
+def refuse_unmaskable(child: nn.Module, path: str, models: str, supported: str) -> None:
+    """Raise :class:`UnsupportedLayerError` for a layer a mask conversion leaves neither
+    converted nor skipped that it cannot keep as it is: one that changes shape (an
+    Avalanche ``DynamicModule`` other than the per-task heads) or one with parameters
+    of its own. ``models`` names the converted models in the message ("supermask",
+    "HAT"), ``supported`` the layers they may contain."""
+    from avalanche.models import DynamicModule, MultiTaskModule
+
+    kind = type(child).__name__
+    if isinstance(child, DynamicModule) and not isinstance(child, MultiTaskModule):
+        raise UnsupportedLayerError(
+            f"layer '{path}' ({kind}) changes shape during training and cannot be masked; "
+            "use avalanche.models.MultiHeadClassifier for per-task heads",
+            kind,
+        )
+    if any(True for _ in child.parameters(recurse=False)):
+        raise UnsupportedLayerError(
+            f"layer '{path}' ({kind}) has parameters and cannot be masked; {models} models may "
+            f"contain {supported} only (wrap a pretrained part that stays fixed in "
+            "avalanche_ctr.exssnet.FrozenModule)",
+            kind,
+        )
 
 
 class TaskBatchNorm(nn.Module):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -30,6 +30,7 @@ from avalanche_ctr.exssnet.supermask import (
     SupermaskLinear,
     TaskBatchNorm,
     UnsupportedLayerError,
+    refuse_unmaskable,
 )
 from avalanche_ctr.hub import HubModel, backbone_entry, backbone_from
 from avalanche_ctr.masking import pack_mask, unpack_mask
@@ -565,20 +566,7 @@ def _convert_children(module: nn.Module, prefix: str, density: float, cache: int
         if new is not None:
             setattr(module, name, new)
             continue
-        kind = type(child).__name__
-        if isinstance(child, DynamicModule) and not isinstance(child, MultiTaskModule):
-            raise UnsupportedLayerError(
-                f"layer '{path}' ({kind}) changes shape during training and cannot be "
-                "masked; use avalanche.models.MultiHeadClassifier for per-task heads",
-                kind,
-            )
-        if any(True for _ in child.parameters(recurse=False)):
-            raise UnsupportedLayerError(
-                f"layer '{path}' ({kind}) has parameters and cannot be masked; supermask "
-                f"models may contain {SUPPORTED_LAYERS} only (wrap a pretrained part that "
-                "stays fixed in avalanche_ctr.exssnet.FrozenModule)",
-                kind,
-            )
+        refuse_unmaskable(child, path, "supermask", SUPPORTED_LAYERS)
         _convert_children(child, path, density, cache)
 
 

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from avalanche.models import DynamicModule, MultiHeadClassifier, MultiTaskModule
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from avalanche_ctr.compat import PaddedMultiTaskModule, widest_head
-from avalanche_ctr.exssnet.supermask import UnsupportedLayerError
+from avalanche_ctr.exssnet.supermask import UnsupportedLayerError, refuse_unmaskable
 from avalanche_ctr.exssnet.supermask_net import FrozenModule
 from avalanche_ctr.hat.masks import HATMask, HATModel
 from avalanche_ctr.hub import HubModel, backbone_entry, backbone_from
@@ -249,19 +249,7 @@ def _check_leaf(child: nn.Module, path: str) -> None:
             "avalanche_ctr.exssnet.FrozenModule)",
             kind,
         )
-    if isinstance(child, DynamicModule) and not isinstance(child, MultiTaskModule):
-        raise UnsupportedLayerError(
-            f"layer '{path}' ({kind}) changes shape during training and cannot be masked; "
-            "use avalanche.models.MultiHeadClassifier for per-task heads",
-            kind,
-        )
-    if any(True for _ in child.parameters(recurse=False)):
-        raise UnsupportedLayerError(
-            f"layer '{path}' ({kind}) has parameters and cannot be masked; HAT models may "
-            f"contain {SUPPORTED_LAYERS} only (wrap a pretrained part that stays fixed in "
-            "avalanche_ctr.exssnet.FrozenModule)",
-            kind,
-        )
+    refuse_unmaskable(child, path, "HAT", SUPPORTED_LAYERS)
 
 
 def _convert_children(module: nn.Module, prefix: str) -> None:
