@@ -46,6 +46,7 @@ from avalanche_ctr.checkpoint import (
     dynamic_attributes,
     restore_dynamic_attributes,
 )
+from avalanche_ctr.files import atomic_write_bytes
 
 __all__ = [
     "LIBRARY_NAME",
@@ -205,7 +206,7 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
 
     # ------------------------------------------------------------- saving
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         if self.hub_model_type is None:
             raise ModelFolderError(
@@ -219,7 +220,7 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
                 "save the model after strategy.train(...) has returned"
             )
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        atomic_write_bytes(save_directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
         config = {
             "library_name": LIBRARY_NAME,
             "format_version": FORMAT_VERSION,
@@ -228,7 +229,8 @@ class HubModel(ModelHubMixin, library_name=LIBRARY_NAME, tags=["continual-learni
             "arguments": self.hub_arguments(),
             "dynamic": dynamic_attributes(self),
         }
-        (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+        text = json.dumps(config, indent=2, sort_keys=True)
+        atomic_write_bytes(save_directory / CONFIG_NAME, text.encode())
         (save_directory / "README.md").unlink(missing_ok=True)  # the card is made anew
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
