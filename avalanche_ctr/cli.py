@@ -146,6 +146,29 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "split (the official CTR recipe; every strategy of the run gets it)",
     )
     parser.add_argument(
+        "--dev-criterion",
+        default="accuracy",
+        choices=("accuracy", "loss"),
+        help="with --best-dev-epoch: keep the epoch of the highest dev accuracy (default) or "
+        "of the lowest dev cross-entropy (the official CTR code's choice)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=("adam", "bertadam"),
+        help="adam (default) or bertadam, the official CTR code's BertAdam: no bias "
+        "correction, weight decay 0.01 except biases and LayerNorms, each gradient tensor "
+        "clipped to norm 1, and --warmup's schedule inside it too (so applied twice, as "
+        "there)",
+    )
+    parser.add_argument(
+        "--bottleneck",
+        type=int,
+        default=128,
+        help="text: units of every adapter of the adapter strategies (the official CTR "
+        "code: 2000; default: 128)",
+    )
+    parser.add_argument(
         "--precision",
         default="fp32",
         choices=PRECISIONS,
@@ -348,8 +371,11 @@ def _settings(args: argparse.Namespace):
         output_layer=args.output_layer,
         task_inference=args.task_inference,
         best_dev_epoch=args.best_dev_epoch,
+        dev_criterion=args.dev_criterion,
         task_order=args.task_order,
         precision=args.precision,
+        optimizer=args.optimizer,
+        bottleneck=args.bottleneck,
         options={name: getattr(args, f"option_{name}") for name in all_options()},
     )
 

@@ -64,6 +64,37 @@ def test_any_strategy_gets_its_best_epoch_back():
     )
 
 
+def dev_loss(model, experience, task):
+    x, y = experience_tensors(experience)
+    return float(torch.nn.functional.cross_entropy(task_logits(model, x, task), y))
+
+
+def test_the_loss_criterion_keeps_the_lowest_dev_loss_epoch():
+    """By loss (the official CTR code's choice), the kept epoch is the one of the lowest
+    mean dev cross-entropy, which a high learning rate makes differ from the last one."""
+    torch.manual_seed(0)
+    benchmark = SplitDigits(5, seed=0)
+    model = MultiHeadMLP(64, (32,))
+    best = BestEpochPlugin(benchmark.test_stream, criterion="loss")
+    strategy = Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=2.0),
+        train_epochs=6,
+        plugins=[best],
+        evaluator=quiet_evaluator(),
+    )
+    strategy.train(benchmark.train_stream[0])
+    task = benchmark.train_stream[0].task_label
+    losses = best.loss_history[0]
+    assert len(losses) == 6 and len(best.history[0]) == 6
+    assert best.best_epoch == losses.index(min(losses)) < 5, losses  # a restore happened
+    assert best.best_loss == min(losses)
+    assert dev_loss(model, benchmark.test_stream[0], task) == pytest.approx(min(losses), rel=1e-5)
+    assert best.state_dict()["loss_history"] == [losses]
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        BestEpochPlugin(benchmark.test_stream, criterion="f1")
+
+
 def test_a_misplaced_or_mismatched_plugin_is_refused(tokenizer, sentiment_stream):
     model = tiny_ctr_model(tokenizer)
     strategy = CTR(

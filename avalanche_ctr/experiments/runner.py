@@ -88,8 +88,10 @@ from avalanche_ctr.run_folder import (
     read_record,
     write_digested_json,
 )
+from avalanche_ctr.selection import CRITERIA as DEV_CRITERIA
 from avalanche_ctr.selection import BestEpochPlugin
 from avalanche_ctr.text_encoder import UnsupportedEncoderError, default_encoder_path, load_encoder
+from avalanche_ctr.training.bert_adam import BertAdamSchedule
 
 __all__ = [
     "Settings",
@@ -102,6 +104,11 @@ __all__ = [
     "ablation_pairs",
     "build_strategy",
 ]
+
+
+OPTIMIZERS = ("adam", "bertadam")
+"""``--optimizer``: Adam, or the official CTR code's BertAdam
+(:class:`~avalanche_ctr.training.bert_adam.BertAdam`)."""
 
 
 @dataclass
@@ -134,8 +141,10 @@ class Settings:
     output_layer: str = "heads"
     task_inference: str | None = None
     best_dev_epoch: bool = False
+    dev_criterion: str = "accuracy"
     task_order: str | None = None
     precision: str = "fp32"
+    optimizer: str = "adam"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,6 +164,19 @@ class Settings:
                 f"--best-dev-epoch needs a dev split, which only the text benchmarks have; "
                 f"leave it out for {self.benchmark}"
             )
+        if self.dev_criterion not in DEV_CRITERIA:
+            raise UsageError(
+                f"--dev-criterion {self.dev_criterion!r}: use one of {', '.join(DEV_CRITERIA)}"
+            )
+        if self.dev_criterion != "accuracy" and not self.best_dev_epoch:
+            raise UsageError(
+                f"--dev-criterion {self.dev_criterion} chooses the epoch that --best-dev-epoch "
+                "keeps; add --best-dev-epoch"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if self.bottleneck < 1:
+            raise UsageError(f"--bottleneck must be at least 1, got {self.bottleneck}")
         if self.task_order is not None:
             if spec.modality != "text":
                 raise UsageError(
@@ -465,7 +487,15 @@ def _run(
             )
         plugins.insert(0, MixedPrecision(settings.precision))
     if settings.best_dev_epoch:
-        plugins.append(BestEpochPlugin(benchmark.dev_stream, batch_size=settings.eval_batch_size))
+        plugins.append(
+            BestEpochPlugin(
+                benchmark.dev_stream,
+                batch_size=settings.eval_batch_size,
+                criterion=settings.dev_criterion,
+            )
+        )
+    if settings.optimizer == "bertadam":
+        plugins.append(BertAdamSchedule())
     diagnostics = ExSSNeTDiagnostics()
     ctr_diagnostics = CTRDiagnostics()
     hat_diagnostics = HATDiagnostics()

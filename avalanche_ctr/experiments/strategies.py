@@ -153,10 +153,26 @@ class StrategyContext:
 
         return AdapterBERT(self.encoder(), bottleneck=self.settings.bottleneck, adapters=adapters)
 
-    def adam(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """Adam at the run's learning rate over the model's trainable parameters."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.settings.lr)
+    def optimizer(
+        self, model: torch.nn.Module, *, trainable_only: bool = True
+    ) -> torch.optim.Optimizer:
+        """The run's optimizer (``--optimizer``) at its learning rate over the model's
+        trainable parameters (every parameter with ``trainable_only=False``, for the
+        strategies whose plugin points the optimizer at each phase's parameters):
+        Adam, or the official CTR code's
+        :class:`~avalanche_ctr.training.bert_adam.BertAdam` with its warm-up fraction
+        from ``--warmup``."""
+        params = [p for p in model.parameters() if p.requires_grad or not trainable_only]
+        if self.settings.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.settings.lr)
+        from avalanche_ctr.training.bert_adam import BertAdam, official_no_decay
+
+        return BertAdam(
+            params,
+            lr=self.settings.lr,
+            warmup=self.settings.options.get("warmup"),
+            no_decay=official_no_decay(model),
+        )
 
 
 @dataclass(frozen=True)
@@ -568,7 +584,7 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     from avalanche_ctr.training import SupSup
 
     model = _supermask_model(ctx)
-    optimizer = torch.optim.Adam(model.parameters(), lr=ctx.settings.lr)
+    optimizer = ctx.optimizer(model, trainable_only=False)
     return SupSup(
         model=model,
         optimizer=optimizer,
@@ -606,7 +622,7 @@ def _exssnet(exclusive: bool):
         model = _supermask_model(ctx)
         return ExSSNeT(
             model=model,
-            optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
+            optimizer=ctx.optimizer(model, trainable_only=False),
             mask_epochs=mask_epochs,
             weight_epochs=weight_epochs,
             exclusive=exclusive,
@@ -644,7 +660,7 @@ def _ctr(knowledge_sharing: bool, ksm: str = "protected"):
         )
         return CTR(
             model=model,
-            optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
+            optimizer=ctx.optimizer(model, trainable_only=False),
             train_epochs=ctx.settings.epochs,
             **options,
             **ctx.common,
@@ -661,7 +677,7 @@ def _baseline(cls: type) -> Callable[[StrategyContext, StrategyRecord], Supervis
         model = ctx.model()
         return cls(
             model=model,
-            optimizer=ctx.adam(model),
+            optimizer=ctx.optimizer(model),
             train_epochs=ctx.settings.epochs,
             **ctx.keywords(record),
             **ctx.common,
@@ -681,7 +697,7 @@ def _naive_with(
         common = dict(ctx.common)
         common["plugins"] = [*common["plugins"], plugin_cls(**ctx.keywords(record))]
         return Naive(
-            model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **common
+            model=model, optimizer=ctx.optimizer(model), train_epochs=ctx.settings.epochs, **common
         )
 
     return build
@@ -690,7 +706,7 @@ def _naive_with(
 def _frozen(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     model = ctx.model(adapters=False)
     return Naive(
-        model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **ctx.common
+        model=model, optimizer=ctx.optimizer(model), train_epochs=ctx.settings.epochs, **ctx.common
     )
 
 
@@ -711,7 +727,7 @@ def _one(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     model = AdapterBERT(ctx.encoder(), bottleneck=ctx.settings.bottleneck, per_task_adapters=True)
     return Naive(
         model=model,
-        optimizer=ctx.adam(model),
+        optimizer=ctx.optimizer(model),
         train_epochs=ctx.settings.epochs,
         **_with_warmup(ctx),
     )
@@ -723,7 +739,7 @@ def _mtl(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     model = ctx.model()
     return MultiTaskJoint(
         model=model,
-        optimizer=ctx.adam(model),
+        optimizer=ctx.optimizer(model),
         train_epochs=ctx.settings.epochs,
         n_tasks=len(ctx.settings.task_names),
         **_with_warmup(ctx),
@@ -747,7 +763,9 @@ def _packnet(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate
     model = PackNetMultiHead(ctx.backbone())
     common = dict(ctx.common)
     common["plugins"] = [*common["plugins"], PackNetPlugin(**ctx.keywords(record))]
-    return Naive(model=model, optimizer=ctx.adam(model), train_epochs=ctx.settings.epochs, **common)
+    return Naive(
+        model=model, optimizer=ctx.optimizer(model), train_epochs=ctx.settings.epochs, **common
+    )
 
 
 def _positive(value: float) -> float:
@@ -800,7 +818,7 @@ def _hat(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
     model = ctx.backbone()
     return HAT(
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=ctx.settings.lr),
+        optimizer=ctx.optimizer(model, trainable_only=False),
         train_epochs=ctx.settings.epochs,
         **ctx.keywords(record),
         **ctx.common,

@@ -6,6 +6,7 @@ from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.strategy import ExSSNeT, SupSup
 from avalanche_ctr.hat.lifecycle import HATPlugin
 from avalanche_ctr.hat.strategy import HAT
+from avalanche_ctr.training.bert_adam import BertAdam, BertAdamSchedule
 from avalanche_ctr.training.joint import MultiTaskJoint
 
 __all__ = [
@@ -17,4 +18,6 @@ __all__ = [
     "HAT",
     "HATPlugin",
     "MultiTaskJoint",
+    "BertAdam",
+    "BertAdamSchedule",
 ]
