@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.core import SupervisedPlugin
 
 from avalanche_ctr.ctr.ctr_model import CTRModel
@@ -142,3 +144,12 @@ class WarmupLinearPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs) -> None:
         for group, base in zip(strategy.optimizer.param_groups, self._base_lrs, strict=True):
             group["lr"] = base
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: nothing, since a checkpoint is taken between
+        experiences, when the rates are the peaks again and the next experience reads
+        them anew."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""

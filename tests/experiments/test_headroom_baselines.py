@@ -30,6 +30,7 @@ def test_one_and_mtl_run_through_compare(two_domains, tmp_path):
     one, mtl = compare(
         two_domains, ["one", "mtl"], [0], out=tmp_path, progress=False, log=lambda _: None
     )
+    assert (tmp_path / "checkpoints" / "one-seed0.pt").exists()
     # ONE: each task learns with adapters of its own; the first is untouched by the second
     assert min(one["acc_matrix"][1]) >= 0.7, one["acc_matrix"]
     assert one["acc_matrix"][1][0] == one["acc_matrix"][0][0]
@@ -70,3 +71,15 @@ def test_mtl_refuses_a_second_joint_training(two_domains, tmp_path):
     strategy.train(benchmark.train_stream[1])
     with pytest.raises(UsageError, match="trains once, on all tasks together"):
         strategy.train(benchmark.train_stream[1])
+
+
+def test_one_and_mtl_checkpoint_with_the_warm_up_schedule(two_domains, tmp_path):
+    """The recipe's --warmup adds WarmupLinearPlugin; every checkpoint must take it."""
+    from dataclasses import replace
+
+    settings = replace(two_domains, epochs=1, options={"warmup": 0.1})
+    records = compare(
+        settings, ["one", "mtl"], [0], out=tmp_path, progress=False, log=lambda _: None
+    )
+    assert [r["strategy"] for r in records] == ["one", "mtl"]
+    assert (tmp_path / "checkpoints" / "one-seed0.pt").exists()
