@@ -39,6 +39,7 @@ Example (one thread, as in ``benchmarks/RESULTS.md``)::
         --methods supsup exssnet --densities 0.02 0.05
     python benchmarks/exssnet_official_stream.py --output-topk layer --kkt-preset official
     python benchmarks/exssnet_official_stream.py --methods exssnet --kkt-lift 10
+    python benchmarks/exssnet_official_stream.py --weight-scale density
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from avalanche_ctr.benchmarks.fashion_mnist import DEFAULT_DATA_ROOT, prepare_fa
 from avalanche_ctr.compat import task_labelled_dataset
 from avalanche_ctr.experiments.backbones import MaskedOutputMLP
 from avalanche_ctr.exssnet import KKT_PRESETS
+from avalanche_ctr.exssnet.supermask import WEIGHT_SCALES, check_weight_scale
 from avalanche_ctr.training import ExSSNeT, SupSup
 
 OFFICIAL = {
@@ -211,12 +213,20 @@ def run(
         "after_first_epoch": 100 * statistics.fmean(e[0] for e in probe.after_epoch),
         "best_epoch": 100 * statistics.fmean(max(e) for e in probe.after_epoch),
         "output_topk": [net.supermask_layers[-1].topk_rule, net.supermask_layers[-1].floor],
+        "weight_scale": [net.weight_scale, [layer.weight_scale for layer in net.supermask_layers]],
         "kkt": vars(strategy.exssnet_plugin.kkt_settings),
         "kkt_sources": sources,
         "mask_epoch_s": statistics.fmean(s for e in epochs for s in e[:EPOCHS]),
         "weight_epoch_s": statistics.fmean(weight) if weight else None,
         "bytes_per_task": sizes[1:],
     }
+
+
+def _weight_scale(text: str) -> str | float:
+    try:
+        return check_weight_scale(text if text in WEIGHT_SCALES else float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main() -> int:
@@ -242,6 +252,12 @@ def main() -> int:
     parser.add_argument("--kkt-features", default=None)
     parser.add_argument("--kkt-init", default=None)
     parser.add_argument("--kkt-lift", type=float, default=None)
+    parser.add_argument(
+        "--weight-scale",
+        type=_weight_scale,
+        default=None,
+        help="none (factor 1), density (density^(-1/4)) or a factor; default: the strategies'",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = (
@@ -253,6 +269,7 @@ def main() -> int:
         "kkt_features",
         "kkt_init",
         "kkt_lift",
+        "weight_scale",
     )
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     facts = {"options": options, "pixels": args.pixels, "threads": torch.get_num_threads()}

@@ -16,6 +16,7 @@ from avalanche_ctr.exssnet.lifecycle import ExSSNeTPlugin
 from avalanche_ctr.exssnet.supermask_net import (
     OUTPUT_FLOOR_DEFAULT,
     OUTPUT_TOPK_DEFAULT,
+    WEIGHT_SCALE_DEFAULT,
     convert_to_supermask,
 )
 
@@ -67,6 +68,10 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         ``"layer"`` or ``"layer_floor"``
         (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`).
     :param output_floor: weights per output unit under ``"layer_floor"``.
+    :param weight_scale: the factor on the signed-constant weights, ``"none"`` (1, the
+        official code's), ``"density"`` (``density^(-1/4)``, ours) or a positive number
+        (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`;
+        ``docs/exssnet.md``).
     :param exclusive: ``False`` gives SSNeT (weights shared with earlier tasks
         are trained too, so earlier tasks may be forgotten).
     :param task_inference: ``None``: evaluation uses the experience's task labels;
@@ -108,6 +113,7 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         kkt_lift: float | None = None,
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
+        weight_scale: str | float = WEIGHT_SCALE_DEFAULT,
         exclusive: bool = True,
         task_inference: str | None = None,
         head_rule: str | None = None,
@@ -143,7 +149,11 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         )
         super().__init__(
             model=convert_to_supermask(
-                model, density=density, output_topk=output_topk, output_floor=output_floor
+                model,
+                density=density,
+                output_topk=output_topk,
+                output_floor=output_floor,
+                weight_scale=weight_scale,
             ),
             optimizer=optimizer,
             criterion=criterion,
@@ -184,6 +194,7 @@ class SupSup(ExSSNeT):
         kkt_lift: float | None = None,
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
+        weight_scale: str | float = WEIGHT_SCALE_DEFAULT,
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
@@ -213,6 +224,7 @@ class SupSup(ExSSNeT):
             kkt_lift=kkt_lift,
             output_topk=output_topk,
             output_floor=output_floor,
+            weight_scale=weight_scale,
             task_inference=task_inference,
             head_rule=head_rule,
             input_statistics=input_statistics,

@@ -17,6 +17,8 @@ Departures from the reference code, chosen deliberately:
   1 bit per weight (the official code keeps every task's float scores).
 * BatchNorm statistics and affine parameters are per task
   (:class:`TaskBatchNorm`), the fix SupSup published after release.
+* The signed constant may be scaled (``weight_scale``, :func:`density_weight_scale`);
+  the official code's is ``±gain / sqrt(fan_in)`` at every density.
 * A masked output layer may keep ``k`` weights of every output unit, or the layer's
   top ``k`` with a floor per unit (:meth:`SupermaskLayer.set_topk_rule`), where the
   official code keeps the layer's top ``k``: a layer-wide top-k can leave a class
@@ -44,19 +46,99 @@ __all__ = [
     "TaskBatchNorm",
     "UnsupportedLayerError",
     "signed_constant_",
+    "density_weight_scale",
+    "weight_scale_factor",
+    "check_weight_scale",
+    "WEIGHT_SCALES",
 ]
 
+WEIGHT_SCALES: tuple[str, ...] = ("none", "density")
+"""The named rules of ``weight_scale`` (:func:`weight_scale_factor`): ``"none"``, factor 1
+(the official code's weights); ``"density"``, :func:`density_weight_scale`. A positive
+number is the factor itself."""
 
-def signed_constant_(weight: Tensor) -> Tensor:
+
+def signed_constant_(weight: Tensor, scale: float = 1.0) -> Tensor:
     """Signed-constant initialisation (edge-popup, Ramanujan et al. 2020, Sec. 4.1;
-    SupSup Sec. 4): each weight is ``±gain / sqrt(fan_in)`` with a random sign,
-    ``gain`` being the ReLU gain ``sqrt(2)``."""
+    SupSup Sec. 4): each weight is ``±scale · gain / sqrt(fan_in)`` with a random sign,
+    ``gain`` being the ReLU gain ``sqrt(2)``. ``scale`` is 1 in edge-popup, SupSup and
+    the official ExSSNeT code (:func:`density_weight_scale` for another); the signs are
+    drawn the same whatever ``scale``."""
     fan_in = nn.init._calculate_correct_fan(weight, "fan_in")
-    std = nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+    std = scale * nn.init.calculate_gain("relu") / math.sqrt(fan_in)
     with torch.no_grad():
         sign = torch.randint(0, 2, weight.shape, device=weight.device, dtype=weight.dtype)
         weight.copy_((sign * 2 - 1) * std)
     return weight
+
+
+def density_weight_scale(density: float, power: float = 0.25) -> float:
+    """The factor ``density ** (-power)`` of the signed constant of every supermask layer
+    (``weight_scale="density"``): 2.66 at density 0.02, 2.11 at 0.05, 1.78 at 0.1, 1 at 1.
+
+    **A departure from the official code**, which uses ``±gain / sqrt(fan_in)`` with no
+    density factor (prateeky2806/exessnet at ee2027d: ``conv_init: signed_constant``,
+    ``--mode fan_in``, ``--nonlinearity relu``). Why: a mask keeping a fraction ``d`` of a
+    layer's weights shrinks its pre-activations by about ``sqrt(d)``, and with no bias and
+    ReLUs a factor ``c`` on a layer multiplies the logits by ``c``, so ``L`` layers at a
+    low density give logits ``d^(L/2)`` times smaller: the softmax stays near uniform and
+    the straight-through score gradients that learn the mask are small. A factor per
+    layer is then a softmax temperature. ``power=0.5`` would restore the variance in each
+    layer, but it overshoots (issue 27's stream at density 0.02: SupSup at chance, against
+    24.6 % with factor 1 and 55.8 % with ``power=0.25``; ``benchmarks/RESULTS.md``).
+
+    :param density: the supermask density, in (0, 1].
+    :param power: the exponent, >= 0 (0: factor 1).
+    :raises ValueError: for a density outside (0, 1] or a negative or non-finite power.
+    """
+    if (
+        isinstance(density, bool)
+        or not isinstance(density, (int, float))
+        or not (0.0 < density <= 1.0)
+    ):
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    if (
+        isinstance(power, bool)
+        or not isinstance(power, (int, float))
+        or not (0.0 <= power < math.inf)
+    ):
+        raise ValueError(f"power must be a finite number >= 0, got {power!r}")
+    return float(density) ** (-float(power))
+
+
+def check_weight_scale(weight_scale: str | float) -> str | float:
+    """Validate a ``weight_scale``: one of :data:`WEIGHT_SCALES` or a positive finite
+    number (the factor). Returns it, a number as a float.
+
+    :raises ValueError: naming the valid values otherwise.
+    """
+    if isinstance(weight_scale, str):
+        if weight_scale in WEIGHT_SCALES:
+            return weight_scale
+    elif (
+        not isinstance(weight_scale, bool)
+        and isinstance(weight_scale, (int, float))
+        and 0.0 < weight_scale < math.inf
+    ):
+        return float(weight_scale)
+    raise ValueError(
+        f"weight_scale must be 'none' (factor 1, the official code's weights), 'density' "
+        f"(density^(-1/4)) or a positive finite factor, got {weight_scale!r}"
+    )
+
+
+def weight_scale_factor(weight_scale: str | float, density: float) -> float:
+    """The factor on the signed constant that ``weight_scale`` gives at ``density``:
+    1 for ``"none"``, :func:`density_weight_scale` for ``"density"``, else the number.
+
+    :raises ValueError: for a value :func:`check_weight_scale` refuses.
+    """
+    weight_scale = check_weight_scale(weight_scale)
+    if weight_scale == "none":
+        return 1.0
+    if weight_scale == "density":
+        return density_weight_scale(density)
+    return weight_scale
 
 
 class SupermaskLayer(nn.Module):
@@ -66,16 +148,31 @@ class SupermaskLayer(nn.Module):
     :param density: fraction of the layer's weights each task's mask keeps.
     :param max_cached_tasks: number of finished tasks whose masked weights stay
         cached for evaluation (the cache is rebuilt whenever the weight changes).
+    :param weight_scale: the factor on the signed constant (:func:`signed_constant_`;
+        :func:`weight_scale_factor` turns a rule into one), a positive finite number.
 
     A mask keeps the top ``k`` scores of the whole layer (edge-popup), or another
     rule after :meth:`set_topk_rule` (a masked output layer, where a unit the
     layer-wide top-k leaves empty is a class the task cannot predict).
     """
 
-    def __init__(self, weight_shape: tuple[int, ...], density: float, max_cached_tasks: int = 4):
+    def __init__(
+        self,
+        weight_shape: tuple[int, ...],
+        density: float,
+        max_cached_tasks: int = 4,
+        weight_scale: float = 1.0,
+    ):
         super().__init__()
+        factor = check_weight_scale(weight_scale)
+        if isinstance(factor, str):
+            raise ValueError(
+                f"a layer's weight_scale is the factor itself, got {weight_scale!r}; turn a "
+                "rule into a factor with weight_scale_factor(rule, density)"
+            )
         self.weight = nn.Parameter(torch.empty(weight_shape), requires_grad=False)
-        signed_constant_(self.weight)
+        signed_constant_(self.weight, factor)
+        self.weight_scale = factor
         self.density = density
         self.k = n_kept(self.weight.numel(), density)
         self.topk_rule = "layer"

@@ -30,7 +30,9 @@ from avalanche_ctr.exssnet.supermask import (
     SupermaskLinear,
     TaskBatchNorm,
     UnsupportedLayerError,
+    check_weight_scale,
     refuse_unmaskable,
+    weight_scale_factor,
 )
 from avalanche_ctr.hub import HubModel, backbone_entry, backbone_from
 from avalanche_ctr.masking import pack_mask, unpack_mask
@@ -45,6 +47,7 @@ __all__ = [
     "warn_sparse_layers",
     "OUTPUT_TOPK_DEFAULT",
     "OUTPUT_FLOOR_DEFAULT",
+    "WEIGHT_SCALE_DEFAULT",
 ]
 
 _MASK_PREFIX = "task_mask_"
@@ -57,6 +60,9 @@ OUTPUT_TOPK_DEFAULT = "unit"
 """The default top-k rule of a masked output layer (:func:`convert_to_supermask`)."""
 OUTPUT_FLOOR_DEFAULT = 1
 """The default floor of the ``"layer_floor"`` rule (weights per output unit)."""
+WEIGHT_SCALE_DEFAULT: str | float = "none"
+"""The default ``weight_scale`` of :func:`convert_to_supermask` and the strategies
+(:func:`~avalanche_ctr.exssnet.supermask.weight_scale_factor`)."""
 
 
 def check_density(density: float) -> float:
@@ -116,6 +122,9 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
     :param keep_scores: keep every finished task's float scores
         (``task_scores_<t>``, 32 bits per maskable weight), what KKT's
         ``"copy_scores"`` initialisation reads; may be switched on before any task.
+    :param weight_scale: the rule the layers' signed constants were scaled by
+        (:func:`convert_to_supermask` scales them; recorded here so that a saved model is
+        rebuilt with it).
     """
 
     def __init__(
@@ -126,10 +135,12 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
         keep_scores: bool = False,
+        weight_scale: str | float = WEIGHT_SCALE_DEFAULT,
     ) -> None:
         super().__init__()
         self.net = net
         self.density = density
+        self.weight_scale = check_weight_scale(weight_scale)
         self.output_topk, self.output_floor = output_topk, output_floor
         self.keep_scores = keep_scores
         self.training_task: int | None = None
@@ -169,13 +180,15 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
 
     # ------------------------------------------------------------ model folder
     def hub_arguments(self) -> dict[str, Any]:
-        """The density, the mask cache, the output layer's top-k rule, whether finished
-        tasks keep their scores (KKT's ``copy_scores``) and, over a backbone of ours
+        """The density, the signed constant's ``weight_scale``, the mask cache, the output
+        layer's top-k rule, whether finished tasks keep their scores (KKT's
+        ``copy_scores``) and, over a backbone of ours
         (:data:`~avalanche_ctr.hub.MODEL_TYPES`), the backbone's type and constructor
         arguments (:mod:`avalanche_ctr.hub`); over any other backbone ``None``, and
         ``from_pretrained`` then takes the backbone."""
         return {
             "density": self.density,
+            "weight_scale": self.weight_scale,
             "max_cached_tasks": self._layers[0].max_cached_tasks,
             "output_topk": self.output_topk,
             "output_floor": self.output_floor,
@@ -189,13 +202,15 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
     ) -> SupermaskNet:
         """The supermask network of :meth:`hub_arguments` before training: over
         ``backbone`` (the user's model, unconverted, built as before training) or, when
-        it is ``None``, over the stored backbone of ours."""
+        it is ``None``, over the stored backbone of ours. A folder saved before
+        ``weight_scale`` existed had factor 1 (``"none"``)."""
         net = convert_to_supermask(
             backbone_from(arguments.get("backbone"), backbone, "SupermaskNet"),
             density=arguments["density"],
             max_cached_tasks=arguments["max_cached_tasks"],
             output_topk=arguments.get("output_topk", OUTPUT_TOPK_DEFAULT),
             output_floor=arguments.get("output_floor", OUTPUT_FLOOR_DEFAULT),
+            weight_scale=arguments.get("weight_scale", "none"),
         )
         net.keep_scores = arguments.get("keep_scores", False)
         return net
@@ -544,30 +559,35 @@ def merge_input_sums(a: Tensor, b: Tensor) -> Tensor:
     return merged
 
 
-def _convertible_leaf(module: nn.Module, density: float, max_cached_tasks: int) -> nn.Module | None:
+def _convertible_leaf(
+    module: nn.Module, density: float, max_cached_tasks: int, scale: float = 1.0
+) -> nn.Module | None:
+    options = {"max_cached_tasks": max_cached_tasks, "weight_scale": scale}
     if isinstance(module, nn.Linear):
-        return SupermaskLinear(
-            module.in_features, module.out_features, density, max_cached_tasks=max_cached_tasks
-        ).to(module.weight.device)
+        return SupermaskLinear(module.in_features, module.out_features, density, **options).to(
+            module.weight.device
+        )
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         layer = SupermaskConv1d if isinstance(module, nn.Conv1d) else SupermaskConv2d
-        return layer(module, density, max_cached_tasks=max_cached_tasks).to(module.weight.device)
+        return layer(module, density, **options).to(module.weight.device)
     if isinstance(module, _BatchNorm):
         return TaskBatchNorm(module)
     return None
 
 
-def _convert_children(module: nn.Module, prefix: str, density: float, cache: int) -> None:
+def _convert_children(
+    module: nn.Module, prefix: str, density: float, cache: int, scale: float
+) -> None:
     for name, child in list(module.named_children()):
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, (MultiHeadClassifier, SupermaskLayer, TaskBatchNorm, FrozenModule)):
             continue
-        new = _convertible_leaf(child, density, cache)
+        new = _convertible_leaf(child, density, cache, scale)
         if new is not None:
             setattr(module, name, new)
             continue
         refuse_unmaskable(child, path, "supermask", SUPPORTED_LAYERS)
-        _convert_children(child, path, density, cache)
+        _convert_children(child, path, density, cache, scale)
 
 
 def warn_sparse_layers(layers: dict[str, SupermaskLayer], density: float) -> None:
@@ -602,6 +622,7 @@ def convert_to_supermask(
     max_cached_tasks: int = 4,
     output_topk: str = OUTPUT_TOPK_DEFAULT,
     output_floor: int = OUTPUT_FLOOR_DEFAULT,
+    weight_scale: str | float = WEIGHT_SCALE_DEFAULT,
 ) -> SupermaskNet:
     """Turn ``model`` into a :class:`SupermaskNet`, in place.
 
@@ -625,11 +646,22 @@ def convert_to_supermask(
         least ``output_floor`` weights in every unit. Hidden layers always keep
         ``density`` of the layer.
     :param output_floor: weights every output unit keeps under ``"layer_floor"``.
+    :param weight_scale: the factor on every supermask layer's signed constant
+        (:func:`~avalanche_ctr.exssnet.supermask.weight_scale_factor`): ``"none"``, factor
+        1 (the official code's ``±gain / sqrt(fan_in)``); ``"density"``,
+        ``density^(-1/4)``
+        (:func:`~avalanche_ctr.exssnet.supermask.density_weight_scale`, a departure from
+        the official code, ``docs/exssnet.md``); or a positive number, the factor itself.
+        The signs drawn are the same whatever the scale. A model that is already a
+        :class:`SupermaskNet` is returned as it is.
+    :raises ValueError: for a density outside (0, 1] or a ``weight_scale`` that is none of
+        these.
     """
     density = check_density(density)
+    scale = weight_scale_factor(weight_scale, density)
     if isinstance(model, SupermaskNet):
         return model
-    if _convertible_leaf(model, density, max_cached_tasks) is not None:
+    if _convertible_leaf(model, density, max_cached_tasks, scale) is not None:
         model = nn.Sequential(model)
     elif any(True for _ in model.parameters(recurse=False)):
         raise UnsupportedLayerError(
@@ -637,5 +669,11 @@ def convert_to_supermask(
             "masked; put them in Linear / Conv1d / Conv2d / BatchNorm submodules",
             type(model).__name__,
         )
-    _convert_children(model, "", density, max_cached_tasks)
-    return SupermaskNet(model, density, output_topk=output_topk, output_floor=output_floor)
+    _convert_children(model, "", density, max_cached_tasks, scale)
+    return SupermaskNet(
+        model,
+        density,
+        output_topk=output_topk,
+        output_floor=output_floor,
+        weight_scale=weight_scale,
+    )
