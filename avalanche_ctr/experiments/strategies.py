@@ -51,6 +51,7 @@ from avalanche_ctr.experiments.validation import check_finite
 from avalanche_ctr.exssnet.supermask_net import (
     OUTPUT_FLOOR_DEFAULT,
     OUTPUT_TOPK_DEFAULT,
+    WEIGHT_SCALE_DEFAULT,
     check_density,
 )
 
@@ -460,6 +461,37 @@ OUTPUT_FLOOR = Option(
     type=int,
     check=_or_none(_floor),
 )
+
+
+def _weight_scale_text(text: str) -> str | float:
+    """``--weight-scale``: a rule's name as it is, anything else as a number."""
+    from avalanche_ctr.exssnet.supermask import WEIGHT_SCALES
+
+    if text in WEIGHT_SCALES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be {', '.join(WEIGHT_SCALES)} or a positive number, got {text!r}"
+        ) from None
+
+
+def _weight_scale(value: str | float) -> str | float:
+    from avalanche_ctr.exssnet.supermask import check_weight_scale
+
+    return check_weight_scale(value)
+
+
+WEIGHT_SCALE = Option(
+    "weight_scale",
+    None,
+    "factor on the supermask layers' signed-constant weights: none (1, the official "
+    "code's), density (density^(-1/4), ours: larger logits at a low density) or a "
+    f"positive number (default: {WEIGHT_SCALE_DEFAULT})",
+    type=_weight_scale_text,
+    check=_or_none(_weight_scale),
+)
 _SUPERMASK_OPTIONS = (
     KKT_PRESET,
     KKT_SAMPLES,
@@ -469,6 +501,7 @@ _SUPERMASK_OPTIONS = (
     KKT_LIFT,
     OUTPUT_TOPK,
     OUTPUT_FLOOR,
+    WEIGHT_SCALE,
 )
 
 WEIGHT_EPOCHS = Option(
@@ -596,11 +629,11 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
 
 
 def _supermask_keywords(ctx: StrategyContext, record: StrategyRecord) -> dict[str, Any]:
-    """The record's options as keywords, leaving out ``kkt`` and the output top-k rule
-    when unset (each class's own default), ``weight_epochs`` (the factory splits the epochs) and
-    ``encoder_layer`` (the model's)."""
+    """The record's options as keywords, leaving out ``kkt``, the output top-k rule and
+    ``weight_scale`` when unset (each class's own default), ``weight_epochs`` (the factory
+    splits the epochs) and ``encoder_layer`` (the model's)."""
     keywords = ctx.keywords(record)
-    for name in ("kkt", "output_topk", "output_floor"):  # unset: the class's own default
+    for name in ("kkt", "output_topk", "output_floor", "weight_scale"):  # unset: the default
         if name in keywords and keywords[name] is None:
             del keywords[name]
     keywords.pop("weight_epochs", None)

@@ -62,13 +62,16 @@ def signed_constant_(weight: Tensor, scale: float = 1.0) -> Tensor:
     """Signed-constant initialisation (edge-popup, Ramanujan et al. 2020, Sec. 4.1;
     SupSup Sec. 4): each weight is ``±scale · gain / sqrt(fan_in)`` with a random sign,
     ``gain`` being the ReLU gain ``sqrt(2)``. ``scale`` is 1 in edge-popup, SupSup and
-    the official ExSSNeT code (:func:`density_weight_scale` for another); the signs are
-    drawn the same whatever ``scale``."""
+    the official ExSSNeT code (:func:`density_weight_scale` for another). The signs are
+    drawn the same whatever ``scale``, and the weights are exactly those of ``scale=1``
+    multiplied by ``scale`` (so a run differs from one at factor 1 only by the factor)."""
     fan_in = nn.init._calculate_correct_fan(weight, "fan_in")
-    std = scale * nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+    std = nn.init.calculate_gain("relu") / math.sqrt(fan_in)
     with torch.no_grad():
         sign = torch.randint(0, 2, weight.shape, device=weight.device, dtype=weight.dtype)
         weight.copy_((sign * 2 - 1) * std)
+        if scale != 1.0:
+            weight.mul_(scale)
     return weight
 
 
