@@ -96,8 +96,22 @@ def test_kkt_and_output_topk_options_reach_the_supermask_strategies(name):
 
 
 @pytest.mark.parametrize(
+    ("name", "weight_scale", "factor"),
+    [("supsup", "density", 0.1**-0.25), ("exssnet", 2.5, 2.5), ("ssnet", None, 1.0)],
+)
+def test_weight_scale_option_reaches_every_supermask_layer(name, weight_scale, factor):
+    options = {} if weight_scale is None else {"weight_scale": weight_scale}
+    strategy = build(name, output_layer="masked", **options)
+    assert strategy.model.weight_scale == (weight_scale or "none")
+    assert [layer.weight_scale for layer in strategy.model.supermask_layers] == [factor] * 3
+
+
+@pytest.mark.parametrize(
     ("flag", "value"),
     [
+        ("--weight-scale", "big"),
+        ("--weight-scale", "0"),
+        ("--weight-scale", "-2"),
         ("--kkt", "maybe"),
         ("--weight-epochs", "-1"),
         ("--output-topk", "rows"),
