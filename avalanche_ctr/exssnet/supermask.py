@@ -47,15 +47,21 @@ __all__ = [
     "UnsupportedLayerError",
     "signed_constant_",
     "density_weight_scale",
+    "low_density_weight_scale",
+    "LOW_DENSITY_THRESHOLD",
     "weight_scale_factor",
     "check_weight_scale",
     "WEIGHT_SCALES",
 ]
 
-WEIGHT_SCALES: tuple[str, ...] = ("none", "density")
+WEIGHT_SCALES: tuple[str, ...] = ("none", "density", "low_density")
 """The named rules of ``weight_scale`` (:func:`weight_scale_factor`): ``"none"``, factor 1
-(the official code's weights); ``"density"``, :func:`density_weight_scale`. A positive
-number is the factor itself."""
+(the official code's weights); ``"density"``, :func:`density_weight_scale`;
+``"low_density"``, :func:`low_density_weight_scale`. A positive number is the factor
+itself."""
+
+LOW_DENSITY_THRESHOLD: float = 0.1
+"""The density at and above which :func:`low_density_weight_scale` is 1."""
 
 
 def signed_constant_(weight: Tensor, scale: float = 1.0) -> Tensor:
@@ -109,6 +115,37 @@ def density_weight_scale(density: float, power: float = 0.25) -> float:
     return float(density) ** (-float(power))
 
 
+def low_density_weight_scale(
+    density: float, threshold: float = LOW_DENSITY_THRESHOLD, power: float = 0.25
+) -> float:
+    """The factor ``min(1, density / threshold) ** (-power)`` of the signed constant of
+    every supermask layer (``weight_scale="low_density"``): :func:`density_weight_scale`
+    relative to ``threshold``, so 1 at ``threshold`` (0.1) and above, 1.19 at 0.05, 1.50
+    at 0.02.
+
+    **A departure from the official code** (no density factor;
+    :func:`density_weight_scale` says why a factor helps at a low density). Unlike
+    ``"density"`` it leaves every density from ``threshold`` up as the official code has
+    it: ``"density"``'s factor (1.78 at 0.1, 1.35 at 0.3) measurably cost task inference
+    and a small text model there (``benchmarks/RESULTS.md``, issue 27), where nothing
+    needed it.
+
+    :param density: the supermask density, in (0, 1].
+    :param threshold: the density from which the factor is 1, in (0, 1].
+    :param power: the exponent, >= 0 (0: factor 1).
+    :raises ValueError: for a density or threshold outside (0, 1] or a negative or
+        non-finite power.
+    """
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not (0.0 < threshold <= 1.0)
+    ):
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    scale = density_weight_scale(density, power)
+    return max(1.0, scale / density_weight_scale(threshold, power))
+
+
 def check_weight_scale(weight_scale: str | float) -> str | float:
     """Validate a ``weight_scale``: one of :data:`WEIGHT_SCALES` or a positive finite
     number (the factor). Returns it, a number as a float.
@@ -126,13 +163,15 @@ def check_weight_scale(weight_scale: str | float) -> str | float:
         return float(weight_scale)
     raise ValueError(
         f"weight_scale must be 'none' (factor 1, the official code's weights), 'density' "
-        f"(density^(-1/4)) or a positive finite factor, got {weight_scale!r}"
+        f"(density^(-1/4)), 'low_density' (min(1, density / {LOW_DENSITY_THRESHOLD})^(-1/4)) "
+        f"or a positive finite factor, got {weight_scale!r}"
     )
 
 
 def weight_scale_factor(weight_scale: str | float, density: float) -> float:
     """The factor on the signed constant that ``weight_scale`` gives at ``density``:
-    1 for ``"none"``, :func:`density_weight_scale` for ``"density"``, else the number.
+    1 for ``"none"``, :func:`density_weight_scale` for ``"density"``,
+    :func:`low_density_weight_scale` for ``"low_density"``, else the number.
 
     :raises ValueError: for a value :func:`check_weight_scale` refuses.
     """
@@ -141,6 +180,8 @@ def weight_scale_factor(weight_scale: str | float, density: float) -> float:
         return 1.0
     if weight_scale == "density":
         return density_weight_scale(density)
+    if weight_scale == "low_density":
+        return low_density_weight_scale(density)
     return weight_scale
 
 
