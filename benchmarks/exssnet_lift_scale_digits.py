@@ -7,10 +7,14 @@ training accuracy of each task's two epochs (mask, weight) and each task's final
 accuracy. Example (``benchmarks/RESULTS.md``)::
 
     python benchmarks/exssnet_lift_scale_digits.py
+    python benchmarks/exssnet_lift_scale_digits.py --lifts default 3 --scales none
+
+``--lifts default`` leaves ``kkt_lift`` unset (the strategy's default).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 
 import torch
@@ -24,7 +28,7 @@ from avalanche_ctr.training import ExSSNeT
 TASKS = 5
 
 
-def run(lift: float, scale: str, *, masked: bool, seed: int) -> None:
+def run(lift: float | None, scale: str, *, masked: bool, seed: int) -> None:
     torch.manual_seed(seed)
     model = MaskedOutputMLP(64, (32, 32), outputs=10) if masked else MultiHeadMLP(64, (32, 32))
     evaluator = EvaluationPlugin(accuracy_metrics(epoch=True, experience=True), loggers=[])
@@ -54,19 +58,31 @@ def run(lift: float, scale: str, *, masked: bool, seed: int) -> None:
         for t in range(TASKS)
     ]
     print(
-        f"{'masked' if masked else 'heads'} lift={lift:g} scale={scale} seed={seed} "
+        f"{'masked' if masked else 'heads'} lift={lift} scale={scale} seed={seed} "
         f"epochs={epochs} final={final} mean={statistics.fmean(final):.3f}",
         flush=True,
     )
 
 
+def _lift(text: str) -> float | None:
+    return None if text == "default" else float(text)
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--lifts", nargs="+", type=_lift, default=[1.0, 10.0], help="numbers or 'default'"
+    )
+    parser.add_argument("--scales", nargs="+", default=["none", "density"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--models", nargs="+", default=["heads", "masked"])
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    for masked in (False, True):
-        for scale in ("none", "density"):
-            for lift in (1.0, 10.0):
-                for seed in (0, 1):
-                    run(lift, scale, masked=masked, seed=seed)
+    for model in args.models:
+        for scale in args.scales:
+            for lift in args.lifts:
+                for seed in args.seeds:
+                    run(lift, scale, masked=model == "masked", seed=seed)
     return 0
 
 

@@ -251,7 +251,12 @@ def main() -> int:
     parser.add_argument("--kkt-k", type=int, default=None)
     parser.add_argument("--kkt-features", default=None)
     parser.add_argument("--kkt-init", default=None)
-    parser.add_argument("--kkt-lift", type=float, default=None)
+    parser.add_argument(
+        "--kkt-lift",
+        type=lambda text: text if text == "steps" else float(text),
+        default=None,
+        help="a number or steps; default: the strategies'",
+    )
     parser.add_argument(
         "--weight-scale",
         type=_weight_scale,

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from avalanche_ctr.compat import reset_optimizer_to_trainable
 from avalanche_ctr.exssnet.exclusive import exclusive_update
-from avalanche_ctr.exssnet.kkt import KKTChoice, kkt_settings, select_source_task
+from avalanche_ctr.exssnet.kkt import KKTChoice, kkt_settings, select_source_task, steps_lift
 from avalanche_ctr.exssnet.supermask_net import SupermaskNet, input_sums, merge_input_sums
 from avalanche_ctr.exssnet.task_inference import HEAD_RULES, METHODS, infer
 from avalanche_ctr.finite import check_finite_step
@@ -94,7 +94,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         weight and task, in the state dict).
     :param kkt_lift: under ``"lift_mask"``, how far the chosen task's mask entries are
         lifted above the fresh scores, in units of the largest fresh score (default
-        1): the larger, the longer the new mask stays on the chosen task's.
+        1): the larger, the longer the new mask stays on the chosen task's; or
+        ``"steps"`` (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`), a fraction of the
+        mask phase's steps times its rate, at least 1.
     :param task_inference: ``None`` (default): evaluation uses the experience's
         task labels. ``"one_shot"``, ``"binary"`` or ``"statistics"``: evaluation
         ignores them and infers each mini-batch's task among the finished tasks
@@ -134,7 +136,7 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
         kkt_k: int | None = None,
         kkt_features: str | None = None,
         kkt_init: str | None = None,
-        kkt_lift: float | None = None,
+        kkt_lift: float | str | None = None,
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,
@@ -217,13 +219,22 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
                 model, x, y, n_classes=n_classes, k=settings.k, features=settings.features
             )
             if self.last_kkt.source is not None:
+                by_steps = settings.lift == "steps"
                 model.init_scores_from_task(
                     self.last_kkt.source,
                     copy_scores=settings.init == "copy_scores",
-                    lift=settings.lift,
+                    lift=1.0 if by_steps else settings.lift,
+                    at_least=self._steps_lift(strategy) if by_steps else 0.0,
                 )
         model.set_trainable(scores=True, weights=False)
         reset_optimizer_to_trainable(strategy.optimizer, model)
+
+    def _steps_lift(self, strategy) -> float:
+        """:func:`~avalanche_ctr.exssnet.kkt.steps_lift` of this experience's mask phase:
+        its rate (``mask_lr``, else the optimizer's) and its steps at constant rate."""
+        group = strategy.optimizer.param_groups[0]
+        lr = self.mask_lr if self.mask_lr is not None else group.get("base_lr", group["lr"])
+        return steps_lift(lr, len(strategy.dataloader) * self.mask_epochs)
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
         if strategy.clock.train_exp_epochs != self.mask_epochs or self.weight_epochs == 0:
