@@ -437,12 +437,36 @@ KKT_INIT = Option(
 )
 
 
+def _kkt_lift_text(text: str) -> str | float:
+    """``--kkt-lift``: a rule's name as it is, anything else as a number."""
+    from avalanche_ctr.exssnet.kkt import KKT_LIFT_RULES
+
+    if text in KKT_LIFT_RULES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be {', '.join(KKT_LIFT_RULES)} or a positive number, got {text!r}"
+        ) from None
+
+
+def _kkt_lift(value: str | float) -> str | float:
+    from avalanche_ctr.exssnet.kkt import KKT_LIFT_RULES
+
+    if isinstance(value, str) and value in KKT_LIFT_RULES:
+        return value
+    return _positive(value)
+
+
 KKT_LIFT = Option(
     "kkt_lift",
     None,
-    "how far KKT's lift_mask lifts the chosen task's mask entries, in units of the "
-    "largest fresh score (default: the preset's, 1)",
-    check=_or_none(lambda value: _positive(value)),
+    "how far KKT's lift_mask lifts the chosen task's mask entries: a number, in units of "
+    "the largest fresh score, or steps (1/8 of the mask phase's steps times its rate, at "
+    "least 1) (default: exssnet/ssnet steps, supsup the preset's 1)",
+    type=_kkt_lift_text,
+    check=_or_none(_kkt_lift),
 )
 OUTPUT_TOPK = Option(
     "output_topk",
@@ -487,8 +511,9 @@ WEIGHT_SCALE = Option(
     "weight_scale",
     None,
     "factor on the supermask layers' signed-constant weights: none (1, the official "
-    "code's), density (density^(-1/4), ours: larger logits at a low density) or a "
-    f"positive number (default: {WEIGHT_SCALE_DEFAULT})",
+    "code's), density (density^(-1/4), ours: larger logits at a low density), low_density "
+    "(min(1, density / 0.1)^(-1/4), ours: 1 from density 0.1 up) or a positive number "
+    f"(default: supsup low_density, exssnet/ssnet {WEIGHT_SCALE_DEFAULT})",
     type=_weight_scale_text,
     check=_or_none(_weight_scale),
 )
@@ -629,11 +654,12 @@ def _supsup(ctx: StrategyContext, record: StrategyRecord) -> SupervisedTemplate:
 
 
 def _supermask_keywords(ctx: StrategyContext, record: StrategyRecord) -> dict[str, Any]:
-    """The record's options as keywords, leaving out ``kkt``, the output top-k rule and
-    ``weight_scale`` when unset (each class's own default), ``weight_epochs`` (the factory
-    splits the epochs) and ``encoder_layer`` (the model's)."""
+    """The record's options as keywords, leaving out ``kkt``, ``kkt_lift``, the output
+    top-k rule and ``weight_scale`` when unset (each class's own default),
+    ``weight_epochs`` (the factory splits the epochs) and ``encoder_layer`` (the model's)."""
     keywords = ctx.keywords(record)
-    for name in ("kkt", "output_topk", "output_floor", "weight_scale"):  # unset: the default
+    unset_is_default = ("kkt", "kkt_lift", "output_topk", "output_floor", "weight_scale")
+    for name in unset_is_default:  # unset: the class's default
         if name in keywords and keywords[name] is None:
             del keywords[name]
     keywords.pop("weight_epochs", None)

@@ -43,6 +43,7 @@ __all__ = [
     "kkt_settings",
     "KKT_LIFT_RULES",
     "STEPS_LIFT_FRACTION",
+    "STEPS_LIFT_MOST",
     "steps_lift",
 ]
 
@@ -59,43 +60,58 @@ KKT_INITS: tuple[str, ...] = ("lift_mask", "copy_scores")
 KKT_LIFT_RULES: tuple[str, ...] = ("steps",)
 """The named rules of ``lift`` (:class:`KKTSettings`): ``"steps"``, :func:`steps_lift`."""
 
-STEPS_LIFT_FRACTION: float = 0.125
-"""The fraction of the mask phase :func:`steps_lift` lets the lift last."""
+STEPS_LIFT_FRACTION: float = 0.5
+"""The fraction of the mask phase whose steps :func:`steps_lift` lets undo the lift."""
+
+STEPS_LIFT_MOST: float = 10.0
+"""The largest lift :func:`steps_lift` gives, in units of the largest fresh score."""
 
 
-def steps_lift(lr: float, steps: int, fraction: float = STEPS_LIFT_FRACTION) -> float:
-    """How far ``lift="steps"`` lifts the chosen task's mask entries above the fresh
-    scores, in score units: ``fraction · lr · steps``, where ``steps`` are the mask
-    phase's optimiser steps and ``lr`` its learning rate; never less than the largest
-    fresh score of a layer (a lift of 1, so the new mask starts as the chosen one).
+def steps_lift(
+    largest: float,
+    lr: float,
+    steps: int,
+    fraction: float = STEPS_LIFT_FRACTION,
+    most: float = STEPS_LIFT_MOST,
+) -> float:
+    """The lift of one layer under ``lift="steps"``, in units of the layer's largest fresh
+    score ``largest``: ``fraction · lr · steps / largest``, kept within [1, ``most``],
+    where ``steps`` are the mask phase's optimiser steps and ``lr`` its learning rate.
+    So a lift of ``most`` (10) where the phase is long enough to undo it in ``fraction``
+    (half) of its steps, less where it is not, and never less than 1 (the new mask
+    starts as the chosen task's).
 
     Why: Adam moves a score by at most about ``lr`` per step, so a chosen entry can fall
-    below a fresh one after about ``lift / lr`` steps. A lift in units of the largest
-    fresh score (``lift=10``) ignores how many steps the mask phase has: on issue 27's
-    stream (282 steps of 0.01 per task) a lift of 10 is 13 % of the phase in its first
-    layer and lifts ExSSNeT at density 0.02 by 7.7 points, while on a 5-task split_digits
-    run (about 8 steps per task) it is 15 phases and the new mask never leaves the chosen
-    task's, whose weights are all frozen, so neither phase learns (11-27 points lost;
-    already a lift of 2 costs 9-21; ``benchmarks/RESULTS.md``). ``fraction`` of the
-    phase (1/8) reproduces the lift of 10 in the first layer of issue 27's stream and is
-    a lift of 1, today's, on the short run.
+    below a fresh one only after about ``lift · largest / lr`` steps. A fixed lift
+    ignores how many steps the mask phase has. On issue 27's stream (282 steps of 0.01
+    per task; ``largest`` 0.036-0.1) a lift of 10 lasts at most 13-35 % of the phase and
+    lifts ExSSNeT at density 0.02 by about 8 points over the lift of 1; on a 5-task
+    split_digits run (8 steps per task; ``largest`` 0.125-0.18) it would last about 15
+    phases: the new mask never leaves the chosen task's, whose weights are all frozen,
+    so neither phase learns (11-27 points lost, already 9-21 with a lift of 2;
+    ``benchmarks/RESULTS.md``). This rule gives the first a lift of 10 and the second 1.
 
     **A departure from the official code**, which copies the chosen task's float scores
-    (``kkt_init="copy_scores"``, 32 bits per weight and task): lifting its mask keeps 1 bit.
-    With a non-adaptive optimiser (SGD), whose step is ``lr`` times the gradient, the
-    bound does not hold and the lift lasts longer; set a number there.
+    (``kkt_init="copy_scores"``, 32 bits per weight and task): lifting its mask keeps 1
+    bit. With a non-adaptive optimiser (SGD), whose step is ``lr`` times the gradient,
+    the bound does not hold and the lift lasts longer; set a number there.
 
+    :param largest: the layer's largest fresh score magnitude, > 0.
     :param lr: the mask phase's learning rate, > 0.
     :param steps: the mask phase's optimiser steps, >= 0.
     :param fraction: the fraction of the phase, > 0.
-    :raises ValueError: for a non-positive ``lr`` or ``fraction``, or negative ``steps``.
+    :param most: the largest lift, >= 1.
+    :raises ValueError: for a non-positive ``largest``, ``lr`` or ``fraction``, negative
+        ``steps`` or ``most`` below 1.
     """
-    for name, value in (("lr", lr), ("fraction", fraction)):
+    for name, value in (("largest", largest), ("lr", lr), ("fraction", fraction)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    return float(fraction) * float(lr) * steps
+    if isinstance(most, bool) or not isinstance(most, (int, float)) or not most >= 1:
+        raise ValueError(f"most must be a number >= 1, got {most!r}")
+    return min(float(most), max(1.0, float(fraction) * float(lr) * steps / float(largest)))
 
 
 @dataclass(frozen=True)

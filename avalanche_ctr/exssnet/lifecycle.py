@@ -95,8 +95,8 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
     :param kkt_lift: under ``"lift_mask"``, how far the chosen task's mask entries are
         lifted above the fresh scores, in units of the largest fresh score (default
         1): the larger, the longer the new mask stays on the chosen task's; or
-        ``"steps"`` (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`), a fraction of the
-        mask phase's steps times its rate, at least 1.
+        ``"steps"`` (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`): 10 where half the
+        mask phase's steps times its rate undo it, less where they do not, at least 1.
     :param task_inference: ``None`` (default): evaluation uses the experience's
         task labels. ``"one_shot"``, ``"binary"`` or ``"statistics"``: evaluation
         ignores them and infers each mini-batch's task among the finished tasks
@@ -219,22 +219,26 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
                 model, x, y, n_classes=n_classes, k=settings.k, features=settings.features
             )
             if self.last_kkt.source is not None:
-                by_steps = settings.lift == "steps"
                 model.init_scores_from_task(
                     self.last_kkt.source,
                     copy_scores=settings.init == "copy_scores",
-                    lift=1.0 if by_steps else settings.lift,
-                    at_least=self._steps_lift(strategy) if by_steps else 0.0,
+                    lift=self._steps_lifts(strategy, model)
+                    if settings.lift == "steps"
+                    else settings.lift,
                 )
         model.set_trainable(scores=True, weights=False)
         reset_optimizer_to_trainable(strategy.optimizer, model)
 
-    def _steps_lift(self, strategy) -> float:
-        """:func:`~avalanche_ctr.exssnet.kkt.steps_lift` of this experience's mask phase:
-        its rate (``mask_lr``, else the optimizer's) and its steps at constant rate."""
+    def _steps_lifts(self, strategy, model: SupermaskNet) -> list[float]:
+        """:func:`~avalanche_ctr.exssnet.kkt.steps_lift` of every supermask layer for this
+        experience's mask phase: its rate (``mask_lr``, else the optimizer's) and steps."""
         group = strategy.optimizer.param_groups[0]
         lr = self.mask_lr if self.mask_lr is not None else group.get("base_lr", group["lr"])
-        return steps_lift(lr, len(strategy.dataloader) * self.mask_epochs)
+        steps = len(strategy.dataloader) * self.mask_epochs
+        return [
+            steps_lift(float(layer.scores.abs().max()), lr, steps)
+            for layer in model.supermask_layers
+        ]
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
         if strategy.clock.train_exp_epochs != self.mask_epochs or self.weight_epochs == 0:

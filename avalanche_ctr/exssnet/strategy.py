@@ -20,7 +20,20 @@ from avalanche_ctr.exssnet.supermask_net import (
     convert_to_supermask,
 )
 
-__all__ = ["ExSSNeT", "SupSup"]
+__all__ = ["ExSSNeT", "SupSup", "EXSSNET_KKT_LIFT_DEFAULT", "SUPSUP_WEIGHT_SCALE_DEFAULT"]
+
+EXSSNET_KKT_LIFT_DEFAULT: float | str = "steps"
+""":class:`ExSSNeT`'s default ``kkt_lift``: ``"steps"``
+(:func:`~avalanche_ctr.exssnet.kkt.steps_lift`), chosen by measurement on issue 27's
+stream and split_digits (``benchmarks/RESULTS.md``, "Issue 27: the defaults chosen").
+:class:`SupSup`'s is the preset's, 1."""
+
+SUPSUP_WEIGHT_SCALE_DEFAULT: str | float = "low_density"
+""":class:`SupSup`'s default ``weight_scale``: ``"low_density"``
+(:func:`~avalanche_ctr.exssnet.supermask.low_density_weight_scale`, 1 from density 0.1
+up), chosen by measurement (``benchmarks/RESULTS.md``, "Issue 27: the defaults chosen").
+:class:`ExSSNeT`'s is ``"none"``
+(:data:`~avalanche_ctr.exssnet.supermask_net.WEIGHT_SCALE_DEFAULT`)."""
 
 
 class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
@@ -63,13 +76,18 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
     :param kkt_init: ``"lift_mask"`` or ``"copy_scores"`` (overrides the preset;
         ``"copy_scores"`` keeps every finished task's float scores).
     :param kkt_lift: how far ``"lift_mask"`` lifts the chosen task's entries, in units
-        of the largest fresh score (overrides the preset's 1; ``docs/exssnet.md``).
+        of the largest fresh score, or ``"steps"``
+        (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`: 1/8 of the mask phase's steps
+        times its rate, at least 1; the default, :data:`EXSSNET_KKT_LIFT_DEFAULT`);
+        ``None``: the preset's, 1 (``docs/exssnet.md``).
     :param output_topk: the top-k rule of a masked output layer, ``"unit"``,
         ``"layer"`` or ``"layer_floor"``
         (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`).
     :param output_floor: weights per output unit under ``"layer_floor"``.
     :param weight_scale: the factor on the signed-constant weights, ``"none"`` (1, the
-        official code's), ``"density"`` (``density^(-1/4)``, ours) or a positive number
+        official code's; the default), ``"density"`` (``density^(-1/4)``, ours),
+        ``"low_density"`` (``min(1, density / 0.1)^(-1/4)``, ours; :class:`SupSup`'s
+        default) or a positive number
         (:func:`~avalanche_ctr.exssnet.supermask_net.convert_to_supermask`;
         ``docs/exssnet.md``).
     :param exclusive: ``False`` gives SSNeT (weights shared with earlier tasks
@@ -110,7 +128,7 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         kkt_k: int | None = None,
         kkt_features: str | None = None,
         kkt_init: str | None = None,
-        kkt_lift: float | None = None,
+        kkt_lift: float | str | None = EXSSNET_KKT_LIFT_DEFAULT,
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
         weight_scale: str | float = WEIGHT_SCALE_DEFAULT,
@@ -173,8 +191,11 @@ class SupSup(ExSSNeT):
     ("GG") setting: weights stay at their signed-constant initialisation and each
     task learns only its supermask, for ``train_epochs`` epochs.
 
-    KKT is off by default, as in the paper's SupSup; the other parameters are
-    those of :class:`ExSSNeT`.
+    KKT is off by default, as in the paper's SupSup; with it on, ``kkt_lift`` defaults
+    to the preset's 1. ``weight_scale`` defaults to ``"low_density"``
+    (:data:`SUPSUP_WEIGHT_SCALE_DEFAULT`: factor 1 from density 0.1 up, 1.50 at 0.02; a
+    departure from the official code, whose factor is 1 at every density). The other
+    parameters are those of :class:`ExSSNeT`.
     """
 
     def __init__(
@@ -191,10 +212,10 @@ class SupSup(ExSSNeT):
         kkt_k: int | None = None,
         kkt_features: str | None = None,
         kkt_init: str | None = None,
-        kkt_lift: float | None = None,
+        kkt_lift: float | str | None = None,
         output_topk: str = OUTPUT_TOPK_DEFAULT,
         output_floor: int = OUTPUT_FLOOR_DEFAULT,
-        weight_scale: str | float = WEIGHT_SCALE_DEFAULT,
+        weight_scale: str | float = SUPSUP_WEIGHT_SCALE_DEFAULT,
         task_inference: str | None = None,
         head_rule: str | None = None,
         input_statistics: bool | None = None,

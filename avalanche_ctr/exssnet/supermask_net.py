@@ -333,7 +333,7 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
             self.init_scores_from_task(task)
 
     def init_scores_from_task(
-        self, source: int, *, copy_scores: bool = False, lift: float = 1.0, at_least: float = 0.0
+        self, source: int, *, copy_scores: bool = False, lift: float | Sequence[float] = 1.0
     ) -> None:
         """Start the training task's scores from a finished task (KKT).
 
@@ -341,8 +341,8 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         ``lift`` times their largest magnitude added at the source mask's entries, so
         those rise above every other entry: the initial top-k mask equals the source
         task's mask, and training can move away from it, the later the larger
-        ``lift``; the entries are lifted by at least ``at_least`` in score units in every
-        layer (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`). With ``copy_scores``
+        ``lift`` (one number, or one per supermask layer:
+        :func:`~avalanche_ctr.exssnet.kkt.steps_lift`). With ``copy_scores``
         they are a copy of the source task's float scores (the official code's
         ``score_transfer``), kept when the model has ``keep_scores``.
 
@@ -361,11 +361,14 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
                 with torch.no_grad():
                     layer.scores.copy_(part.view_as(layer.scores))
             return
-        for layer, mask in zip(self.supermask_layers, self.task_masks(source), strict=True):
+        layers = self.supermask_layers
+        lifts = [lift] * len(layers) if isinstance(lift, (int, float)) else list(lift)
+        if len(lifts) != len(layers):
+            raise ValueError(f"lift needs one number per supermask layer ({len(layers)})")
+        for layer, mask, by in zip(layers, self.task_masks(source), lifts, strict=True):
             with torch.no_grad():
                 magnitude = layer.scores.abs()
-                amount = torch.clamp(lift * magnitude.max(), min=at_least)
-                layer.scores.copy_(magnitude + mask * amount)
+                layer.scores.copy_(magnitude + mask * (by * magnitude.max()))
 
     def fix_mask(self) -> None:
         """Freeze the training task's mask (end of ExSSNeT's mask phase)."""
