@@ -60,7 +60,7 @@ KKT_INITS: tuple[str, ...] = ("lift_mask", "copy_scores")
 KKT_LIFT_RULES: tuple[str, ...] = ("steps",)
 """The named rules of ``lift`` (:class:`KKTSettings`): ``"steps"``, :func:`steps_lift`."""
 
-STEPS_LIFT_FRACTION: float = 0.5
+STEPS_LIFT_FRACTION: float = 0.2
 """The fraction of the mask phase whose steps :func:`steps_lift` lets undo the lift."""
 
 STEPS_LIFT_MOST: float = 10.0

@@ -18,7 +18,24 @@ from avalanche_ctr.finite import check_finite_step
 from avalanche_ctr.masking import PartialFreeze
 from avalanche_ctr.tasks import TaskIncrementalPlugin, check_head_fits, single_task_label
 
-__all__ = ["ExSSNeTPlugin", "BatchInference", "LR_SCHEDULES", "phase_lr", "kkt_seed"]
+__all__ = [
+    "ExSSNeTPlugin",
+    "BatchInference",
+    "LR_SCHEDULES",
+    "phase_lr",
+    "kkt_seed",
+    "adam_like",
+]
+
+
+def adam_like(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` moves a parameter by about its learning rate per step
+    whatever the gradient's scale: :class:`torch.optim.Adam`, :class:`torch.optim.AdamW`
+    and :class:`~avalanche_ctr.training.bert_adam.BertAdam` (what ``kkt_lift="steps"``
+    assumes; :func:`~avalanche_ctr.exssnet.kkt.steps_lift`)."""
+    from avalanche_ctr.training.bert_adam import BertAdam
+
+    return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW, BertAdam))
 
 
 @dataclass(frozen=True)
@@ -95,8 +112,9 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
     :param kkt_lift: under ``"lift_mask"``, how far the chosen task's mask entries are
         lifted above the fresh scores, in units of the largest fresh score (default
         1): the larger, the longer the new mask stays on the chosen task's; or
-        ``"steps"`` (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`): 10 where half the
-        mask phase's steps times its rate undo it, less where they do not, at least 1.
+        ``"steps"`` (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`): the lift that a
+        fifth of the mask phase's steps times its rate undo, within [1, 10], with an
+        Adam-like optimizer (:func:`adam_like`); 1 with any other.
     :param task_inference: ``None`` (default): evaluation uses the experience's
         task labels. ``"one_shot"``, ``"binary"`` or ``"statistics"``: evaluation
         ignores them and infers each mini-batch's task among the finished tasks
@@ -231,12 +249,16 @@ class ExSSNeTPlugin(TaskIncrementalPlugin, supports_distributed=True):
 
     def _steps_lifts(self, strategy, model: SupermaskNet) -> list[float]:
         """:func:`~avalanche_ctr.exssnet.kkt.steps_lift` of every supermask layer for this
-        experience's mask phase: its rate (``mask_lr``, else the optimizer's) and steps."""
+        experience's mask phase: its rate (``mask_lr``, else the optimizer's) and steps.
+        1 in every layer unless the optimizer is Adam's kind (:func:`adam_like`), whose
+        step the rule reads from the rate."""
+        if not adam_like(strategy.optimizer):
+            return [1.0] * len(model.supermask_layers)
         group = strategy.optimizer.param_groups[0]
         lr = self.mask_lr if self.mask_lr is not None else group.get("base_lr", group["lr"])
         steps = len(strategy.dataloader) * self.mask_epochs
         return [
-            steps_lift(float(layer.scores.abs().max()), lr, steps)
+            steps_lift(float(layer.scores.detach().abs().max()), lr, steps)
             for layer in model.supermask_layers
         ]
 

@@ -13,8 +13,9 @@ from avalanche_ctr.exssnet import (
     convert_to_supermask,
     knn_accuracy,
 )
+from avalanche_ctr.exssnet.kkt import STEPS_LIFT_FRACTION, steps_lift
 from avalanche_ctr.masking import topk_mask
-from avalanche_ctr.training import ExSSNeT
+from avalanche_ctr.training import ExSSNeT, SupSup
 
 
 def digits_task(classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,3 +255,93 @@ def test_kkt_presets_and_overrides():
         ExSSNeTPlugin(kkt_preset="paper")
     with pytest.raises(ValueError, match="unknown kkt_init 'copy'; use one of lift_mask, copy_"):
         ExSSNeTPlugin(kkt_init="copy")
+
+
+def test_steps_lift_is_a_fifth_of_the_phase_within_one_and_ten():
+    assert STEPS_LIFT_FRACTION == 0.2
+    # issue 27's stream: 282 steps of 0.01; split_digits: 8 steps of 0.01
+    assert steps_lift(0.1, 0.01, 282) == pytest.approx(5.64)
+    assert steps_lift(0.0357, 0.01, 282) == 10.0
+    assert steps_lift(0.125, 0.01, 8) == 1.0
+    assert steps_lift(0.1, 0.01, 100) == pytest.approx(2.0)
+    assert steps_lift(0.1, 0.01, 100, fraction=0.25, most=2.0) == 2.0
+    assert steps_lift(0.1, 0.01, 0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((0.0, 0.01, 8), "largest must be"),
+        ((0.1, -0.01, 8), "lr must be"),
+        ((0.1, 0.01, -1), "steps must be"),
+        ((0.1, 0.01, 2.5), "steps must be"),
+    ],
+)
+def test_steps_lift_refuses_bad_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        steps_lift(*arguments)
+    with pytest.raises(ValueError, match="most must be"):
+        steps_lift(0.1, 0.01, 8, most=0.5)
+
+
+@pytest.mark.parametrize(
+    ("lr", "optimizer"), [(0.01, "adam"), (0.3, "adam"), (1.0, "adam"), (1.0, "sgd")]
+)
+def test_steps_lift_lifts_each_layer_by_its_own_rule(lr, optimizer):
+    """120 samples in batches of 32 and 2 mask epochs: 8 steps, so with Adam each layer's
+    lift is min(10, max(1, 0.2 * lr * 8 / its largest fresh score)): 1 at 0.01, one per
+    layer (fan-in 64 and 32) at 0.3, 10 and 9 at 1.0; with SGD 1."""
+    tasks = [balanced_task(), balanced_task()]
+    benchmark = tensors_benchmark(train_tensors=tasks, test_tensors=tasks, task_labels=[0, 1])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    scores = InitialScoresRecorder()
+    strategy = ExSSNeT(
+        model=model,
+        optimizer=(torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(
+            model.parameters(), lr=lr
+        ),
+        density=0.2,
+        mask_epochs=2,
+        weight_epochs=1,
+        train_mb_size=32,
+        plugins=[scores],
+        evaluator=quiet_evaluator(),
+        kkt_samples=40,
+    )
+    assert strategy.exssnet_plugin.kkt_settings.lift == "steps"  # ExSSNeT's default
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+    assert strategy.exssnet_plugin.last_kkt.source == 0
+    net = strategy.model
+    lifts = []
+    for layer, start, source in zip(net._layers, scores.initial[1], net.task_masks(0), strict=True):
+        fresh = start[~source].max()  # the largest fresh score, to within a hair
+        lift = min(10.0, max(1.0, 0.2 * lr * 8 / float(fresh))) if optimizer == "adam" else 1.0
+        ratio = float(start[source].min() / fresh)
+        assert lift <= ratio < lift + 1.5, (lr, lift, ratio)
+        assert torch.equal(topk_mask(start, layer.k, rule=layer.topk_rule), source)
+        lifts.append(lift)
+    if (lr, optimizer) == (0.3, "adam"):
+        assert 1.0 < lifts[1] < lifts[0] < 10.0, lifts
+    if (lr, optimizer) == (1.0, "adam"):
+        assert lifts[0] == 10.0 and 1.0 < lifts[1] < 10.0, lifts
+
+
+def test_supsup_keeps_the_presets_lift_and_exssnet_takes_steps():
+    def settings(strategy_class, **options):
+        model = MTSimpleMLP(input_size=64, hidden_size=16)
+        strategy = strategy_class(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+            evaluator=quiet_evaluator(),
+            **options,
+        )
+        return strategy.exssnet_plugin.kkt_settings
+
+    assert settings(ExSSNeT).lift == "steps"
+    assert settings(SupSup, kkt=True).lift == 1.0
+    assert settings(ExSSNeT, kkt_lift=None).lift == 1.0  # None: the preset's
+    assert settings(SupSup, kkt=True, kkt_lift="steps").lift == "steps"
+    with pytest.raises(ValueError, match="kkt_lift must be a positive number or one of steps"):
+        settings(ExSSNeT, kkt_lift="stairs")

@@ -14,10 +14,11 @@ from avalanche_ctr.experiments.backbones import MaskedOutputMLP
 from avalanche_ctr.exssnet import SupermaskLinear, SupermaskNet, convert_to_supermask
 from avalanche_ctr.exssnet.supermask import (
     density_weight_scale,
+    low_density_weight_scale,
     signed_constant_,
     weight_scale_factor,
 )
-from avalanche_ctr.training import SupSup
+from avalanche_ctr.training import ExSSNeT, SupSup
 
 
 def small_cnn() -> nn.Module:
@@ -94,7 +95,9 @@ def test_folder_without_a_scale_rebuilds_at_factor_one():
 
 @pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "dens", None])
 def test_bad_scales_are_refused_naming_the_values(bad):
-    with pytest.raises(ValueError, match="weight_scale must be 'none'.*'density'.*positive"):
+    with pytest.raises(
+        ValueError, match="weight_scale must be 'none'.*'density'.*'low_density'.*positive"
+    ):
         converted(bad)
 
 
@@ -107,3 +110,42 @@ def test_layer_takes_the_factor_not_the_rule():
 def test_density_rule_refuses_bad_arguments(density, power):
     with pytest.raises(ValueError, match="density must be|power must be"):
         density_weight_scale(density, power)
+
+
+def test_low_density_rule_is_one_from_the_threshold_up():
+    for density in (0.1, 0.3, 1.0):
+        assert low_density_weight_scale(density) == 1.0
+        assert weight_scale_factor("low_density", density) == 1.0
+    # below 0.1: density^(-1/4) relative to 0.1's
+    assert low_density_weight_scale(0.02) == pytest.approx(0.2**-0.25, rel=1e-12)
+    assert low_density_weight_scale(0.05) == pytest.approx(0.5**-0.25, rel=1e-12)
+    assert low_density_weight_scale(0.05, threshold=0.05) == 1.0
+    assert low_density_weight_scale(0.02, power=0.5) == pytest.approx(5**0.5, rel=1e-12)
+    assert weight_scale_factor("low_density", 0.02) == low_density_weight_scale(0.02)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5, True])
+def test_low_density_rule_refuses_a_bad_threshold(threshold):
+    with pytest.raises(ValueError, match="threshold must be in"):
+        low_density_weight_scale(0.05, threshold=threshold)
+
+
+@pytest.mark.parametrize(("density", "factor"), [(0.3, 1.0), (0.1, 1.0), (0.02, 0.2**-0.25)])
+def test_supsup_defaults_to_the_low_density_rule_and_exssnet_to_none(density, factor):
+    def layers(strategy_class):
+        torch.manual_seed(0)
+        model = MaskedOutputMLP(64, (16,), outputs=10)
+        strategy = strategy_class(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+            density=density,
+            evaluator=quiet_evaluator(),
+        )
+        return strategy.model
+
+    supsup, exssnet = layers(SupSup), layers(ExSSNeT)
+    assert (supsup.weight_scale, exssnet.weight_scale) == ("low_density", "none")
+    for one, other in zip(supsup.supermask_layers, exssnet.supermask_layers, strict=True):
+        assert one.weight_scale == pytest.approx(factor, rel=1e-12)
+        assert other.weight_scale == 1.0
+        assert torch.equal(other.weight * one.weight_scale, one.weight)
