@@ -96,14 +96,35 @@ def test_kkt_and_output_topk_options_reach_the_supermask_strategies(name):
 
 
 @pytest.mark.parametrize(
-    ("name", "weight_scale", "factor"),
-    [("supsup", "density", 0.1**-0.25), ("exssnet", 2.5, 2.5), ("ssnet", None, 1.0)],
+    ("name", "weight_scale", "rule", "factor"),
+    [
+        ("supsup", "density", "density", 0.1**-0.25),
+        ("exssnet", 2.5, 2.5, 2.5),
+        ("ssnet", None, "none", 1.0),
+        ("supsup", None, "low_density", 1.0),  # SupSup's default: 1 at density 0.1
+        ("exssnet", "low_density", "low_density", 1.0),
+    ],
 )
-def test_weight_scale_option_reaches_every_supermask_layer(name, weight_scale, factor):
+def test_weight_scale_option_reaches_every_supermask_layer(name, weight_scale, rule, factor):
     options = {} if weight_scale is None else {"weight_scale": weight_scale}
     strategy = build(name, output_layer="masked", **options)
-    assert strategy.model.weight_scale == (weight_scale or "none")
+    assert strategy.model.weight_scale == rule
     assert [layer.weight_scale for layer in strategy.model.supermask_layers] == [factor] * 3
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "lift"),
+    [
+        ("exssnet", {}, "steps"),  # ExSSNeT's and SSNeT's default
+        ("ssnet", {}, "steps"),
+        ("supsup", {"kkt": True}, 1.0),  # SupSup's: the preset's
+        ("exssnet", {"kkt_lift": 10.0}, 10.0),
+        ("supsup", {"kkt": True, "kkt_lift": "steps"}, "steps"),
+    ],
+)
+def test_kkt_lift_option_and_its_defaults_reach_the_plugin(name, options, lift):
+    strategy = build(name, **options)
+    assert strategy.exssnet_plugin.kkt_settings.lift == lift
 
 
 @pytest.mark.parametrize(
@@ -117,6 +138,8 @@ def test_weight_scale_option_reaches_every_supermask_layer(name, weight_scale, f
         ("--output-topk", "rows"),
         ("--kkt-preset", "paper"),
         ("--kkt-samples", "0"),
+        ("--kkt-lift", "stairs"),
+        ("--kkt-lift", "0"),
     ],
 )
 def test_bad_supermask_options_are_refused_naming_the_flag(flag, value, tmp_path, capsys):
