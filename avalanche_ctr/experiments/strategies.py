@@ -463,8 +463,9 @@ KKT_LIFT = Option(
     "kkt_lift",
     None,
     "how far KKT's lift_mask lifts the chosen task's mask entries: a number, in units of "
-    "the largest fresh score, or steps (1/8 of the mask phase's steps times its rate, at "
-    "least 1) (default: exssnet/ssnet steps, supsup the preset's 1)",
+    "the largest fresh score, or steps (what a fifth of the mask phase's steps times its "
+    "rate undo, within 1-10, with Adam) (default: exssnet/ssnet steps, supsup the "
+    "preset's 1)",
     type=_kkt_lift_text,
     check=_or_none(_kkt_lift),
 )

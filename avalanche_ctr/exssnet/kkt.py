@@ -61,7 +61,7 @@ KKT_LIFT_RULES: tuple[str, ...] = ("steps",)
 """The named rules of ``lift`` (:class:`KKTSettings`): ``"steps"``, :func:`steps_lift`."""
 
 STEPS_LIFT_FRACTION: float = 0.2
-"""The fraction of the mask phase whose steps :func:`steps_lift` lets undo the lift."""
+"""The fraction of the mask phase :func:`steps_lift` lets the lift last."""
 
 STEPS_LIFT_MOST: float = 10.0
 """The largest lift :func:`steps_lift` gives, in units of the largest fresh score."""
@@ -74,27 +74,32 @@ def steps_lift(
     fraction: float = STEPS_LIFT_FRACTION,
     most: float = STEPS_LIFT_MOST,
 ) -> float:
-    """The lift of one layer under ``lift="steps"``, in units of the layer's largest fresh
-    score ``largest``: ``fraction · lr · steps / largest``, kept within [1, ``most``],
-    where ``steps`` are the mask phase's optimiser steps and ``lr`` its learning rate.
-    So a lift of ``most`` (10) where the phase is long enough to undo it in ``fraction``
-    (half) of its steps, less where it is not, and never less than 1 (the new mask
-    starts as the chosen task's).
+    """The lift of one layer under ``lift="steps"`` (ExSSNeT's default), in units of the
+    layer's largest fresh score ``largest``: ``fraction · lr · steps / largest``, kept
+    within [1, ``most``], where ``steps`` are the mask phase's optimiser steps and ``lr``
+    its learning rate. The lift then lasts about ``fraction`` (a fifth) of the mask phase,
+    at most ``most`` (10) and never less than 1 (the new mask starts as the chosen
+    task's).
 
-    Why: Adam moves a score by at most about ``lr`` per step, so a chosen entry can fall
+    Why: Adam moves a score by about ``lr`` per step at most, so a chosen entry can fall
     below a fresh one only after about ``lift · largest / lr`` steps. A fixed lift
     ignores how many steps the mask phase has. On issue 27's stream (282 steps of 0.01
-    per task; ``largest`` 0.036-0.1) a lift of 10 lasts at most 13-35 % of the phase and
-    lifts ExSSNeT at density 0.02 by about 8 points over the lift of 1; on a 5-task
-    split_digits run (8 steps per task; ``largest`` 0.125-0.18) it would last about 15
-    phases: the new mask never leaves the chosen task's, whose weights are all frozen,
-    so neither phase learns (11-27 points lost, already 9-21 with a lift of 2;
-    ``benchmarks/RESULTS.md``). This rule gives the first a lift of 10 and the second 1.
+    per task; ``largest`` 0.036-0.1) the lift of 1 lasts 1-4 % of the phase and ExSSNeT
+    at density 0.02 stays below the official figure, while a lift of 10 puts it above;
+    on a 5-task split_digits run (8 steps per task; ``largest`` 0.125-0.18) the lift of 1
+    already lasts longer than the phase, and a lift of 2 or more keeps the new mask on
+    the chosen task's, whose weights are all frozen, so neither phase learns (9-27
+    points lost). This rule gives the first 10 / 9.8 / 5.7 in its three layers and the
+    second 1, as today; a fifth keeps the short runs of ``tests/exssnet`` (task
+    inference on permuted digits: 40 steps) at 1, where half a phase (lifts of 1.6 and
+    2.3) made ExSSNeT's task inference fail (``benchmarks/RESULTS.md``, "Issue 27: the
+    defaults chosen").
 
     **A departure from the official code**, which copies the chosen task's float scores
     (``kkt_init="copy_scores"``, 32 bits per weight and task): lifting its mask keeps 1
     bit. With a non-adaptive optimiser (SGD), whose step is ``lr`` times the gradient,
-    the bound does not hold and the lift lasts longer; set a number there.
+    the bound does not hold; the plugin then lifts by 1
+    (:func:`~avalanche_ctr.exssnet.lifecycle.adam_like`).
 
     :param largest: the layer's largest fresh score magnitude, > 0.
     :param lr: the mask phase's learning rate, > 0.

@@ -77,8 +77,9 @@ class ExSSNeT(PluginManagedOptimizer, SupervisedTemplate):
         ``"copy_scores"`` keeps every finished task's float scores).
     :param kkt_lift: how far ``"lift_mask"`` lifts the chosen task's entries, in units
         of the largest fresh score, or ``"steps"``
-        (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`: 1/8 of the mask phase's steps
-        times its rate, at least 1; the default, :data:`EXSSNET_KKT_LIFT_DEFAULT`);
+        (:func:`~avalanche_ctr.exssnet.kkt.steps_lift`: the lift a fifth of the mask
+        phase's steps times its rate undo, within [1, 10], with an Adam-like optimizer,
+        else 1; the default, :data:`EXSSNET_KKT_LIFT_DEFAULT`);
         ``None``: the preset's, 1 (``docs/exssnet.md``).
     :param output_topk: the top-k rule of a masked output layer, ``"unit"``,
         ``"layer"`` or ``"layer_floor"``
