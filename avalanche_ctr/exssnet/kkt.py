@@ -88,7 +88,7 @@ def steps_lift(
     at density 0.02 stays below the official figure, while a lift of 10 puts it above;
     on a 5-task split_digits run (8 steps per task; ``largest`` 0.125-0.18) the lift of 1
     already lasts longer than the phase, and a lift of 2 or more keeps the new mask on
-    the chosen task's, whose weights are all frozen, so neither phase learns (9-27
+    the chosen task's, whose weights are all frozen, so neither phase learns (11-27
     points lost). This rule gives the first 10 / 9.8 / 5.7 in its three layers and the
     second 1, as today; a fifth keeps the short runs of ``tests/exssnet`` (task
     inference on permuted digits: 40 steps) at 1, where half a phase (lifts of 1.6 and
