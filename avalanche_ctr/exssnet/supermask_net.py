@@ -346,7 +346,8 @@ class SupermaskNet(PaddedMultiTaskModule, HubModel, model_type="supermask"):
         they are a copy of the source task's float scores (the official code's
         ``score_transfer``), kept when the model has ``keep_scores``.
 
-        :raises ValueError: with ``copy_scores``, if the source's scores were not kept.
+        :raises ValueError: with ``copy_scores``, if the source's scores were not kept;
+            for a sequence of lifts whose length is not the number of supermask layers.
         """
         if copy_scores:
             stored = self._buffers.get(f"{_SCORES_PREFIX}{source}")

@@ -345,3 +345,17 @@ def test_supsup_keeps_the_presets_lift_and_exssnet_takes_steps():
     assert settings(SupSup, kkt=True, kkt_lift="steps").lift == "steps"
     with pytest.raises(ValueError, match="kkt_lift must be a positive number or one of steps"):
         settings(ExSSNeT, kkt_lift="stairs")
+
+
+def test_a_lift_per_layer_needs_one_number_per_supermask_layer():
+    strategy, _, _ = two_task_run()
+    net = strategy.model
+    net.start_task(2)
+    with pytest.raises(ValueError, match="one number per supermask layer \\(2\\)"):
+        net.init_scores_from_task(0, lift=[1.0])
+    net.init_scores_from_task(0, lift=[1.0, 3.0])
+    layers, masks = net._layers, net.task_masks(0)
+    for layer, mask, lift in zip(layers, masks, (1.0, 3.0), strict=True):
+        scores = layer.scores.detach()
+        ratio = float(scores[mask].min() / scores[~mask].max())
+        assert lift <= ratio < lift + 1.5
