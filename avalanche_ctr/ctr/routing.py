@@ -72,6 +72,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
 from avalanche_ctr.hat.masks import HATMask
@@ -105,6 +106,57 @@ def official_sample_view(x: Tensor, batch: int, length: int) -> Tensor:
     (``outputs_list[t].view(...)``, ``vote_outputs.view(...)``), reproduced only to measure
     it."""
     return x.contiguous().view(batch, length, -1)
+
+
+class _MaxOverTokens(torch.autograd.Function):
+    """``max_l (windows[i] @ kernels[i])[b, l, o]`` over the tokens ``l`` that ``keep``
+    marks, for every source ``i``: windows (n, B, L, q), kernels (n, q, O) → (n, B, O).
+
+    The same values and gradients as the product followed by ``max(dim=...)``, which sends
+    each output's gradient to its first maximising token, without that dense
+    (n, B, L, O) tensor living on for the backward pass (nor its dense gradient): the
+    product is computed one source at a time, reduced with ``amax``, and the first
+    maximising token is found with float operations (``max`` with indices, and
+    ``argmax``, are several times slower on the CPU than ``amax``). The backward pass
+    gathers each maximising token's window and scatters the gradient back to it, work of
+    size (n, B, O, q) instead of (n, B, L, O). A column that is all ``-inf`` (every token
+    dropped) or ``NaN`` sends its gradient to token 0."""
+
+    @staticmethod
+    def forward(ctx, windows: Tensor, kernels: Tensor, keep: Tensor | None) -> Tensor:
+        n, batch, length, size = windows.shape
+        values = windows.new_empty(n, batch, kernels.shape[-1])
+        # length - (first maximising token), found as max over l of (y == max) * (length - l)
+        # (in float32 at least: half precision counts tokens exactly only to 256 or 2048)
+        exact = torch.promote_types(windows.dtype, torch.float32)
+        last = torch.empty(values.shape, dtype=exact, device=values.device)
+        ramp = torch.arange(length, 0, -1, dtype=exact, device=values.device)[:, None]
+        dropped = None if keep is None else ~keep[:, :, None]
+        for i in range(n):
+            y = torch.mm(windows[i].view(batch * length, size), kernels[i])
+            y = y.view(batch, length, -1)
+            if dropped is not None:
+                y = y.masked_fill_(dropped, float("-inf"))
+            top = y.amax(dim=1, keepdim=True)
+            values[i] = top[:, 0]
+            # y - top is 0 at the maxima and negative elsewhere: sign + 1 is 1 there, else 0
+            torch.amax(y.sub_(top).sign_().add_(1) * ramp, dim=1, out=last[i])
+        index = (length - last.nan_to_num_(nan=length)).long()
+        ctx.save_for_backward(windows, kernels, index)
+        return values
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        windows, kernels, index = ctx.saved_tensors
+        at = index[..., None].expand(*index.shape, windows.shape[-1])
+        grad_windows = grad_kernels = None
+        if ctx.needs_input_grad[0]:
+            spread = (grad[..., None] * kernels.transpose(1, 2)[:, None]).to(windows.dtype)
+            grad_windows = torch.zeros_like(windows).scatter_add_(2, at, spread)
+        if ctx.needs_input_grad[1]:
+            grad_kernels = torch.einsum("nbo,nboq->nqo", grad, windows.gather(2, at))
+        return grad_windows, grad_kernels, None
 
 
 class KnowledgeSharingModule(nn.Module):
@@ -346,22 +398,20 @@ class KnowledgeSharingModule(nn.Module):
         ``W_{i·} p_i`` is a convolution over ``p_i`` with the kernel composed with
         ``W_{i·}`` (both are linear, and the pre-route map has no bias), so each source's
         ``capsule_dim`` channels are convolved instead of its ``n_transfer · capsule_dim``;
-        the convolution runs as one batched matrix product over token windows, laid out
-        source-first as the product leaves it. The convolutions' bias, ``extra`` and ReLU
-        commute with the max over tokens, so they are applied to the pooled values.
+        the convolution runs as a matrix product over token windows, one source at a time,
+        and only the maximum over the tokens is kept (:class:`_MaxOverTokens`). The
+        convolutions' bias, ``extra`` and ReLU commute with the max over tokens, so they
+        are applied to the pooled values.
         """
         weight, bias = self._merged_kernel(convs)
         weight = weight.unflatten(1, (self.n_transfer, self.capsule_dim))
-        kernels = torch.einsum("ojdk,ijdc->iock", weight, routes)
-        size = kernels.shape[-1]
+        kernels = torch.einsum("ojdk,ijdc->icko", weight, routes).flatten(1, 2)
+        size = weight.shape[-1]
         if keep is not None:
             capsules = capsules * keep[:, :, None, None]
-        x = capsules.permute(0, 2, 3, 1)
-        windows = F.pad(x, (size // 2, size - 1 - size // 2)).unfold(-1, size, 1)
-        y = torch.einsum("bnclk,nock->nblo", windows, kernels)
-        if keep is not None:
-            y = y.masked_fill(~keep[None, :, :, None], float("-inf"))
-        pooled = y.max(dim=2).values.transpose(0, 1) + bias
+        x = F.pad(capsules.permute(2, 0, 1, 3), (0, 0, size // 2, size - 1 - size // 2))
+        windows = x.unfold(2, size, 1).flatten(3)
+        pooled = _MaxOverTokens.apply(windows, kernels, keep).transpose(0, 1) + bias
         if extra is not None:
             pooled = pooled + extra.repeat(1, len(convs))[:, None]
         return F.relu(pooled)
