@@ -159,6 +159,37 @@ class _MaxOverTokens(torch.autograd.Function):
         return grad_windows, grad_kernels, None
 
 
+class _WideLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` for a narrow input (…, in) and a wide output (…, out),
+    whose backward products are computed with the output width as their last axis: on the
+    CPU, ``(T, out) @ (out, in)`` and ``(out, T) @ (T, in)`` (in = 9) are several times
+    slower than the transposes of ``(in, out) @ (out, T)`` and ``(in, T) @ (T, out)``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.addmm(bias, flat, weight.t())
+        ctx.save_for_backward(flat, weight)
+        ctx.input_shape = x.shape
+        ctx.dtype = out.dtype  # the product's (under autocast, its lower precision)
+        return out.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        flat, weight = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1]).to(ctx.dtype)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(weight.to(ctx.dtype).t(), grad.t()).t()
+            grad_x = grad_x.reshape(ctx.input_shape).to(flat.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(flat.to(ctx.dtype).t(), grad).t().to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=0).to(weight.dtype)
+        return grad_x, grad_weight, grad_bias
+
+
 class KnowledgeSharingModule(nn.Module):
     """CTR's KSM in one CL-plugin: the task capsule layer (Sec. 3.2.1) and the shared,
     HAT-masked transfer routing (Sec. 3.2.2).
@@ -457,12 +488,20 @@ class KnowledgeSharingModule(nn.Module):
         gate = self.gate if self.official else self.gates[task]
         attention_layer = self.attention if self.official else self.attentions[task]
         gates = binary_gate(gate(z), training=self.training, generator=generator)
-        attention = attention_layer(z)
-        priors = self.pre_route(capsules, routes)
+        attention = attention_layer(z).unflatten(-1, (self.n_transfer, self.capsule_dim))
+        # the votes' sum over the sources, sum_i gate_i a_i * (W_i. p_i), is one product of
+        # each sample's capsules with the per-sample map sum_i gate_i a_i W_i.
+        routing = torch.einsum("bi,bijd,ijdc->bicjd", gates, attention, routes)
         if keep is not None:
-            priors = priors * keep[:, :, None, None]
-        votes = gates[:, None, :, None] * attention[:, None] * priors
-        transfer = self.project(votes.sum(dim=2)) * self.mask_project.mask(task, s)
+            capsules = capsules * keep[:, :, None, None]
+        votes = torch.bmm(
+            capsules.flatten(2).flatten(0, 1).unflatten(0, (h.shape[0], -1)),
+            routing.flatten(3).flatten(1, 2),
+        )
+        mask = self.mask_project.mask(task, s)
+        transfer = _WideLinear.apply(
+            votes, self.project.weight * mask[:, None], self.project.bias * mask
+        )
         return transfer, gates
 
     def _pooled_convolutions(
