@@ -124,6 +124,7 @@ class _MaxOverTokens(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, windows: Tensor, kernels: Tensor, keep: Tensor | None) -> Tensor:
+        windows = windows.contiguous()
         n, batch, length, size = windows.shape
         values = windows.new_empty(n, batch, kernels.shape[-1])
         # length - (first maximising token), found as max over l of (y == max) * (length - l)
@@ -149,13 +150,19 @@ class _MaxOverTokens(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         windows, kernels, index = ctx.saved_tensors
-        at = index[..., None].expand(*index.shape, windows.shape[-1])
+        n, batch, length, size = windows.shape
+        # the maximising tokens' rows of windows viewed as (n · B · L, q)
+        rows = torch.arange(n * batch, device=index.device).view(n, batch, 1) * length
+        rows = (rows + index).flatten()
         grad_windows = grad_kernels = None
         if ctx.needs_input_grad[0]:
             spread = (grad[..., None] * kernels.transpose(1, 2)[:, None]).to(windows.dtype)
-            grad_windows = torch.zeros_like(windows).scatter_add_(2, at, spread)
+            grad_windows = windows.new_zeros(n * batch * length, size)
+            grad_windows = grad_windows.index_add_(0, rows, spread.reshape(-1, size))
+            grad_windows = grad_windows.view(windows.shape)
         if ctx.needs_input_grad[1]:
-            grad_kernels = torch.einsum("nbo,nboq->nqo", grad, windows.gather(2, at))
+            picked = windows.view(-1, size).index_select(0, rows).view(n, batch, -1, size)
+            grad_kernels = (grad[..., None] * picked).sum(dim=1).transpose(1, 2)
         return grad_windows, grad_kernels, None
 
 
