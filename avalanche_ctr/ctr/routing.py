@@ -108,62 +108,93 @@ def official_sample_view(x: Tensor, batch: int, length: int) -> Tensor:
     return x.contiguous().view(batch, length, -1)
 
 
+_SOURCES_ELEMENTS = 1 << 18
+"""Elements of the similarity product that :class:`_MaxOverTokens` computes at a time (as
+many sources as fit, at least one): about a core's L2 cache in float32; five of MiniLM's
+sources at a time (2^20) were slower than one."""
+
+
 class _MaxOverTokens(torch.autograd.Function):
     """``max_l (windows[i] @ kernels[i])[b, l, o]`` over the tokens ``l`` that ``keep``
-    marks, for every source ``i``: windows (n, B, L, q), kernels (n, q, O) → (n, B, O).
+    marks, for every source ``i``, where ``windows[i, b, l]`` holds tokens ``l .. l + K - 1``
+    of ``x[i, b]`` (channel-major): x (n, B, L + K - 1, c) the zero-padded capsules,
+    kernels (n, c · K, O) → (n, B, O).
 
-    The same values and gradients as the product followed by ``max(dim=...)``, which sends
-    each output's gradient to its first maximising token, without that dense
+    The same values and gradients as the windows' product followed by ``max(dim=...)``,
+    which sends each output's gradient to its first maximising token, without that dense
     (n, B, L, O) tensor living on for the backward pass (nor its dense gradient): the
-    product is computed one source at a time, reduced with ``amax``, and the first
-    maximising token is found with float operations (``max`` with indices, and
-    ``argmax``, are several times slower on the CPU than ``amax``). The backward pass
-    gathers each maximising token's window and scatters the gradient back to it, work of
-    size (n, B, O, q) instead of (n, B, L, O). A column that is all ``-inf`` (every token
-    dropped) or ``NaN`` sends its gradient to token 0."""
+    product is computed a source or a few at a time (:data:`_SOURCES_ELEMENTS`), reduced
+    with ``amax``, and the first maximising token is found with float operations (``max``
+    with indices, and ``argmax``, are several times slower on the CPU than ``amax``). The
+    backward pass gathers each maximising token's window and adds the gradient straight
+    back into the tokens of ``x`` it covers, work of size (n, B, O, c · K) instead of
+    (n, B, L, O). A column that is all ``-inf`` (every token dropped) or ``NaN`` sends its
+    gradient to token 0. On CUDA the additions are atomic, so a sum's rounding may vary."""
 
     @staticmethod
-    def forward(ctx, windows: Tensor, kernels: Tensor, keep: Tensor | None) -> Tensor:
-        windows = windows.contiguous()
+    def forward(ctx, x: Tensor, kernels: Tensor, keep: Tensor | None) -> Tensor:
+        windows = _MaxOverTokens.windows(x, kernels)
+        values, index = _MaxOverTokens.maxima(windows, kernels, keep, first=True)
+        ctx.save_for_backward(windows, kernels, index)
+        ctx.x_shape = x.shape
+        return values
+
+    @staticmethod
+    def windows(x: Tensor, kernels: Tensor) -> Tensor:
+        """The token windows of ``x`` (n, B, L + K - 1, c): (n, B, L, c · K), contiguous."""
+        size = kernels.shape[1] // x.shape[-1]
+        return x.unfold(2, size, 1).reshape(*x.shape[:2], x.shape[2] - size + 1, -1)
+
+    @staticmethod
+    def maxima(
+        windows: Tensor, kernels: Tensor, keep: Tensor | None, *, first: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """The maxima (n, B, O) over the windows (n, B, L, c · K) and, with ``first``, the
+        first maximising tokens (n, B, O)."""
         n, batch, length, size = windows.shape
         values = windows.new_empty(n, batch, kernels.shape[-1])
         # length - (first maximising token), found as max over l of (y == max) * (length - l)
         # (in float32 at least: half precision counts tokens exactly only to 256 or 2048)
         exact = torch.promote_types(windows.dtype, torch.float32)
-        last = torch.empty(values.shape, dtype=exact, device=values.device)
+        last = torch.empty(values.shape, dtype=exact, device=values.device) if first else None
         ramp = torch.arange(length, 0, -1, dtype=exact, device=values.device)[:, None]
         dropped = None if keep is None else ~keep[:, :, None]
-        for i in range(n):
-            y = torch.mm(windows[i].view(batch * length, size), kernels[i])
-            y = y.view(batch, length, -1)
+        step = max(1, _SOURCES_ELEMENTS // values[0].numel() // length)
+        for i in range(0, n, step):
+            y = torch.bmm(windows[i : i + step].flatten(1, 2), kernels[i : i + step])
+            y = y.view(-1, batch, length, values.shape[-1])
             if dropped is not None:
                 y = y.masked_fill_(dropped, float("-inf"))
-            top = y.amax(dim=1, keepdim=True)
-            values[i] = top[:, 0]
-            # y - top is 0 at the maxima and negative elsewhere: sign + 1 is 1 there, else 0
-            torch.amax(y.sub_(top).sign_().add_(1) * ramp, dim=1, out=last[i])
-        index = (length - last.nan_to_num_(nan=length)).long()
-        ctx.save_for_backward(windows, kernels, index)
-        return values
+            top = y.amax(dim=2, keepdim=True)
+            values[i : i + step] = top[:, :, 0]
+            if last is not None:
+                # y - top is 0 at the maxima, negative elsewhere: sign + 1 is 1 there, else 0
+                torch.amax(y.sub_(top).sign_().add_(1) * ramp, dim=2, out=last[i : i + step])
+        if last is None:
+            return values, None
+        return values, (length - last.nan_to_num_(nan=length)).long()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         windows, kernels, index = ctx.saved_tensors
         n, batch, length, size = windows.shape
-        # the maximising tokens' rows of windows viewed as (n · B · L, q)
-        rows = torch.arange(n * batch, device=index.device).view(n, batch, 1) * length
-        rows = (rows + index).flatten()
-        grad_windows = grad_kernels = None
+        padded, channels = ctx.x_shape[2], ctx.x_shape[3]
+        start = torch.arange(n * batch, device=index.device).view(n, batch, 1)
+        grad_x = grad_kernels = None
         if ctx.needs_input_grad[0]:
-            spread = (grad[..., None] * kernels.transpose(1, 2)[:, None]).to(windows.dtype)
-            grad_windows = windows.new_zeros(n * batch * length, size)
-            grad_windows = grad_windows.index_add_(0, rows, spread.reshape(-1, size))
-            grad_windows = grad_windows.view(windows.shape)
+            # window (i, b, l) starts at row (i · B + b) · (L + K - 1) + l of x's (…, c) rows
+            rows = (start * padded + index).flatten()
+            rows = (rows[:, None] + torch.arange(size // channels, device=rows.device)).flatten()
+            spread = grad[..., None] * kernels.transpose(1, 2)[:, None]  # (n, B, O, c · K)
+            spread = spread.unflatten(-1, (channels, -1)).transpose(-1, -2).reshape(-1, channels)
+            grad_x = windows.new_zeros(n * batch * padded, channels)
+            grad_x = grad_x.index_add_(0, rows, spread.to(windows.dtype)).view(ctx.x_shape)
         if ctx.needs_input_grad[1]:
+            rows = (start * length + index).flatten()
             picked = windows.view(-1, size).index_select(0, rows).view(n, batch, -1, size)
             grad_kernels = (grad[..., None] * picked).sum(dim=1).transpose(1, 2)
-        return grad_windows, grad_kernels, None
+        return grad_x, grad_kernels, None
 
 
 class _WideLinear(torch.autograd.Function):
@@ -448,8 +479,12 @@ class KnowledgeSharingModule(nn.Module):
         if keep is not None:
             capsules = capsules * keep[:, :, None, None]
         x = F.pad(capsules.permute(2, 0, 1, 3), (0, 0, size // 2, size - 1 - size // 2))
-        windows = x.unfold(2, size, 1).flatten(3)
-        pooled = _MaxOverTokens.apply(windows, kernels, keep).transpose(0, 1) + bias
+        if torch.is_grad_enabled() and (x.requires_grad or kernels.requires_grad):
+            pooled = _MaxOverTokens.apply(x, kernels, keep)
+        else:  # no gradient: the maxima alone
+            windows = _MaxOverTokens.windows(x, kernels)
+            pooled = _MaxOverTokens.maxima(windows, kernels, keep, first=False)[0]
+        pooled = pooled.transpose(0, 1) + bias
         if extra is not None:
             pooled = pooled + extra.repeat(1, len(convs))[:, None]
         return F.relu(pooled)

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avalanche_ctr.ctr import KnowledgeSharingModule
+from avalanche_ctr.ctr import KnowledgeSharingModule, routing
 from avalanche_ctr.ctr.capsules import squash
 from avalanche_ctr.ctr.routing import binary_gate
 
@@ -185,3 +185,37 @@ def test_ksm_equals_the_per_task_reference(
     assert len(fast[3]) > 0
     for name, grad in fast[3].items():
         assert_equal(grad, reference[3][name])
+    with torch.no_grad():  # without autograd, the similarity features skip the maximisers
+        transfer, gates = module(h, keep, task, s, torch.Generator().manual_seed(2))
+    assert_equal(transfer, fast[0])
+    assert torch.equal(gates, fast[1])
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("elements", [1, 2 * 5 * 11 * 12, 3 * 5 * 11 * 12])
+def test_similarity_features_in_chunks_of_sources(monkeypatch, elements, padded):
+    """Sources one, two or three at a time (7 sources: chunks with a remainder) give the
+    features and gradients of all at once."""
+    module = build(False, 7, 6, True, torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    capsules = torch.randn(5, 11, 7, 3, generator=generator, dtype=torch.float64)
+    keep = torch.rand(5, 11, generator=generator) > 0.3 if padded else None
+    if keep is not None:
+        keep[:, 0] = True
+    routes = torch.stack(list(module.route_weights))
+    weights = torch.randn(5, 7, 12, generator=generator, dtype=torch.float64)
+
+    def features_and_gradients():
+        x = capsules.clone().requires_grad_(True)
+        features = module.similarity_features(module.convs_source, x, routes, keep)
+        grads = torch.autograd.grad(
+            (features * weights).sum(), [x, *module.convs_source.parameters()]
+        )
+        return features.detach(), grads
+
+    whole = features_and_gradients()
+    monkeypatch.setattr(routing, "_SOURCES_ELEMENTS", elements)
+    chunked = features_and_gradients()
+    torch.testing.assert_close(chunked[0], whole[0], atol=1e-12, rtol=1e-12)
+    for mine, theirs in zip(chunked[1], whole[1], strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-12, rtol=1e-12)
