@@ -24,6 +24,7 @@ from itertools import groupby
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["squash", "TaskCapsuleLayer"]
 
@@ -67,20 +68,70 @@ class TaskCapsuleLayer(nn.Module):
     def forward(self, h: Tensor, n_tasks: int) -> Tensor:
         """Capsules of the first ``n_tasks`` tasks: ``(batch, length, n_tasks, capsule_dim)``.
 
-        The capsules run together: one batched product for all second layers, and for
-        the first layers one matrix product per run of consecutive capsules that are all
-        trained or all frozen, so no gradient is computed for a frozen capsule's weights
-        (its input still gets one). The same arithmetic as calling each capsule in turn,
-        in a few operations instead of ``2 · n_tasks``.
+        The capsules run together (:class:`_CapsuleNetworks`): one matrix product for all
+        first layers and one batched product for all second layers, with the tokens as
+        the products' last axis, and a weight gradient only for the capsules that train.
+        The same arithmetic as calling each capsule in turn.
         """
         capsules = self.capsules[:n_tasks]
-        parts = []
-        for _, run in groupby(capsules, key=lambda c: c.fc1.weight.requires_grad):
-            run = list(run)
-            weight = torch.cat([c.fc1.weight for c in run])
-            parts.append(F.linear(h, weight, torch.cat([c.fc1.bias for c in run])))
-        hidden = F.gelu(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])
-        hidden = hidden.unflatten(-1, (n_tasks, self.capsule_hidden))
-        w2 = torch.stack([c.fc2.weight for c in capsules])
-        b2 = torch.stack([c.fc2.bias for c in capsules])
-        return squash(torch.einsum("blnh,ndh->blnd", hidden, w2) + b2)
+        trained = tuple(any(p.requires_grad for p in c.parameters()) for c in capsules)
+        out = _CapsuleNetworks.apply(
+            h.reshape(-1, self.hidden_size),
+            torch.cat([c.fc1.weight for c in capsules]),
+            torch.cat([c.fc1.bias for c in capsules]),
+            torch.stack([c.fc2.weight for c in capsules]),
+            torch.stack([c.fc2.bias for c in capsules]),
+            trained,
+        )
+        return squash(out, dim=1).permute(2, 0, 1).unflatten(0, h.shape[:-1])
+
+
+class _CapsuleNetworks(torch.autograd.Function):
+    """Every capsule's ``fc2(gelu(fc1(h)))`` for tokens ``h`` (T, hidden) → (n, dim, T),
+    from the capsules' first-layer weights stacked (n · width, hidden) and biases
+    (n · width), second-layer weights (n, dim, width) and biases (n, dim).
+
+    The tokens are the products' last axis, so each product is laid out as it is fastest
+    (an output of T columns), every tensor stays contiguous (no permuted copies, and
+    GELU's backward pass gets a contiguous gradient), and the backward pass computes
+    weight gradients only for the capsules that ``trained`` marks (zeros for the others,
+    whose parameters take no gradient): the frozen capsules get their input gradient
+    only."""
+
+    @staticmethod
+    def forward(
+        ctx, h: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, trained: tuple[bool, ...]
+    ) -> Tensor:
+        n, _, width = w2.shape
+        pre = torch.addmm(b1[:, None], w1, h.t())
+        hidden = F.gelu(pre).view(n, width, -1)
+        ctx.trained = trained
+        ctx.save_for_backward(h, w1, w2, pre, hidden)
+        return torch.baddbmm(b2[:, :, None], w2, hidden)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        h, w1, w2, pre, hidden = ctx.saved_tensors
+        n, _, width = w2.shape
+        dtype = pre.dtype  # the forward's (under autocast, the products' lower precision)
+        grad = grad.to(dtype).contiguous()
+        grad_hidden = torch.bmm(w2.to(dtype).transpose(1, 2), grad)
+        grad_pre = torch.ops.aten.gelu_backward(grad_hidden.view(pre.shape), pre)
+        grad_h = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.mm(grad_pre.t(), w1.to(dtype)).to(h.dtype)
+        if any(ctx.needs_input_grad[1:5]):
+            grad_w1, grad_b1 = torch.zeros_like(w1), w1.new_zeros(pre.shape[0])
+            grad_w2, grad_b2 = torch.zeros_like(w2), w2.new_zeros(w2.shape[:2])
+            task = 0
+            for learns, run in groupby(ctx.trained):
+                end = task + len(list(run))
+                if learns:
+                    rows = slice(task * width, end * width)
+                    grad_w1[rows] = torch.mm(grad_pre[rows], h.to(dtype))
+                    grad_b1[rows] = grad_pre[rows].sum(dim=1)
+                    grad_w2[task:end] = torch.bmm(grad[task:end], hidden[task:end].transpose(1, 2))
+                    grad_b2[task:end] = grad[task:end].sum(dim=2)
+                task = end
+        return grad_h, grad_w1, grad_b1, grad_w2, grad_b2, None

@@ -72,6 +72,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from avalanche_ctr.ctr.capsules import TaskCapsuleLayer
 from avalanche_ctr.hat.masks import HATMask
@@ -105,6 +106,126 @@ def official_sample_view(x: Tensor, batch: int, length: int) -> Tensor:
     (``outputs_list[t].view(...)``, ``vote_outputs.view(...)``), reproduced only to measure
     it."""
     return x.contiguous().view(batch, length, -1)
+
+
+_SOURCES_ELEMENTS = 1 << 18
+"""Elements of the similarity product that :class:`_MaxOverTokens` computes at a time (as
+many sources as fit, at least one): about a core's L2 cache in float32; five of MiniLM's
+sources at a time (2^20) were slower than one."""
+
+
+class _MaxOverTokens(torch.autograd.Function):
+    """``max_l (windows[i] @ kernels[i])[b, l, o]`` over the tokens ``l`` that ``keep``
+    marks, for every source ``i``, where ``windows[i, b, l]`` holds tokens ``l .. l + K - 1``
+    of ``x[i, b]`` (channel-major): x (n, B, L + K - 1, c) the zero-padded capsules,
+    kernels (n, c · K, O) → (n, B, O).
+
+    The same values and gradients as the windows' product followed by ``max(dim=...)``,
+    which sends each output's gradient to its first maximising token, without that dense
+    (n, B, L, O) tensor living on for the backward pass (nor its dense gradient): the
+    product is computed a source or a few at a time (:data:`_SOURCES_ELEMENTS`), reduced
+    with ``amax``, and the first maximising token is found with float operations (``max``
+    with indices, and ``argmax``, are several times slower on the CPU than ``amax``). The
+    backward pass gathers each maximising token's window and adds the gradient straight
+    back into the tokens of ``x`` it covers, work of size (n, B, O, c · K) instead of
+    (n, B, L, O). A column that is all ``-inf`` (every token dropped) or ``NaN`` sends its
+    gradient to token 0. On CUDA the additions are atomic, so a sum's rounding may vary."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernels: Tensor, keep: Tensor | None) -> Tensor:
+        windows = _MaxOverTokens.windows(x, kernels)
+        values, index = _MaxOverTokens.maxima(windows, kernels, keep, first=True)
+        ctx.save_for_backward(windows, kernels, index)
+        ctx.x_shape = x.shape
+        return values
+
+    @staticmethod
+    def windows(x: Tensor, kernels: Tensor) -> Tensor:
+        """The token windows of ``x`` (n, B, L + K - 1, c): (n, B, L, c · K), contiguous."""
+        size = kernels.shape[1] // x.shape[-1]
+        return x.unfold(2, size, 1).reshape(*x.shape[:2], x.shape[2] - size + 1, -1)
+
+    @staticmethod
+    def maxima(
+        windows: Tensor, kernels: Tensor, keep: Tensor | None, *, first: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """The maxima (n, B, O) over the windows (n, B, L, c · K) and, with ``first``, the
+        first maximising tokens (n, B, O)."""
+        n, batch, length, size = windows.shape
+        values = windows.new_empty(n, batch, kernels.shape[-1])
+        # length - (first maximising token), found as max over l of (y == max) * (length - l)
+        # (in float32 at least: half precision counts tokens exactly only to 256 or 2048)
+        exact = torch.promote_types(windows.dtype, torch.float32)
+        last = torch.empty(values.shape, dtype=exact, device=values.device) if first else None
+        ramp = torch.arange(length, 0, -1, dtype=exact, device=values.device)[:, None]
+        dropped = None if keep is None else ~keep[:, :, None]
+        step = max(1, _SOURCES_ELEMENTS // values[0].numel() // length)
+        for i in range(0, n, step):
+            y = torch.bmm(windows[i : i + step].flatten(1, 2), kernels[i : i + step])
+            y = y.view(-1, batch, length, values.shape[-1])
+            if dropped is not None:
+                y = y.masked_fill_(dropped, float("-inf"))
+            top = y.amax(dim=2, keepdim=True)
+            values[i : i + step] = top[:, :, 0]
+            if last is not None:
+                # y - top is 0 at the maxima, negative elsewhere: sign + 1 is 1 there, else 0
+                torch.amax(y.sub_(top).sign_().add_(1) * ramp, dim=2, out=last[i : i + step])
+        if last is None:
+            return values, None
+        return values, (length - last.nan_to_num_(nan=length)).long()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        windows, kernels, index = ctx.saved_tensors
+        n, batch, length, size = windows.shape
+        padded, channels = ctx.x_shape[2], ctx.x_shape[3]
+        start = torch.arange(n * batch, device=index.device).view(n, batch, 1)
+        grad_x = grad_kernels = None
+        if ctx.needs_input_grad[0]:
+            # window (i, b, l) starts at row (i · B + b) · (L + K - 1) + l of x's (…, c) rows
+            rows = (start * padded + index).flatten()
+            rows = (rows[:, None] + torch.arange(size // channels, device=rows.device)).flatten()
+            spread = grad[..., None] * kernels.transpose(1, 2)[:, None]  # (n, B, O, c · K)
+            spread = spread.unflatten(-1, (channels, -1)).transpose(-1, -2).reshape(-1, channels)
+            grad_x = windows.new_zeros(n * batch * padded, channels)
+            grad_x = grad_x.index_add_(0, rows, spread.to(windows.dtype)).view(ctx.x_shape)
+        if ctx.needs_input_grad[1]:
+            rows = (start * length + index).flatten()
+            picked = windows.view(-1, size).index_select(0, rows).view(n, batch, -1, size)
+            grad_kernels = (grad[..., None] * picked).sum(dim=1).transpose(1, 2)
+        return grad_x, grad_kernels, None
+
+
+class _WideLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` for a narrow input (…, in) and a wide output (…, out),
+    whose backward products are computed with the output width as their last axis: on the
+    CPU, ``(T, out) @ (out, in)`` and ``(out, T) @ (T, in)`` (in = 9) are several times
+    slower than the transposes of ``(in, out) @ (out, T)`` and ``(in, T) @ (T, out)``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.addmm(bias, flat, weight.t())
+        ctx.save_for_backward(flat, weight)
+        ctx.input_shape = x.shape
+        ctx.dtype = out.dtype  # the product's (under autocast, its lower precision)
+        return out.view(*x.shape[:-1], -1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        flat, weight = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1]).to(ctx.dtype)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(weight.to(ctx.dtype).t(), grad.t()).t()
+            grad_x = grad_x.reshape(ctx.input_shape).to(flat.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(flat.to(ctx.dtype).t(), grad).t().to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=0).to(weight.dtype)
+        return grad_x, grad_weight, grad_bias
 
 
 class KnowledgeSharingModule(nn.Module):
@@ -346,22 +467,24 @@ class KnowledgeSharingModule(nn.Module):
         ``W_{i·} p_i`` is a convolution over ``p_i`` with the kernel composed with
         ``W_{i·}`` (both are linear, and the pre-route map has no bias), so each source's
         ``capsule_dim`` channels are convolved instead of its ``n_transfer · capsule_dim``;
-        the convolution runs as one batched matrix product over token windows, laid out
-        source-first as the product leaves it. The convolutions' bias, ``extra`` and ReLU
-        commute with the max over tokens, so they are applied to the pooled values.
+        the convolution runs as a matrix product over token windows, one source at a time,
+        and only the maximum over the tokens is kept (:class:`_MaxOverTokens`). The
+        convolutions' bias, ``extra`` and ReLU commute with the max over tokens, so they
+        are applied to the pooled values.
         """
         weight, bias = self._merged_kernel(convs)
         weight = weight.unflatten(1, (self.n_transfer, self.capsule_dim))
-        kernels = torch.einsum("ojdk,ijdc->iock", weight, routes)
-        size = kernels.shape[-1]
+        kernels = torch.einsum("ojdk,ijdc->icko", weight, routes).flatten(1, 2)
+        size = weight.shape[-1]
         if keep is not None:
             capsules = capsules * keep[:, :, None, None]
-        x = capsules.permute(0, 2, 3, 1)
-        windows = F.pad(x, (size // 2, size - 1 - size // 2)).unfold(-1, size, 1)
-        y = torch.einsum("bnclk,nock->nblo", windows, kernels)
-        if keep is not None:
-            y = y.masked_fill(~keep[None, :, :, None], float("-inf"))
-        pooled = y.max(dim=2).values.transpose(0, 1) + bias
+        x = F.pad(capsules.permute(2, 0, 1, 3), (0, 0, size // 2, size - 1 - size // 2))
+        if torch.is_grad_enabled() and (x.requires_grad or kernels.requires_grad):
+            pooled = _MaxOverTokens.apply(x, kernels, keep)
+        else:  # no gradient: the maxima alone
+            windows = _MaxOverTokens.windows(x, kernels)
+            pooled = _MaxOverTokens.maxima(windows, kernels, keep, first=False)[0]
+        pooled = pooled.transpose(0, 1) + bias
         if extra is not None:
             pooled = pooled + extra.repeat(1, len(convs))[:, None]
         return F.relu(pooled)
@@ -407,12 +530,20 @@ class KnowledgeSharingModule(nn.Module):
         gate = self.gate if self.official else self.gates[task]
         attention_layer = self.attention if self.official else self.attentions[task]
         gates = binary_gate(gate(z), training=self.training, generator=generator)
-        attention = attention_layer(z)
-        priors = self.pre_route(capsules, routes)
+        attention = attention_layer(z).unflatten(-1, (self.n_transfer, self.capsule_dim))
+        # the votes' sum over the sources, sum_i gate_i a_i * (W_i. p_i), is one product of
+        # each sample's capsules with the per-sample map sum_i gate_i a_i W_i.
+        routing = torch.einsum("bi,bijd,ijdc->bicjd", gates, attention, routes)
         if keep is not None:
-            priors = priors * keep[:, :, None, None]
-        votes = gates[:, None, :, None] * attention[:, None] * priors
-        transfer = self.project(votes.sum(dim=2)) * self.mask_project.mask(task, s)
+            capsules = capsules * keep[:, :, None, None]
+        votes = torch.bmm(
+            capsules.flatten(2).flatten(0, 1).unflatten(0, (h.shape[0], -1)),
+            routing.flatten(3).flatten(1, 2),
+        )
+        mask = self.mask_project.mask(task, s)
+        transfer = _WideLinear.apply(
+            votes, self.project.weight * mask[:, None], self.project.bias * mask
+        )
         return transfer, gates
 
     def _pooled_convolutions(
