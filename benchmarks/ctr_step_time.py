@@ -9,8 +9,8 @@ tokens of DSC's shape (``--batch`` texts of ``--length`` tokens, no padding): th
 cost does not depend on what the tokens say, and real mini-batches, cut to their longest
 text, cost at most this. Each task trains ``--steps`` iterations; a timed task's
 iterations after its first are timed and their median printed. Both systems run in this
-one process, one after the other, with ``--threads`` threads, so run it on an otherwise
-idle machine.
+one process, task by task in turn (CTR's task k, then (c)'s task k), with ``--threads``
+threads, so run it on an otherwise idle machine.
 
 Usage::
 
@@ -45,11 +45,8 @@ def random_stream(n_tasks: int, n_samples: int, length: int, vocab: int, seed: i
     )
 
 
-def step_times(
-    sharing: bool, stream, timed: set[int], args, *, device="cpu", plugins=()
-) -> dict[int, float]:
-    """Median training-iteration time (s) of ``timed`` tasks (1-based) for CTR or (c),
-    on ``device``, with further ``plugins`` (e.g. mixed precision)."""
+def timed_strategy(sharing: bool, args, *, device="cpu", plugins=()) -> tuple[CTR, IterationTimer]:
+    """CTR (``sharing``) or (c), initialised from ``args.seed``, with an iteration timer."""
     torch.manual_seed(args.seed)
     model = CTRModel(knowledge_sharing=sharing)
     timer = IterationTimer()
@@ -62,11 +59,34 @@ def step_times(
         plugins=[*plugins, timer],
         evaluator=EvaluationPlugin(loggers=[]),
     )
+    return strategy, timer
+
+
+def step_times(
+    sharing: bool, stream, timed: set[int], args, *, device="cpu", plugins=()
+) -> dict[int, float]:
+    """Median training-iteration time (s) of ``timed`` tasks (1-based) for CTR or (c),
+    on ``device``, with further ``plugins`` (e.g. mixed precision)."""
+    strategy, timer = timed_strategy(sharing, args, device=device, plugins=plugins)
     medians = {}
     for task, experience in enumerate(stream.train_stream, start=1):
         strategy.train(experience)
         if task in timed:
             medians[task] = statistics.median(timer.times[-1][1:])
+    return medians
+
+
+def paired_step_times(stream, timed: set[int], args) -> tuple[dict[int, float], dict[int, float]]:
+    """Median training-iteration times (s) of CTR and (c) at the ``timed`` tasks, the two
+    trained task by task in turn (CTR's task ``k``, then (c)'s), so that both see the same
+    machine load at each task."""
+    systems = [timed_strategy(sharing, args) for sharing in (True, False)]
+    medians: tuple[dict[int, float], dict[int, float]] = ({}, {})
+    for task, experience in enumerate(stream.train_stream, start=1):
+        for (strategy, timer), found in zip(systems, medians, strict=True):
+            strategy.train(experience)
+            if task in timed:
+                found[task] = statistics.median(timer.times[-1][1:])
     return medians
 
 
@@ -88,8 +108,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     vocab = load_encoder(None).config.vocab_size
     stream = random_stream(args.tasks, args.steps * args.batch, args.length, vocab, args.seed)
-    ctr = step_times(True, stream, timed, args)
-    ablation = step_times(False, stream, timed, args)
+    ctr, ablation = paired_step_times(stream, timed, args)
     print(f"batch {args.batch} x {args.length} tokens, {args.threads} thread(s), MiniLM")
     print("| task | CTR step (s) | (c) step (s) | CTR / (c) |")
     print("|---:|---:|---:|---:|")

@@ -26,13 +26,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["squash", "TaskCapsuleLayer"]
+__all__ = ["squash", "squash_backward", "squash_factor", "TaskCapsuleLayer"]
+
+
+def squash_factor(x: Tensor, dim: int = -1, eps: float = 1e-16) -> tuple[Tensor, Tensor]:
+    """The squared norm ``q = |s|² + eps`` of ``x`` over ``dim`` and the factor
+    ``√q / (1 + q)`` that :func:`squash` multiplies ``s`` by (both keep ``dim``)."""
+    squared = (x * x).sum(dim=dim, keepdim=True) + eps
+    return squared, squared.sqrt() / (1 + squared)
 
 
 def squash(x: Tensor, dim: int = -1, eps: float = 1e-16) -> Tensor:
-    """Capsule non-linearity ``v = |s|² / (1 + |s|²) · s / |s|`` (Sabour et al. 2017, Eq. 1)."""
-    squared = (x * x).sum(dim=dim, keepdim=True) + eps
-    return squared / (1 + squared) * x / torch.sqrt(squared)
+    """Capsule non-linearity ``v = |s|² / (1 + |s|²) · s / |s|`` (Sabour et al. 2017, Eq. 1),
+    computed as ``s · √q / (1 + q)`` with ``q = |s|² + eps``."""
+    return x * squash_factor(x, dim, eps)[1]
+
+
+def squash_backward(grad: Tensor, x: Tensor, dim: int, eps: float = 1e-16) -> Tensor:
+    """The gradient of :func:`squash` at ``x`` for the output gradient ``grad``:
+    ``f ∂v + (1 - q) / (√q (1 + q)²) · (s · ∂v) s`` with ``f = √q / (1 + q)``."""
+    squared, factor = squash_factor(x, dim, eps)
+    along = (x * grad).sum(dim=dim, keepdim=True)
+    radial = (1 - squared) / (squared.sqrt() * (1 + squared) ** 2) * along
+    return factor * grad + radial * x
 
 
 class _Capsule(nn.Module):
@@ -74,7 +90,13 @@ class TaskCapsuleLayer(nn.Module):
         The same arithmetic as calling each capsule in turn.
         """
         capsules = self.capsules[:n_tasks]
-        trained = tuple(any(p.requires_grad for p in c.parameters()) for c in capsules)
+        trained = tuple(
+            c.fc1.weight.requires_grad
+            or c.fc1.bias.requires_grad
+            or c.fc2.weight.requires_grad
+            or c.fc2.bias.requires_grad
+            for c in capsules
+        )
         out = _CapsuleNetworks.apply(
             h.reshape(-1, self.hidden_size),
             torch.cat([c.fc1.weight for c in capsules]),
@@ -83,20 +105,23 @@ class TaskCapsuleLayer(nn.Module):
             torch.stack([c.fc2.bias for c in capsules]),
             trained,
         )
-        return squash(out, dim=1).permute(2, 0, 1).unflatten(0, h.shape[:-1])
+        return out.permute(2, 0, 1).unflatten(0, h.shape[:-1])
 
 
 class _CapsuleNetworks(torch.autograd.Function):
-    """Every capsule's ``fc2(gelu(fc1(h)))`` for tokens ``h`` (T, hidden) → (n, dim, T),
-    from the capsules' first-layer weights stacked (n · width, hidden) and biases
-    (n · width), second-layer weights (n, dim, width) and biases (n, dim).
+    """Every capsule's ``squash(fc2(gelu(fc1(h))))`` for tokens ``h`` (T, hidden) →
+    (n, dim, T), squashed over ``dim`` (:func:`squash`), from the capsules' first-layer
+    weights stacked (n · width, hidden) and biases (n · width), second-layer weights
+    (n, dim, width) and biases (n, dim).
 
     The tokens are the products' last axis, so each product is laid out as it is fastest
     (an output of T columns), every tensor stays contiguous (no permuted copies, and
     GELU's backward pass gets a contiguous gradient), and the backward pass computes
     weight gradients only for the capsules that ``trained`` marks (zeros for the others,
     whose parameters take no gradient): the frozen capsules get their input gradient
-    only."""
+    only. The squash is part of the function, with its gradient written out
+    (:func:`squash_backward`), so its elementwise steps keep no tensors of their own for
+    the backward pass."""
 
     @staticmethod
     def forward(
@@ -105,17 +130,18 @@ class _CapsuleNetworks(torch.autograd.Function):
         n, _, width = w2.shape
         pre = torch.addmm(b1[:, None], w1, h.t())
         hidden = F.gelu(pre).view(n, width, -1)
+        out = torch.baddbmm(b2[:, :, None], w2, hidden)
         ctx.trained = trained
-        ctx.save_for_backward(h, w1, w2, pre, hidden)
-        return torch.baddbmm(b2[:, :, None], w2, hidden)
+        ctx.save_for_backward(h, w1, w2, pre, hidden, out)
+        return out * squash_factor(out, dim=1)[1]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        h, w1, w2, pre, hidden = ctx.saved_tensors
+        h, w1, w2, pre, hidden, out = ctx.saved_tensors
         n, _, width = w2.shape
         dtype = pre.dtype  # the forward's (under autocast, the products' lower precision)
-        grad = grad.to(dtype).contiguous()
+        grad = squash_backward(grad.to(dtype), out, dim=1).contiguous()
         grad_hidden = torch.bmm(w2.to(dtype).transpose(1, 2), grad)
         grad_pre = torch.ops.aten.gelu_backward(grad_hidden.view(pre.shape), pre)
         grad_h = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None

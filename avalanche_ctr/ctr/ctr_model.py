@@ -152,6 +152,7 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
             lambda width: CLPlugin(width, config, ksm_seed=self._seed("init", next(count))),
             self.context,
         )
+        self._plugins = tuple(m for m in self.encoder.modules() if isinstance(m, CLPlugin))
         hidden = self.encoder.config.hidden_size
         self.classifier = MultiHeadClassifier(hidden)
         self.s_max = float(s_max)
@@ -162,7 +163,9 @@ class CTRModel(HATModel, PaddedMultiTaskModule, HubModel, model_type="ctr"):
     # ------------------------------------------------------------------ tasks
     @property
     def plugins(self) -> list[CLPlugin]:
-        return [m for m in self.modules() if isinstance(m, CLPlugin)]
+        """The CL-plugins, two per layer in order (found once, when they are plugged in:
+        walking every module costs milliseconds, and a training step asks several times)."""
+        return list(self._plugins)
 
     def start_task(self, task: int) -> None:
         """Begin training ``task``: install its capsule, routing parts and mask embeddings

@@ -128,8 +128,10 @@ class _MaxOverTokens(torch.autograd.Function):
     with indices, and ``argmax``, are several times slower on the CPU than ``amax``). The
     backward pass gathers each maximising token's window and adds the gradient straight
     back into the tokens of ``x`` it covers, work of size (n, B, O, c · K) instead of
-    (n, B, L, O). A column that is all ``-inf`` (every token dropped) or ``NaN`` sends its
-    gradient to token 0. On CUDA the additions are atomic, so a sum's rounding may vary."""
+    (n, B, L, O), built in the order of ``x``'s rows (no transposed copy), and the kernels'
+    gradient as one batched product over the (source, output) pairs. A column that is all
+    ``-inf`` (every token dropped) or ``NaN`` sends its gradient to token 0. On CUDA the
+    additions are atomic, so a sum's rounding may vary."""
 
     @staticmethod
     def forward(ctx, x: Tensor, kernels: Tensor, keep: Tensor | None) -> Tensor:
@@ -180,20 +182,27 @@ class _MaxOverTokens(torch.autograd.Function):
         windows, kernels, index = ctx.saved_tensors
         n, batch, length, size = windows.shape
         padded, channels = ctx.x_shape[2], ctx.x_shape[3]
+        outputs = kernels.shape[-1]
         start = torch.arange(n * batch, device=index.device).view(n, batch, 1)
         grad_x = grad_kernels = None
         if ctx.needs_input_grad[0]:
-            # window (i, b, l) starts at row (i · B + b) · (L + K - 1) + l of x's (…, c) rows
+            # window (i, b, l) starts at row (i · B + b) · (L + K - 1) + l of x's (…, c) rows;
+            # the kernels laid out (n, O, K, c) give the spread gradient in the rows' order
             rows = (start * padded + index).flatten()
             rows = (rows[:, None] + torch.arange(size // channels, device=rows.device)).flatten()
-            spread = grad[..., None] * kernels.transpose(1, 2)[:, None]  # (n, B, O, c · K)
-            spread = spread.unflatten(-1, (channels, -1)).transpose(-1, -2).reshape(-1, channels)
+            per_token = kernels.unflatten(1, (channels, -1)).permute(0, 3, 2, 1).contiguous()
+            spread = grad[..., None, None] * per_token[:, None]  # (n, B, O, K, c)
             grad_x = windows.new_zeros(n * batch * padded, channels)
-            grad_x = grad_x.index_add_(0, rows, spread.to(windows.dtype)).view(ctx.x_shape)
+            grad_x.index_add_(0, rows, spread.view(-1, channels).to(windows.dtype))
+            grad_x = grad_x.view(ctx.x_shape)
         if ctx.needs_input_grad[1]:
-            rows = (start * length + index).flatten()
-            picked = windows.view(-1, size).index_select(0, rows).view(n, batch, -1, size)
-            grad_kernels = (grad[..., None] * picked).sum(dim=1).transpose(1, 2)
+            # one product per (source, output): the batch's gradients times its windows
+            rows = (start.transpose(1, 2) * length + index.transpose(1, 2)).flatten()
+            picked = windows.view(-1, size).index_select(0, rows).view(n * outputs, batch, size)
+            dtype = torch.promote_types(grad.dtype, picked.dtype)
+            weights = grad.transpose(1, 2).reshape(n * outputs, 1, batch).to(dtype)
+            grad_kernels = torch.bmm(weights, picked.to(dtype)).view(n, outputs, size)
+            grad_kernels = grad_kernels.transpose(1, 2)
         return grad_x, grad_kernels, None
 
 

@@ -132,6 +132,18 @@ def test_batched_capsules_equal_one_capsule_at_a_time():
     assert h.grad is not None and h.grad.abs().sum() > 0
 
 
+def test_squash_backward_is_the_gradient_of_squash():
+    from avalanche_ctr.ctr.capsules import squash, squash_backward
+
+    torch.manual_seed(0)
+    norms = torch.tensor([1e-3, 0.5, 1.0, 30.0], dtype=torch.float64)
+    x = torch.randn(4, 3, 7, dtype=torch.float64) * norms[:, None, None]
+    grad = torch.randn_like(x)
+    x.requires_grad_(True)
+    (expected,) = torch.autograd.grad(squash(x, dim=1), x, grad)
+    assert torch.allclose(squash_backward(grad, x.detach(), dim=1), expected, rtol=1e-10)
+
+
 def test_ctr_outputs_do_not_depend_on_padding(tokenizer):
     from _text_helpers import task_data, tiny_ctr_model
 
