@@ -21,6 +21,10 @@ class MultiTaskJoint(JointTraining):
     the untrained model and only the final evaluation is the MTL figure; forgetting and
     backward transfer mean nothing for it.
 
+    The learning rate is its own: on the text benchmarks, Adam at 0.01 (CTR's recipe) makes
+    one shared set of adapters without masks, trained on every task at once, settle on one
+    class per task, while 0.001 learns (``benchmarks/headroom_lr_probe.py``, issue 25).
+
     :param n_tasks: the number of experiences of the stream.
     :param base_kwargs: ``JointTraining``'s arguments (model, optimizer, ...).
     """
