@@ -34,13 +34,13 @@ from avalanche_ctr.text_encoder import load_encoder
 from avalanche_ctr.training import CTR
 
 
-def random_stream(n_tasks: int, n_samples: int, length: int, vocab: int, seed: int, sizes=None):
+def random_stream(n_tasks: int, n_samples: int | list[int], length: int, vocab: int, seed: int):
     """``n_tasks`` binary tasks of random token ids in the ``(n, 3, length)`` text layout,
-    of ``n_samples`` each, or ``sizes[i]`` for task ``i``."""
+    of ``n_samples`` each (or ``n_samples[i]`` for task ``i``)."""
+    sizes = [n_samples] * n_tasks if isinstance(n_samples, int) else n_samples
     generator = torch.Generator().manual_seed(seed)
     tasks = []
-    for task in range(n_tasks):
-        size = n_samples if sizes is None else sizes[task]
+    for size in sizes:
         ids = torch.randint(1000, vocab, (size, length), generator=generator)
         x = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=1)
         tasks.append((x, torch.randint(0, 2, (size,), generator=generator)))
@@ -89,13 +89,15 @@ def paired_step_times(stream, timed: set[int], args) -> dict[int, list[tuple[flo
     systems = [timed_strategy(sharing, args) for sharing in (True, False)]
     rounds: dict[int, list[tuple[float, float]]] = {}
     for task, experience in enumerate(stream.train_stream, start=1):
-        for _ in range(args.rounds if task in timed else 1):
-            medians = []
-            for strategy, timer in systems:
+        if task not in timed:
+            for strategy, _ in systems:
                 strategy.train(experience)
-                medians.append(statistics.median(timer.times[-1][1:]) if task in timed else 0)
-            if task in timed:
-                rounds.setdefault(task, []).append((medians[0], medians[1]))
+            continue
+        for _ in range(args.rounds):
+            for strategy, _ in systems:
+                strategy.train(experience)
+            ctr, ablation = (statistics.median(timer.times[-1][1:]) for _, timer in systems)
+            rounds.setdefault(task, []).append((ctr, ablation))
     return rounds
 
 
@@ -124,7 +126,7 @@ def main() -> None:
     # untimed tasks train one mini-batch: what a later task costs depends on how many
     # tasks were learned, not on how long
     sizes = [args.batch * (args.steps if t in timed else 1) for t in range(1, args.tasks + 1)]
-    stream = random_stream(args.tasks, 0, args.length, vocab, args.seed, sizes)
+    stream = random_stream(args.tasks, sizes, args.length, vocab, args.seed)
     rounds = paired_step_times(stream, timed, args)
     print(f"batch {args.batch} x {args.length} tokens, {args.threads} thread(s), MiniLM")
     print("| task | CTR step (s) | (c) step (s) | CTR / (c) per round | CTR / (c), median |")

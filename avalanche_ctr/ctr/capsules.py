@@ -90,13 +90,7 @@ class TaskCapsuleLayer(nn.Module):
         The same arithmetic as calling each capsule in turn.
         """
         capsules = self.capsules[:n_tasks]
-        trained = tuple(
-            c.fc1.weight.requires_grad
-            or c.fc1.bias.requires_grad
-            or c.fc2.weight.requires_grad
-            or c.fc2.bias.requires_grad
-            for c in capsules
-        )
+        trained = tuple(any(p.requires_grad for p in c.parameters()) for c in capsules)
         out = _CapsuleNetworks.apply(
             h.reshape(-1, self.hidden_size),
             torch.cat([c.fc1.weight for c in capsules]),
