@@ -12,7 +12,10 @@ with ``--threads`` threads. A timed task is trained ``--rounds`` times, each rou
 ``--steps`` iterations and then (c)'s, and the median of a round's iterations after
 the first is its figure; the other tasks train one iteration. The machine's speed drifts
 by 10-30 % from one minute to the next (a shared VM), so the ratio is taken within each
-round and its median over the rounds printed. Run it on an otherwise idle machine.
+round and its median over the rounds printed. A second table splits each system's
+iteration into its phases (:class:`PhaseTimer`: forward, backward, update, the rest),
+median per round, then median over the rounds, and the difference CTR - (c). Run it on
+an otherwise idle machine.
 
 Usage::
 
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 from avalanche.benchmarks import tensors_benchmark
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_ctr.experiments.measure import IterationTimer
@@ -49,8 +54,59 @@ def random_stream(n_tasks: int, n_samples: int | list[int], length: int, vocab: 
     )
 
 
+PHASES = ("forward", "backward", "update", "rest")
+"""The parts of a training iteration that :class:`PhaseTimer` times."""
+
+
+class PhaseTimer(SupervisedPlugin):
+    """Wall time (s) of each training iteration's phases, per experience (``times[-1]``
+    holds one ``{phase: seconds}`` per iteration): ``forward`` (the model's forward pass),
+    ``backward`` (the loss's backward pass with the plugins' ``before_backward`` /
+    ``after_backward`` work that comes after this plugin's: CTR's mask regulariser,
+    finiteness check, gradient masking and compensation), ``update`` (the optimizer step
+    with the plugins' ``after_update`` work: CTR's restores and clamps) and ``rest`` (the
+    iteration's remainder: zeroing the gradients, the loss, the other callbacks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[list[dict[str, float]]] = []
+        self._marks: dict[str, float] = {}
+
+    def _mark(self, name: str) -> None:
+        self._marks[name] = time.perf_counter()
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self.times.append([])
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        self._mark("start")
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        self._mark("before_forward")
+
+    def after_forward(self, strategy, **kwargs) -> None:
+        self._mark("after_forward")
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        self._mark("before_backward")
+
+    def before_update(self, strategy, **kwargs) -> None:
+        self._mark("before_update")
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        marks = {**self._marks, "end": time.perf_counter()}
+        phases = {
+            "forward": marks["after_forward"] - marks["before_forward"],
+            "backward": marks["before_update"] - marks["before_backward"],
+            "update": marks["end"] - marks["before_update"],
+        }
+        phases["rest"] = marks["end"] - marks["start"] - sum(phases.values())
+        self.times[-1].append(phases)
+
+
 def timed_strategy(sharing: bool, args, *, device="cpu", plugins=()) -> tuple[CTR, IterationTimer]:
-    """CTR (``sharing``) or (c), initialised from ``args.seed``, with an iteration timer."""
+    """CTR (``sharing``) or (c), initialised from ``args.seed``, with an iteration timer
+    and, first among the plugins, a :class:`PhaseTimer` (``strategy.plugins[0]``)."""
     torch.manual_seed(args.seed)
     model = CTRModel(knowledge_sharing=sharing)
     timer = IterationTimer()
@@ -60,7 +116,7 @@ def timed_strategy(sharing: bool, args, *, device="cpu", plugins=()) -> tuple[CT
         train_mb_size=args.batch,
         train_epochs=1,
         device=device,
-        plugins=[*plugins, timer],
+        plugins=[PhaseTimer(), *plugins, timer],
         evaluator=EvaluationPlugin(loggers=[]),
     )
     return strategy, timer
@@ -80,14 +136,24 @@ def step_times(
     return medians
 
 
-def paired_step_times(stream, timed: set[int], args) -> dict[int, list[tuple[float, float]]]:
+def phase_medians(phase_timer: PhaseTimer) -> dict[str, float]:
+    """Each phase's median (s) over the last experience's iterations after the first."""
+    iterations = phase_timer.times[-1][1:]
+    return {phase: statistics.median(i[phase] for i in iterations) for phase in PHASES}
+
+
+def paired_step_times(
+    stream, timed: set[int], args
+) -> tuple[dict[int, list[tuple[float, float]]], dict[int, list[tuple[dict, dict]]]]:
     """CTR's and (c)'s median training-iteration times (s) at the ``timed`` tasks, in
-    ``args.rounds`` rounds per timed task: the two systems learn the stream task by task
-    in turn, and at a timed task each round trains CTR on it, then (c) (a task trained
-    again costs what it cost the first time: the same sources, the same trainable
-    parts), so that the two figures of a round see the same machine load."""
+    ``args.rounds`` rounds per timed task, and their phases' medians (:func:`phase_medians`)
+    per round: the two systems learn the stream task by task in turn, and at a timed task
+    each round trains CTR on it, then (c) (a task trained again costs what it cost the
+    first time: the same sources, the same trainable parts), so that the two figures of a
+    round see the same machine load."""
     systems = [timed_strategy(sharing, args) for sharing in (True, False)]
     rounds: dict[int, list[tuple[float, float]]] = {}
+    phases: dict[int, list[tuple[dict, dict]]] = {}
     for task, experience in enumerate(stream.train_stream, start=1):
         if task not in timed:
             for strategy, _ in systems:
@@ -98,7 +164,9 @@ def paired_step_times(stream, timed: set[int], args) -> dict[int, list[tuple[flo
                 strategy.train(experience)
             ctr, ablation = (statistics.median(timer.times[-1][1:]) for _, timer in systems)
             rounds.setdefault(task, []).append((ctr, ablation))
-    return rounds
+            split = tuple(phase_medians(strategy.plugins[0]) for strategy, _ in systems)
+            phases.setdefault(task, []).append(split)
+    return rounds, phases
 
 
 def main() -> None:
@@ -127,7 +195,7 @@ def main() -> None:
     # tasks were learned, not on how long
     sizes = [args.batch * (args.steps if t in timed else 1) for t in range(1, args.tasks + 1)]
     stream = random_stream(args.tasks, sizes, args.length, vocab, args.seed)
-    rounds = paired_step_times(stream, timed, args)
+    rounds, phases = paired_step_times(stream, timed, args)
     print(f"batch {args.batch} x {args.length} tokens, {args.threads} thread(s), MiniLM")
     print("| task | CTR step (s) | (c) step (s) | CTR / (c) per round | CTR / (c), median |")
     print("|---:|---:|---:|---|---:|")
@@ -138,6 +206,14 @@ def main() -> None:
         listed = ", ".join(f"{r:.3f}" for r in ratios)
         median = statistics.median(ratios)
         print(f"| {task} | {ctr:.3f} | {ablation:.3f} | {listed} | {median:.3f} |")
+    print()
+    print("| task | phase | CTR (ms) | (c) (ms) | CTR - (c) (ms) |")
+    print("|---:|---|---:|---:|---:|")
+    for task in sorted(timed):
+        for phase in PHASES:
+            ctr = 1000 * statistics.median(c[phase] for c, _ in phases[task])
+            ablation = 1000 * statistics.median(a[phase] for _, a in phases[task])
+            print(f"| {task} | {phase} | {ctr:.1f} | {ablation:.1f} | {ctr - ablation:+.1f} |")
 
 
 if __name__ == "__main__":

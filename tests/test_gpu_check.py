@@ -2,22 +2,16 @@
 at toy size and writes its JSON and markdown; without a GPU, ``--device cuda`` stops at
 the machine check with the reason."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+from _helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def test_dry_run_runs_every_section(gpu_check, tmp_path, monkeypatch):
