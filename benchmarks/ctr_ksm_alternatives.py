@@ -7,14 +7,14 @@ the alternatives that issue 29's measurements pointed to, at MiniLM's sizes with
 capsules of dimension 3, so a source's windows are 15 wide and its product 96 wide), each
 against the implementation, median of ``--repeats`` calls after 3 warm-ups, one thread:
 
-* **first maximising token** over the tokens, for every source and output, given the
-  windows' products (what the backward pass needs): the implementation's float steps
-  (``sub``, ``sign``, ``add``, times a descending ramp, ``amax``), against ``max`` with
-  indices, ``argmax``-free comparisons (``eq`` or ``>=`` times the ramp, ``where``);
-* **grouped convolution**: every source's similarity convolution as one ``conv1d`` with
-  a group per source, then ``max_pool1d`` with indices (PyTorch's own kernels), against
-  the implementation's per-source window product and float steps
-  (``_MaxOverTokens.maxima``);
+* the similarity **maxima and first maximising tokens** over the tokens, for every source
+  and output (what the max-pooling's backward pass needs), on the capsules and kernels
+  that ``KnowledgeSharingModule.similarity_inputs`` gives: the implementation
+  (``_MaxOverTokens.maxima``, with and without the tokens), against the same window
+  products one source at a time with other ways of finding the first maximising tokens
+  (``max`` with indices; ``eq`` or ``>=``, or ``where``, with a descending ramp), and
+  against one grouped ``conv1d`` (a group per source) with ``max_pool1d`` with indices
+  (PyTorch's own kernels);
 * with ``--compile``, **torch.compile** of the whole KSM forward (``KnowledgeSharingModule
   .forward``, inductor, static shapes), forward and backward, with its compile time.
 
@@ -27,93 +27,74 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from ctr_ksm_cost import median_ms
+from ctr_ksm_cost import ksm_in_training, median_ms
 from torch import Tensor
 
-from avalanche_ctr.ctr.cl_plugin import CLPluginConfig
 from avalanche_ctr.ctr.routing import KnowledgeSharingModule, _MaxOverTokens
 
 
-def first_maximum_variants(products: Tensor, repeats: int) -> dict[str, float]:
-    """Milliseconds of each way of finding every source's first maximising token over the
-    token axis (2) of ``products`` (n, B, L, O), one source at a time, maxima included."""
-    length = products.shape[2]
-    ramp = torch.arange(length, 0, -1, dtype=products.dtype)[:, None]
-    wide_ramp = ramp.expand(length, products.shape[-1]).contiguous()
-
-    def implemented() -> None:
-        for y in products.split(1):
-            y = y.clone()  # the implementation works in place on its own product
-            top = y.amax(dim=2, keepdim=True)
-            torch.amax(y.sub_(top).sign_().add_(1) * ramp, dim=2)
-
-    def copy_and_maxima() -> None:
-        for y in products.split(1):
-            y.clone().amax(dim=2, keepdim=True)
-
-    def max_with_indices() -> None:
-        for y in products.split(1):
-            y.max(dim=2)
-
-    def equal_times_ramp() -> None:
-        for y in products.split(1):
-            torch.amax(torch.eq(y, y.amax(dim=2, keepdim=True)) * ramp, dim=2)
-
-    def at_least_times_ramp() -> None:
-        for y in products.split(1):
-            torch.amax((y >= y.amax(dim=2, keepdim=True)) * wide_ramp, dim=2)
-
-    def where_ramp() -> None:
-        for y in products.split(1):
-            torch.amax(torch.where(y == y.amax(dim=2, keepdim=True), ramp, 0.0), dim=2)
-
-    variants = {
-        "implemented: copy, amax, sub, sign, add, x ramp, amax": implemented,
-        "(copy and amax alone: the maxima without the tokens)": copy_and_maxima,
-        "max with indices": max_with_indices,
-        "eq x ramp, amax": equal_times_ramp,
-        ">= x ramp, amax": at_least_times_ramp,
-        "where(eq, ramp, 0), amax": where_ramp,
-    }
-    return {name: median_ms(run, repeats) for name, run in variants.items()}
-
-
-def grouped_convolution(x: Tensor, kernels: Tensor, repeats: int) -> dict[str, float]:
-    """Milliseconds of the similarity maxima and first maximising tokens of the padded
-    capsules ``x`` (n, B, L + K - 1, c) under ``kernels`` (n, c · K, O): the
-    implementation's, and one grouped ``conv1d`` with ``max_pool1d``; checks that both
-    give the same maxima and tokens."""
+def maxima_variants(x: Tensor, kernels: Tensor, repeats: int) -> dict[str, float]:
+    """Milliseconds of the similarity maxima over the tokens and their first maximising
+    tokens, for the padded capsules ``x`` (n, B, L + K - 1, c) under ``kernels``
+    (n, c · K, O) (:meth:`KnowledgeSharingModule.similarity_inputs`): the implementation
+    (``_MaxOverTokens.maxima``, with and without the tokens), the same window products
+    one source at a time with other ways of finding the first maximising tokens, and one
+    grouped ``conv1d`` with ``max_pool1d``; checks that the grouped convolution gives the
+    implementation's maxima and tokens."""
     n, batch, padded, channels = x.shape
-    size, outputs = kernels.shape[1:]
-    length = padded - size // channels + 1
-    weight = (
-        kernels.view(n, channels, -1, outputs)
-        .permute(0, 3, 1, 2)
-        .reshape(n * outputs, channels, -1)
-    )
+    outputs = kernels.shape[-1]
+    windows = _MaxOverTokens.windows(x, kernels)
+    length = windows.shape[2]
+    ramp = torch.arange(length, 0, -1, dtype=x.dtype)[:, None]
+    wide_ramp = ramp.expand(length, outputs).contiguous()
 
-    def implemented():
-        windows = _MaxOverTokens.windows(x, kernels)
-        return _MaxOverTokens.maxima(windows, kernels, None, first=True)
+    def per_source(first_tokens: Callable[[Tensor], object]) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(n):
+                y = torch.bmm(windows[i : i + 1].flatten(1, 2), kernels[i : i + 1])
+                first_tokens(y.view(1, batch, length, outputs))
 
-    def grouped():
+        return run
+
+    def grouped() -> tuple[Tensor, Tensor]:
         inputs = x.permute(1, 0, 3, 2).reshape(batch, n * channels, padded)
-        y = F.conv1d(inputs, weight, groups=n)
+        weight = kernels.reshape(n, channels, -1, outputs).permute(0, 3, 1, 2)
+        y = F.conv1d(inputs, weight.reshape(n * outputs, channels, -1), groups=n)
         values, index = F.max_pool1d(y, length, return_indices=True)
-        return values.view(batch, n, outputs).transpose(0, 1), index.view(
-            batch, n, outputs
-        ).transpose(0, 1)
+        return tuple(t.view(batch, n, outputs).transpose(0, 1) for t in (values, index))
 
-    (mine, my_index), (theirs, their_index) = implemented(), grouped()
+    mine, my_index = _MaxOverTokens.maxima(windows, kernels, None, first=True)
+    theirs, their_index = grouped()
     if not torch.allclose(mine, theirs, atol=1e-4) or not torch.equal(my_index, their_index):
         raise RuntimeError("the grouped convolution does not give the implementation's maxima")
-    return {
-        "implemented: window products, amax, first token": median_ms(implemented, repeats),
-        "grouped conv1d, max_pool1d with indices": median_ms(grouped, repeats),
+
+    def top(y: Tensor) -> Tensor:
+        return y.amax(dim=2, keepdim=True)
+
+    variants = {
+        "implemented: window products, maxima and first tokens": lambda: _MaxOverTokens.maxima(
+            windows, kernels, None, first=True
+        ),
+        "implemented, maxima alone (no first tokens)": lambda: _MaxOverTokens.maxima(
+            windows, kernels, None, first=False
+        ),
+        "window products, max with indices": per_source(lambda y: y.max(dim=2)),
+        "window products, amax, eq x ramp, amax": per_source(
+            lambda y: torch.amax(torch.eq(y, top(y)) * ramp, dim=2)
+        ),
+        "window products, amax, >= x ramp, amax": per_source(
+            lambda y: torch.amax((y >= top(y)) * wide_ramp, dim=2)
+        ),
+        "window products, amax, where(eq, ramp, 0), amax": per_source(
+            lambda y: torch.amax(torch.where(y == top(y), ramp, 0.0), dim=2)
+        ),
+        "grouped conv1d (a group per source), max_pool1d with indices": grouped,
     }
+    return {name: median_ms(run, repeats) for name, run in variants.items()}
 
 
 def compiled_ksm(
@@ -149,32 +130,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    config = CLPluginConfig()
-    ksm = KnowledgeSharingModule(
-        args.hidden, config.capsule_hidden, config.capsule_dim, config.n_transfer, config.channels
-    )
-    for _ in range(args.tasks):
-        ksm.add_task()
-    ksm.requires_grad_(False)
-    ksm.set_trainable(args.tasks - 1, owns_sources=True)
-    ksm.train()
-    h = torch.randn(args.batch, args.length, args.hidden, requires_grad=True)
+    ksm, h = ksm_in_training(args.tasks, args.hidden, args)
     with torch.no_grad():
         capsules = ksm.task_capsules(h, args.tasks)
         routes = torch.stack(list(ksm.route_weights))
-        weight, _ = ksm._merged_kernel(ksm.convs_source)
-        weight = weight.unflatten(1, (ksm.n_transfer, ksm.capsule_dim))
-        kernels = torch.einsum("ojdk,ijdc->icko", weight, routes).flatten(1, 2).contiguous()
-        size = weight.shape[-1]
-        x = F.pad(capsules.permute(2, 0, 1, 3), (0, 0, size // 2, size - 1 - size // 2))
-        x = x.contiguous()
-        windows = _MaxOverTokens.windows(x, kernels)
-        products = torch.bmm(windows.flatten(1, 2), kernels).view(*windows.shape[:3], -1)
-    results = {
-        **first_maximum_variants(products, args.repeats),
-        **grouped_convolution(x, kernels, args.repeats),
-    }
+        x, kernels, _ = ksm.similarity_inputs(ksm.convs_source, capsules, routes, None)
+    results = maxima_variants(x, kernels, args.repeats)
     if args.compile:
         results.update(compiled_ksm(ksm, h, args.tasks - 1, args.repeats))
     shape = f"batch {args.batch} x {args.length} tokens, width {args.hidden}"

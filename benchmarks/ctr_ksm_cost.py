@@ -52,9 +52,13 @@ def median_ms(run: Callable[[], None], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def part_times(n_tasks: int, hidden: int, args: argparse.Namespace) -> dict[str, float]:
-    """Per-call milliseconds of each part with task ``n_tasks`` (1-based) in training, for
-    a CL-plugin of width ``hidden`` with :class:`CLPluginConfig`'s default sizes."""
+def ksm_in_training(
+    n_tasks: int, hidden: int, args: argparse.Namespace
+) -> tuple[KnowledgeSharingModule, torch.Tensor]:
+    """A KSM of width ``hidden`` with :class:`CLPluginConfig`'s default sizes, task
+    ``n_tasks`` (1-based) in training and the earlier ones frozen, and hidden states
+    ``(args.batch, args.length, hidden)`` that require a gradient, drawn from
+    ``args.seed``."""
     torch.manual_seed(args.seed)
     config = CLPluginConfig()
     ksm = KnowledgeSharingModule(
@@ -65,7 +69,13 @@ def part_times(n_tasks: int, hidden: int, args: argparse.Namespace) -> dict[str,
     ksm.requires_grad_(False)
     ksm.set_trainable(n_tasks - 1, owns_sources=True)
     ksm.train()
-    h = torch.randn(args.batch, args.length, hidden, requires_grad=True)
+    return ksm, torch.randn(args.batch, args.length, hidden, requires_grad=True)
+
+
+def part_times(n_tasks: int, hidden: int, args: argparse.Namespace) -> dict[str, float]:
+    """Per-call milliseconds of each part with task ``n_tasks`` (1-based) in training, for
+    a CL-plugin of width ``hidden`` with :class:`CLPluginConfig`'s default sizes."""
+    ksm, h = ksm_in_training(n_tasks, hidden, args)
     generator = torch.Generator().manual_seed(args.seed)
     routes = torch.stack(list(ksm.route_weights))
     capsules = ksm.task_capsules(h, n_tasks).detach().requires_grad_(True)

@@ -481,13 +481,7 @@ class KnowledgeSharingModule(nn.Module):
         convolutions' bias, ``extra`` and ReLU commute with the max over tokens, so they
         are applied to the pooled values.
         """
-        weight, bias = self._merged_kernel(convs)
-        weight = weight.unflatten(1, (self.n_transfer, self.capsule_dim))
-        kernels = torch.einsum("ojdk,ijdc->icko", weight, routes).flatten(1, 2)
-        size = weight.shape[-1]
-        if keep is not None:
-            capsules = capsules * keep[:, :, None, None]
-        x = F.pad(capsules.permute(2, 0, 1, 3), (0, 0, size // 2, size - 1 - size // 2))
+        x, kernels, bias = self.similarity_inputs(convs, capsules, routes, keep)
         if torch.is_grad_enabled() and (x.requires_grad or kernels.requires_grad):
             pooled = _MaxOverTokens.apply(x, kernels, keep)
         else:  # no gradient: the maxima alone
@@ -497,6 +491,23 @@ class KnowledgeSharingModule(nn.Module):
         if extra is not None:
             pooled = pooled + extra.repeat(1, len(convs))[:, None]
         return F.relu(pooled)
+
+    def similarity_inputs(
+        self, convs: nn.ModuleList, capsules: Tensor, routes: Tensor, keep: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """What :meth:`similarity_features` takes its maxima over: the capsules (B, L, n,
+        capsule_dim), padded tokens zeroed, laid out (n, B, L + K - 1, capsule_dim) with
+        the merged kernel's padding (:meth:`_merged_kernel`, largest size ``K``); the
+        kernels composed with ``W_{i·}``, (n, capsule_dim · K, channels · len(convs)); and
+        the convolutions' bias (channels · len(convs))."""
+        weight, bias = self._merged_kernel(convs)
+        weight = weight.unflatten(1, (self.n_transfer, self.capsule_dim))
+        kernels = torch.einsum("ojdk,ijdc->icko", weight, routes).flatten(1, 2)
+        size = weight.shape[-1]
+        if keep is not None:
+            capsules = capsules * keep[:, :, None, None]
+        x = F.pad(capsules.permute(2, 0, 1, 3), (0, 0, size // 2, size - 1 - size // 2))
+        return x, kernels, bias
 
     @staticmethod
     def pre_route(capsules: Tensor, routes: Tensor) -> Tensor:
